@@ -1,0 +1,54 @@
+"""A PNG contact sheet of middle slices, so a person can see that the heads look like heads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from numpy.typing import NDArray
+
+from openmind_data.synth.collection import Collection
+
+__all__ = ["write_montage"]
+
+
+def _middle_slice(path: Path) -> NDArray[np.float32]:
+    """The middle sagittal slice in RAS orientation (first volume of a 4D series)."""
+    image = nib.as_closest_canonical(nib.load(path))
+    data = np.asarray(image.dataobj[..., 0] if len(image.shape) > 3 else image.dataobj,
+                      dtype=np.float32)
+    sagittal = data[data.shape[0] // 2].T  # rows: inferior -> superior
+    top = float(np.percentile(sagittal, 99.5)) or 1.0
+    return np.clip(sagittal / top, 0.0, 1.0)
+
+
+def write_montage(collection: Collection, out: str | Path, *, columns: int = 8,
+                  limit: int = 64) -> Path:
+    """Write one tile per image (dataset, modality and defacing in its caption)."""
+    import matplotlib  # noqa: PLC0415 (keep matplotlib off the import path of the package)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    images = collection.files("image")[:limit]
+    rows = max(1, -(-len(images) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.3 * rows),
+                                squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, record in zip(axes.ravel(), images, strict=False):
+        ax.imshow(_middle_slice(collection.root / record["path"]), cmap="gray",
+                  origin="lower", aspect="equal")
+        label = record["dataset_id"] + " " + str(record.get("modality"))
+        details = [d for d in (record.get("defacing"), record.get("degradation")) if d and
+                   d != "none"]
+        if record.get("is_brain_extract"):
+            details.append("stripped")
+        ax.set_title("\n".join([label, " ".join(details)]), fontsize=7)
+    figure.tight_layout()
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+    return path
