@@ -1,0 +1,83 @@
+"""openmind_data: curate many BIDS datasets into one OpenMind-style pretraining dataset.
+
+Public names are imported lazily, so ``import openmind_data`` (and the ``openmind`` command's
+``--help``) stays instant while numpy, nibabel and pyarrow load only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "OpenMindError": "openmind_data.errors",
+    "ConfigError": "openmind_data.errors",
+    "InvalidInputError": "openmind_data.errors",
+    "SchemaError": "openmind_data.errors",
+    "SynthError": "openmind_data.errors",
+    "ExclusionReason": "openmind_data.exclusions",
+    "MODALITIES": "openmind_data.modalities",
+    "Modality": "openmind_data.modalities",
+    "modality_for": "openmind_data.modalities",
+    "IMAGE_SCHEMA": "openmind_data.schema",
+    "EXCLUDED_SCHEMA": "openmind_data.schema",
+    "SOURCES_SCHEMA": "openmind_data.schema",
+    "SHARD_SCHEMA": "openmind_data.schema",
+    "SCHEMA_VERSION": "openmind_data.schema",
+    "SynthConfig": "openmind_data.synth",
+    "synthesize": "openmind_data.synth",
+}
+
+__all__ = [
+    "EXCLUDED_SCHEMA",
+    "IMAGE_SCHEMA",
+    "MODALITIES",
+    "SCHEMA_VERSION",
+    "SHARD_SCHEMA",
+    "SOURCES_SCHEMA",
+    "ConfigError",
+    "ExclusionReason",
+    "InvalidInputError",
+    "Modality",
+    "OpenMindError",
+    "SchemaError",
+    "SynthConfig",
+    "SynthError",
+    "__version__",
+    "modality_for",
+    "synthesize",
+]
+
+if TYPE_CHECKING:
+    from openmind_data.errors import (
+        ConfigError,
+        InvalidInputError,
+        OpenMindError,
+        SchemaError,
+        SynthError,
+    )
+    from openmind_data.exclusions import ExclusionReason
+    from openmind_data.modalities import MODALITIES, Modality, modality_for
+    from openmind_data.schema import (
+        EXCLUDED_SCHEMA,
+        IMAGE_SCHEMA,
+        SCHEMA_VERSION,
+        SHARD_SCHEMA,
+        SOURCES_SCHEMA,
+    )
+    from openmind_data.synth import SynthConfig, synthesize
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'openmind_data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

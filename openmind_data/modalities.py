@@ -41,19 +41,30 @@ class Modality:
 
 
 MODALITIES: tuple[Modality, ...] = (
-    Modality("T1w", "T1-weighted structural image (MPRAGE, SPGR, MP2RAGE-derived T1w, ...)",
-             "structural"),
-    Modality("T2w", "T2-weighted structural image; also the mean b=0 image of a diffusion series",
-             "structural"),
+    Modality(
+        "T1w", "T1-weighted structural image (MPRAGE, SPGR, MP2RAGE-derived T1w, ...)", "structural"
+    ),
+    Modality(
+        "T2w",
+        "T2-weighted structural image; also the mean b=0 image of a diffusion series",
+        "structural",
+    ),
     Modality("FLAIR", "Fluid-attenuated inversion recovery", "structural"),
     Modality("PDw", "Proton-density weighted image", "structural"),
     Modality("T2starw", "T2*-weighted gradient-echo image", "structural"),
-    Modality("inplaneT1", "T1-weighted image matched to a functional run's slice prescription",
-             "structural"),
-    Modality("inplaneT2", "T2-weighted image matched to a functional run's slice prescription",
-             "structural"),
-    Modality("FLASH", "Fast low-angle shot gradient-echo image (deprecated BIDS suffix)",
-             "structural"),
+    Modality(
+        "inplaneT1",
+        "T1-weighted image matched to a functional run's slice prescription",
+        "structural",
+    ),
+    Modality(
+        "inplaneT2",
+        "T2-weighted image matched to a functional run's slice prescription",
+        "structural",
+    ),
+    Modality(
+        "FLASH", "Fast low-angle shot gradient-echo image (deprecated BIDS suffix)", "structural"
+    ),
     Modality("MP2RAGE", "One inversion image of an MP2RAGE acquisition", "structural"),
     Modality("UNIT1", "MP2RAGE uniform (bias-free) T1-weighted image", "structural"),
     Modality("MEGRE", "One echo of a multi-echo gradient-recalled echo acquisition", "structural"),
@@ -67,18 +78,29 @@ MODALITIES: tuple[Modality, ...] = (
     Modality("PDmap", "Quantitative proton-density map", "quantitative"),
     Modality("angio", "Angiography (time of flight, phase contrast)", "vascular"),
     Modality("SWI", "Susceptibility-weighted image", "vascular"),
-    Modality("minIP", "Minimum intensity projection of a susceptibility-weighted image",
-             "vascular"),
-    Modality("DWI", "A 4D diffusion-weighted series; a candidate, published as MD, FA and T2w",
-             "diffusion", published=False),
-    Modality("ADC", "Apparent diffusion coefficient map shipped by the source dataset",
-             "diffusion_map"),
-    Modality("TRACE", "Trace-weighted diffusion image shipped by the source dataset",
-             "diffusion_map"),
-    Modality("MD", "Mean diffusivity computed from a DWI series (diffusion tensor fit)",
-             "diffusion_map"),
-    Modality("FA", "Fractional anisotropy computed from a DWI series (diffusion tensor fit)",
-             "diffusion_map"),
+    Modality(
+        "minIP", "Minimum intensity projection of a susceptibility-weighted image", "vascular"
+    ),
+    Modality(
+        "DWI",
+        "A 4D diffusion-weighted series; a candidate, published as MD, FA and T2w",
+        "diffusion",
+        published=False,
+    ),
+    Modality(
+        "ADC", "Apparent diffusion coefficient map shipped by the source dataset", "diffusion_map"
+    ),
+    Modality(
+        "TRACE", "Trace-weighted diffusion image shipped by the source dataset", "diffusion_map"
+    ),
+    Modality(
+        "MD", "Mean diffusivity computed from a DWI series (diffusion tensor fit)", "diffusion_map"
+    ),
+    Modality(
+        "FA",
+        "Fractional anisotropy computed from a DWI series (diffusion tensor fit)",
+        "diffusion_map",
+    ),
 )
 
 #: What a DWI series becomes: derived image kind -> published modality.
@@ -133,9 +155,31 @@ RULES: tuple[ModalityRule, ...] = (
     _anat("T2starw", "minIP", acq="minip"),
     _anat("T1w", "angio", acq="tof|angio|mra"),
     # Plain suffixes.
-    *(_anat(s) for s in ("T1w", "T2w", "FLAIR", "PDw", "T2starw", "inplaneT1", "inplaneT2",
-                         "FLASH", "UNIT1", "MEGRE", "MESE", "MTw", "T1map", "T2map", "T2starmap",
-                         "R1map", "R2starmap", "PDmap", "angio", "minIP")),
+    *(
+        _anat(s)
+        for s in (
+            "T1w",
+            "T2w",
+            "FLAIR",
+            "PDw",
+            "T2starw",
+            "inplaneT1",
+            "inplaneT2",
+            "FLASH",
+            "UNIT1",
+            "MEGRE",
+            "MESE",
+            "MTw",
+            "T1map",
+            "T2map",
+            "T2starmap",
+            "R1map",
+            "R2starmap",
+            "PDmap",
+            "angio",
+            "minIP",
+        )
+    ),
     _anat("MP2RAGE", inv=r"."),
     _anat("swi", "SWI"),
     _anat("SWI", "SWI"),

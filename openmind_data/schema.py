@@ -94,42 +94,82 @@ IQM_COLUMNS: dict[str, str] = {
 
 _IMAGE_FIELDS: list[pa.Field] = [
     # -- identity ------------------------------------------------------------------------------
-    _f("image_id", _STR, "Stable, deterministic identifier of the image: a hash of dataset id, "
-       "source path and derivation. The same input always gets the same id.", nullable=False),
+    _f(
+        "image_id",
+        _STR,
+        "Stable, deterministic identifier of the image: a hash of dataset id, "
+        "source path and derivation. The same input always gets the same id.",
+        nullable=False,
+    ),
     _f("dataset_id", _STR, "Source dataset accession, e.g. 'ds000001'.", nullable=False),
     _f("dataset_version", _STR, "Source dataset version or snapshot tag, e.g. '1.0.2'."),
     _f("subject", _STR, "BIDS subject label, without 'sub-'."),
     _f("session", _STR, "BIDS session label, without 'ses-'; null when the dataset has none."),
     _f("run", pa.int32(), "BIDS run index; null when the file has none."),
-    _f("entities", _MAP, "Every other BIDS entity of the source file (acq, ce, rec, dir, echo, "
-       "part, inv, ...), label without its key."),
-    _f("source_path", _STR, "Path of the source file relative to its dataset root, POSIX "
-       "separators.", nullable=False),
+    _f(
+        "entities",
+        _MAP,
+        "Every other BIDS entity of the source file (acq, ce, rec, dir, echo, "
+        "part, inv, ...), label without its key.",
+    ),
+    _f(
+        "source_path",
+        _STR,
+        "Path of the source file relative to its dataset root, POSIX separators.",
+        nullable=False,
+    ),
     _f("source_sha256", _STR, "SHA-256 of the source file's bytes, hex."),
     _f("bval_path", _STR, "DWI candidates: the .bval file, relative to the dataset root."),
     _f("bvec_path", _STR, "DWI candidates: the .bvec file, relative to the dataset root."),
-    _f("derived_from", _STR, "For an image computed from another file (a DWI map): that file's "
-       "path in the released layout; null for images published as they were acquired."),
-    _f("derivation", _STR, "What was computed for a derived image: 'md', 'fa' or 'mean_b0'; "
-       "null otherwise."),
+    _f(
+        "derived_from",
+        _STR,
+        "For an image computed from another file (a DWI map): that file's "
+        "path in the released layout; null for images published as they were acquired.",
+    ),
+    _f(
+        "derivation",
+        _STR,
+        "What was computed for a derived image: 'md', 'fa' or 'mean_b0'; null otherwise.",
+    ),
     # -- released layout -----------------------------------------------------------------------
-    _f("image_path", _STR, "Path of the image in the released OpenMind layout, "
-       "'<dataset>/sub-*/[ses-*/]anat/<name>.nii.gz'."),
+    _f(
+        "image_path",
+        _STR,
+        "Path of the image in the released OpenMind layout, "
+        "'<dataset>/sub-*/[ses-*/]anat/<name>.nii.gz'.",
+    ),
     _f("anat_mask_path", _STR, "Path of the anatomy mask in the released layout."),
     _f("anon_mask_path", _STR, "Path of the anonymization (deface) mask in the released layout."),
     _f("brain_mask_path", _STR, "Path of the brain mask in the released layout, where made."),
     # -- what the image is ---------------------------------------------------------------------
-    _f("modality", _CAT, "Modality, from the vocabulary in openmind_data.modalities.",
-       nullable=False),
-    _f("is_brain_extract", pa.bool_(), "True when the image shows only the brain (skull-stripped "
-       "by the uploader), judged from the image itself."),
-    _f("defacing", _CAT, "How the face was removed: 'source' (defaced by the uploader), "
-       "'toolkit' (defaced by this build), 'brain_extract', or 'none'."),
+    _f(
+        "modality",
+        _CAT,
+        "Modality, from the vocabulary in openmind_data.modalities.",
+        nullable=False,
+    ),
+    _f(
+        "is_brain_extract",
+        pa.bool_(),
+        "True when the image shows only the brain (skull-stripped "
+        "by the uploader), judged from the image itself.",
+    ),
+    _f(
+        "defacing",
+        _CAT,
+        "How the face was removed: 'source' (defaced by the uploader), "
+        "'toolkit' (defaced by this build), 'brain_extract', or 'none'.",
+    ),
     # -- geometry (from the header alone) ------------------------------------------------------
     _f("shape", pa.list_(pa.int32()), "Voxel grid size; four values for a DWI candidate."),
     _f("spacing", pa.list_(_F32), "Voxel size in millimetres along each spatial axis."),
-    _f("affine", pa.list_(pa.float64(), 16), "Voxel-to-world (RAS+, mm) transform, row-major "
-       "4x4, as the NIfTI header gives it (sform, else qform)."),
+    _f(
+        "affine",
+        pa.list_(pa.float64(), 16),
+        "Voxel-to-world (RAS+, mm) transform, row-major "
+        "4x4, as the NIfTI header gives it (sform, else qform).",
+    ),
     _f("orientation", _STR, "Axis codes of the voxel grid, e.g. 'RAS', 'LPS', 'PIR'."),
     _f("dtype", _STR, "On-disk voxel data type, e.g. 'int16', 'float32'."),
     # -- acquisition (sidecars, BIDS inheritance applied) --------------------------------------
@@ -148,24 +188,47 @@ _IMAGE_FIELDS: list[pa.Field] = [
     _f("race", _STR, "As the source dataset states it."),
     _f("weight", _F32, "Body weight in kilograms."),
     _f("bmi", _F32, "Body-mass index in kg/m^2."),
-    _f("health_status", _STR, "Group or diagnosis as the source dataset states it (e.g. "
-       "'healthy', 'patient')."),
-    _f("extra_metadata", _MAP, "Sidecar and participant fields that fit no column, as JSON "
-       "values; identifying fields are never kept."),
+    _f(
+        "health_status",
+        _STR,
+        "Group or diagnosis as the source dataset states it (e.g. 'healthy', 'patient').",
+    ),
+    _f(
+        "extra_metadata",
+        _MAP,
+        "Sidecar and participant fields that fit no column, as JSON "
+        "values; identifying fields are never kept.",
+    ),
     # -- licence and split ---------------------------------------------------------------------
-    _f("license", _CAT, "Licence of the source dataset, normalised (e.g. 'CC0-1.0', "
-       "'CC-BY-4.0', 'PDDL-1.0'); see metadata/sources.parquet for attribution."),
+    _f(
+        "license",
+        _CAT,
+        "Licence of the source dataset, normalised (e.g. 'CC0-1.0', "
+        "'CC-BY-4.0', 'PDDL-1.0'); see metadata/sources.parquet for attribution.",
+    ),
     _f("split", _CAT, "'train' or 'validation'; subject-disjoint, from a fixed seed."),
     # -- quality -------------------------------------------------------------------------------
-    _f("image_quality_score", _F32, "Image quality score, 1 (best) to 5 (worst), from the IQMs "
-       "by the model named in iqs_model."),
+    _f(
+        "image_quality_score",
+        _F32,
+        "Image quality score, 1 (best) to 5 (worst), from the IQMs "
+        "by the model named in iqs_model.",
+    ),
     _f("iqs_model", _STR, "Name and version of the model that turned the IQMs into the IQS."),
-    _f("released_quality_score", _F32, "The score OpenMind's release gave this image's "
-       "(dataset, modality) group, where a user imported it."),
+    _f(
+        "released_quality_score",
+        _F32,
+        "The score OpenMind's release gave this image's "
+        "(dataset, modality) group, where a user imported it.",
+    ),
     *(_f(name, _F32, description) for name, description in IQM_COLUMNS.items()),
     # -- provenance ----------------------------------------------------------------------------
-    _f("provenance", pa.list_(PROVENANCE_TYPE), "Every step that made or changed this row or "
-       "its voxels, in order: step, method, parameters (JSON) and software versions."),
+    _f(
+        "provenance",
+        pa.list_(PROVENANCE_TYPE),
+        "Every step that made or changed this row or "
+        "its voxels, in order: step, method, parameters (JSON) and software versions.",
+    ),
 ]
 
 IMAGE_SCHEMA = _schema("images", _IMAGE_FIELDS)
@@ -183,7 +246,10 @@ VOXEL_COLUMNS: dict[str, str] = {
 
 SHARD_SCHEMA = _schema(
     "shard",
-    [*_IMAGE_FIELDS, *(_f(name, _NIFTI, description) for name, description in VOXEL_COLUMNS.items())],
+    [
+        *_IMAGE_FIELDS,
+        *(_f(name, _NIFTI, description) for name, description in VOXEL_COLUMNS.items()),
+    ],
 )
 
 EXCLUDED_SCHEMA = _schema(
@@ -191,14 +257,30 @@ EXCLUDED_SCHEMA = _schema(
     [
         _f("dataset_id", _STR, "Source dataset accession.", nullable=False),
         _f("dataset_version", _STR, "Source dataset version or snapshot tag."),
-        _f("source_path", _STR, "Path of the excluded file relative to its dataset root.",
-           nullable=False),
-        _f("image_id", _STR, "The image id, when the file was a candidate before it was "
-           "excluded; null for files excluded by the crawl."),
-        _f("stage", _CAT, "Where it was excluded: 'crawl', 'load', 'dwi', 'masks', 'quality' or "
-           "'build'.", nullable=False),
-        _f("reason", _CAT, "Reason code, from openmind_data.exclusions.ExclusionReason.",
-           nullable=False),
+        _f(
+            "source_path",
+            _STR,
+            "Path of the excluded file relative to its dataset root.",
+            nullable=False,
+        ),
+        _f(
+            "image_id",
+            _STR,
+            "The image id, when the file was a candidate before it was "
+            "excluded; null for files excluded by the crawl.",
+        ),
+        _f(
+            "stage",
+            _CAT,
+            "Where it was excluded: 'crawl', 'load', 'dwi', 'masks', 'quality' or 'build'.",
+            nullable=False,
+        ),
+        _f(
+            "reason",
+            _CAT,
+            "Reason code, from openmind_data.exclusions.ExclusionReason.",
+            nullable=False,
+        ),
         _f("detail", _STR, "What exactly was wrong, for a person to read.", nullable=False),
     ],
 )
@@ -232,8 +314,7 @@ RELEASED_COLUMNS: tuple[str, ...] = (
 def describe(schema: pa.Schema) -> list[tuple[str, str, str]]:
     """``(name, arrow type, description)`` for every column, in schema order."""
     return [
-        (f.name, str(f.type), (f.metadata or {}).get(b"description", b"").decode())
-        for f in schema
+        (f.name, str(f.type), (f.metadata or {}).get(b"description", b"").decode()) for f in schema
     ]
 
 
@@ -248,14 +329,17 @@ def table_from_records(records: Iterable[Mapping[str, Any]], schema: pa.Schema) 
     for i, row in enumerate(rows):
         unknown = set(row) - names
         if unknown:
-            raise SchemaError(f"row {i} has keys that are not columns of the "
-                              f"{_table_name(schema)} table: {sorted(unknown)}")
+            raise SchemaError(
+                f"row {i} has keys that are not columns of the "
+                f"{_table_name(schema)} table: {sorted(unknown)}"
+            )
     columns = []
     for field in schema:
         values = [row.get(field.name) for row in rows]
         if not field.nullable and any(v is None for v in values):
-            raise SchemaError(f"column {field.name!r} of the {_table_name(schema)} table "
-                              "must not be null")
+            raise SchemaError(
+                f"column {field.name!r} of the {_table_name(schema)} table must not be null"
+            )
         try:
             columns.append(pa.array(values, type=field.type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as error:
@@ -283,18 +367,30 @@ def read_table(path: str | Path, schema: pa.Schema | None = None) -> pa.Table:
         missing = [name for name in schema.names if name not in table.schema.names]
         if missing:
             raise SchemaError(f"{path}: missing columns {missing}")
+        # Parquet renames nested fields (list items become 'element'); cast back to the
+        # declared types. Columns of a newer minor version are kept, after the known ones.
+        extra = [name for name in table.schema.names if name not in schema.names]
+        known = table.select(schema.names).cast(schema)
+        for name in extra:
+            known = known.append_column(table.schema.field(name), table.column(name))
+        table = known
     return table
 
 
 def _table_name(schema: pa.Schema) -> str:
-    return (schema.metadata or {}).get(_KEY_TABLE, b"<unknown>").decode()
+    name: bytes = (schema.metadata or {}).get(_KEY_TABLE, b"<unknown>")
+    return name.decode()
 
 
 def _check_version(schema: pa.Schema, where: str) -> None:
     version = (schema.metadata or {}).get(_KEY_VERSION)
     if version is None:
-        raise SchemaError(f"{where}: no {_KEY_VERSION.decode()} in the schema metadata; "
-                          "build tables with openmind_data.schema")
-    if version.decode().split(".")[0] != SCHEMA_VERSION.split(".")[0]:
-        raise SchemaError(f"{where}: schema version {version.decode()} is not readable by this "
-                          f"toolkit (schema {SCHEMA_VERSION}); use a matching openmind version")
+        raise SchemaError(
+            f"{where}: no {_KEY_VERSION.decode()} in the schema metadata; "
+            "build tables with openmind_data.schema"
+        )
+    if version.decode().split(".")[0] != SCHEMA_VERSION.split(".", maxsplit=1)[0]:
+        raise SchemaError(
+            f"{where}: schema version {version.decode()} is not readable by this "
+            f"toolkit (schema {SCHEMA_VERSION}); use a matching openmind version"
+        )

@@ -36,9 +36,7 @@ DEGRADATIONS: Mapping[str, tuple[float, ...]] = {
 }
 
 
-def bias_field(
-    shape: tuple[int, ...], rng: np.random.Generator, amplitude: float
-) -> FloatArray:
+def bias_field(shape: tuple[int, ...], rng: np.random.Generator, amplitude: float) -> FloatArray:
     """A smooth multiplicative field, exp of a random quadratic, with log range ``amplitude``."""
     axes = np.ix_(*(np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape[:3]))
     coefficients = rng.normal(size=9)
@@ -48,7 +46,8 @@ def bias_field(
     log_field = np.broadcast_to(log_field, shape[:3]).astype(np.float32)
     spread = float(log_field.max() - log_field.min()) or 1.0
     log_field = (log_field - log_field.mean()) * (amplitude / spread)
-    return np.exp(log_field).astype(np.float32)
+    field: FloatArray = np.exp(log_field).astype(np.float32)
+    return field
 
 
 def rician(signal: FloatArray, sigma: float, rng: np.random.Generator) -> FloatArray:

@@ -26,8 +26,8 @@ from openmind_data.synth.geometry import NativeGrid
 from openmind_data.synth.render import AnatomySpec, render_anatomy
 
 __all__ = [
-    "Broken",
     "IDENTIFYING_FIELDS",
+    "Broken",
     "DatasetBuilder",
     "ImageTask",
     "Role",
@@ -98,8 +98,9 @@ class DatasetBuilder:
     def write_text(self, rel: str, text: str, role: Role = "metadata", **truth: Any) -> None:
         self.write_bytes(rel, text.encode("utf-8"), role, **truth)
 
-    def write_json(self, rel: str, obj: Mapping[str, Any], role: Role = "metadata",
-                   **truth: Any) -> None:
+    def write_json(
+        self, rel: str, obj: Mapping[str, Any], role: Role = "metadata", **truth: Any
+    ) -> None:
         self.write_text(rel, json.dumps(obj, indent=2) + "\n", role, **truth)
 
     def sidecar(self, rel: str, fields: Mapping[str, Any]) -> str:
@@ -109,18 +110,21 @@ class DatasetBuilder:
         self.write_json(rel, fields, "metadata", identifying_fields=identifying)
         return rel
 
-    def excluded(self, rel: str, content: bytes | None, reason: ExclusionReason,
-                 stage: str, **truth: Any) -> None:
+    def excluded(
+        self, rel: str, content: bytes | None, reason: ExclusionReason, stage: str, **truth: Any
+    ) -> None:
         """A broken file, written as given, with the exclusion a curator must record."""
         if content is not None:
-            self.write_bytes(rel, content, "excluded", reason=str(reason),
-                             earliest_stage=stage, **truth)
+            self.write_bytes(
+                rel, content, "excluded", reason=str(reason), earliest_stage=stage, **truth
+            )
         else:
             self.record(rel, "excluded", reason=str(reason), earliest_stage=stage, **truth)
 
     def record(self, rel: str, role: Role, **truth: Any) -> None:
-        self.truth.append({"path": f"{self.base}/{rel}", "dataset_id": self.dataset_id,
-                           "role": role, **truth})
+        self.truth.append(
+            {"path": f"{self.base}/{rel}", "dataset_id": self.dataset_id, "role": role, **truth}
+        )
 
     # -- images --------------------------------------------------------------------------------
     def image(
@@ -153,28 +157,53 @@ class DatasetBuilder:
             self.sidecar(f"{stem}.json", sidecar_fields)
         if dwi is not None:
             grid, pose, scheme = dwi
-            task = ImageTask(f"{self.base}/{rel}", f"truth/{self.base}/{stem}", dtype,
-                             seed_for(self.seed, f"{self.base}/{rel}"), dwi_grid=grid,
-                             dwi_pose=pose, dwi_scheme=scheme, broken=broken, sform=sform)
+            task = ImageTask(
+                f"{self.base}/{rel}",
+                f"truth/{self.base}/{stem}",
+                dtype,
+                seed_for(self.seed, f"{self.base}/{rel}"),
+                dwi_grid=grid,
+                dwi_pose=pose,
+                dwi_scheme=scheme,
+                broken=broken,
+                sform=sform,
+            )
         else:
-            task = ImageTask(f"{self.base}/{rel}", f"truth/{self.base}/{stem}", dtype,
-                             seed_for(self.seed, f"{self.base}/{rel}"), anatomy=anatomy,
-                             broken=broken, sform=sform)
+            task = ImageTask(
+                f"{self.base}/{rel}",
+                f"truth/{self.base}/{stem}",
+                dtype,
+                seed_for(self.seed, f"{self.base}/{rel}"),
+                anatomy=anatomy,
+                broken=broken,
+                sform=sform,
+            )
         self.tasks.append(task)
         identifying = sorted(k for k in resolved if k in IDENTIFYING_FIELDS)
-        common = {"resolved_sidecar": {k: v for k, v in resolved.items()
-                                       if k not in IDENTIFYING_FIELDS},
-                  "identifying_fields": identifying, "dtype": dtype}
+        common = {
+            "resolved_sidecar": {k: v for k, v in resolved.items() if k not in IDENTIFYING_FIELDS},
+            "identifying_fields": identifying,
+            "dtype": dtype,
+        }
         if reason is None:
             self.record(rel, "image", modality=modality, **common, **truth)
         else:
-            self.record(rel, "excluded", modality=modality, reason=str(reason),
-                        earliest_stage=stage, **common, **truth)
+            self.record(
+                rel,
+                "excluded",
+                modality=modality,
+                reason=str(reason),
+                earliest_stage=stage,
+                **common,
+                **truth,
+            )
         if dwi is not None:
             for ext in ("bval", "bvec"):
-                self.record(f"{stem}.{ext}", "metadata" if reason is None else "excluded",
-                            **({} if reason is None else {"reason": str(reason),
-                                                          "earliest_stage": stage}))
+                self.record(
+                    f"{stem}.{ext}",
+                    "metadata" if reason is None else "excluded",
+                    **({} if reason is None else {"reason": str(reason), "earliest_stage": stage}),
+                )
 
 
 # -- rendering and writing, in any process -----------------------------------------------------
@@ -206,8 +235,12 @@ def run_image_task(root: Path, task: ImageTask) -> dict[str, Any]:
     if task.broken == "truncated":
         raw = out.read_bytes()
         out.write_bytes(raw[: len(raw) // 2])
-    masks = {"anatomy": rendered.head, "brain": rendered.brain, "face": rendered.face,
-             "anon": rendered.anon}
+    masks = {
+        "anatomy": rendered.head,
+        "brain": rendered.brain,
+        "face": rendered.face,
+        "anon": rendered.anon,
+    }
     written = {}
     for name, mask in masks.items():
         rel = f"{task.truth_stem}_{name}.nii.gz"
@@ -242,9 +275,12 @@ def _write_dwi(root: Path, out: Path, task: ImageTask, rng: np.random.Generator)
         "\n".join(" ".join(f"{v:.6f}" for v in row) for row in bvecs.T) + "\n"
     )
     written = {}
-    for name, volume, dtype in (("fa", series.fa, "float32"), ("md", series.md, "float32"),
-                                ("brain", series.brain, "uint8"),
-                                ("anatomy", series.head, "uint8")):
+    for name, volume, dtype in (
+        ("fa", series.fa, "float32"),
+        ("md", series.md, "float32"),
+        ("brain", series.brain, "uint8"),
+        ("anatomy", series.head, "uint8"),
+    ):
         rel = f"{task.truth_stem}_{name}.nii.gz"
         save_nifti(root / rel, volume, task.dwi_grid.affine, dtype, True)
         written[name] = rel
@@ -261,8 +297,9 @@ def _write_dwi(root: Path, out: Path, task: ImageTask, rng: np.random.Generator)
     }
 
 
-def save_nifti(path: Path, data: NDArray[Any], affine: NDArray[np.float64], dtype: str,
-          sform: bool) -> None:
+def save_nifti(
+    path: Path, data: NDArray[Any], affine: NDArray[np.float64], dtype: str, sform: bool
+) -> None:
     """Write NIfTI-1 deterministically (gzip without a timestamp), scaled into integer types.
 
     Compression level 1: noisy voxels barely compress better at higher levels, and cost 5x
@@ -282,7 +319,8 @@ def save_nifti(path: Path, data: NDArray[Any], affine: NDArray[np.float64], dtyp
     image.set_sform(affine, code=1 if sform else 0)
     payload = image.to_bytes()
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as raw, gzip.GzipFile(
-        fileobj=raw, mode="wb", mtime=0, filename="", compresslevel=1
-    ) as gz:
+    with (
+        path.open("wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="", compresslevel=1) as gz,
+    ):
         gz.write(payload)

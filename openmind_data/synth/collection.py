@@ -47,8 +47,9 @@ class Collection:
 def load_truth(root: str | Path) -> Collection:
     path = Path(root) / TRUTH_FILE
     if not path.is_file():
-        raise SynthError(f"{path}: no ground truth here; is {root} a collection made by "
-                         "'openmind synth'?")
+        raise SynthError(
+            f"{path}: no ground truth here; is {root} a collection made by 'openmind synth'?"
+        )
     return Collection(Path(root), json.loads(path.read_text()))
 
 
@@ -86,8 +87,10 @@ def synthesize(
         record.update(results.get(record["path"], {}))
     files.sort(key=lambda r: r["path"])
     datasets = [
-        {"dataset_id": b.dataset_id, **{k: v for k, v in b.truth[0].items()
-                                        if k not in ("path", "role", "dataset_id")}}
+        {
+            "dataset_id": b.dataset_id,
+            **{k: v for k, v in b.truth[0].items() if k not in ("path", "role", "dataset_id")},
+        }
         for b in builders
     ]
     truth = {
@@ -99,27 +102,36 @@ def synthesize(
     }
     (root / TRUTH_FILE).parent.mkdir(parents=True, exist_ok=True)
     (root / TRUTH_FILE).write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n")
-    log.info("wrote %d files (%d images) in %d datasets to %s", len(files),
-             sum(f["role"] == "image" for f in files), len(builders), root)
+    log.info(
+        "wrote %d files (%d images) in %d datasets to %s",
+        len(files),
+        sum(f["role"] == "image" for f in files),
+        len(builders),
+        root,
+    )
     return Collection(root, truth)
 
 
 def _prepare(root: Path, overwrite: bool) -> None:
     if root.exists() and any(root.iterdir()):
         if not overwrite:
-            raise SynthError(f"{root} exists and is not empty; choose another folder or "
-                             "pass overwrite=True (--overwrite) to replace a collection made "
-                             "by openmind synth")
+            raise SynthError(
+                f"{root} exists and is not empty; choose another folder or "
+                "pass overwrite=True (--overwrite) to replace a collection made "
+                "by openmind synth"
+            )
         if not (root / _MARKER).is_file():
-            raise SynthError(f"{root} was not made by openmind synth (no {_MARKER}); "
-                             "refusing to delete it")
+            raise SynthError(
+                f"{root} was not made by openmind synth (no {_MARKER}); refusing to delete it"
+            )
         shutil.rmtree(root)
     (root / _MARKER).parent.mkdir(parents=True, exist_ok=True)
     (root / _MARKER).write_text("openmind synth wrote this folder; --overwrite may replace it\n")
 
 
-def _run(root: Path, tasks: list[ImageTask], workers: int,
-         progress: bool) -> dict[str, dict[str, Any]]:
+def _run(
+    root: Path, tasks: list[ImageTask], workers: int, progress: bool
+) -> dict[str, dict[str, Any]]:
     bar = tqdm(total=len(tasks), desc="synth", unit="img", disable=not progress)
     results: dict[str, dict[str, Any]] = {}
     if workers <= 1:

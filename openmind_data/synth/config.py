@@ -1,4 +1,4 @@
-"""The synthetic collection's configuration: a frozen dataclass, validated, printable, reloadable."""
+"""The synthetic collection's configuration: frozen, validated, printable, reloadable."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         if self.resolution not in RESOLUTIONS:
-            raise ConfigError(f"resolution must be one of {sorted(RESOLUTIONS)}, "
-                              f"got {self.resolution!r}")
+            raise ConfigError(
+                f"resolution must be one of {sorted(RESOLUTIONS)}, got {self.resolution!r}"
+            )
         for name in ("copies", "subjects"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -58,5 +59,7 @@ class SynthConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise ConfigError(f"unknown SynthConfig fields {sorted(unknown)}; known: {sorted(known)}")
+            raise ConfigError(
+                f"unknown SynthConfig fields {sorted(unknown)}; known: {sorted(known)}"
+            )
         return cls(**values)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib.resources import files
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -60,8 +61,9 @@ def gradient_scheme(name: str) -> tuple[NDArray[np.float64], NDArray[np.float64]
     if name.startswith("gtab_"):
         scaled = np.loadtxt(_dipy_file(f"{name}.txt"), delimiter=",")
         bvals = np.linalg.norm(scaled, axis=1)
-        bvecs = np.divide(scaled, bvals[:, None], out=np.zeros_like(scaled),
-                          where=bvals[:, None] > 0)
+        bvecs = np.divide(
+            scaled, bvals[:, None], out=np.zeros_like(scaled), where=bvals[:, None] > 0
+        )
         return np.round(bvals, -1), bvecs
     bvals = np.loadtxt(_dipy_file(f"{name}.bval"))
     bvecs = np.loadtxt(_dipy_file(f"{name}.bvec"))
@@ -121,11 +123,13 @@ def simulate_dwi(
     s0 = np.zeros(grid.shape, dtype=np.float64)
     eye = np.eye(3)
     for t, f in fractions.items():
-        parallel, perpendicular, signal = _TENSORS[t]
-        s0 += f * signal
+        parallel, perpendicular, b0_signal = _TENSORS[t]
+        s0 += f * b0_signal
         if t in (Tissue.WM, Tissue.MUSCLE):
             outer = direction[..., :, None] * direction[..., None, :]
-            tensor += f[..., None, None] * (perpendicular * eye + (parallel - perpendicular) * outer)
+            tensor += f[..., None, None] * (
+                perpendicular * eye + (parallel - perpendicular) * outer
+            )
         else:
             tensor += f[..., None, None] * (np.diag([parallel, perpendicular, perpendicular]))
 
@@ -141,10 +145,27 @@ def simulate_dwi(
     # Signal S0 * exp(-b g^T D g) for all volumes at once: g^T D g is linear in D's six
     # independent elements, so it is one (voxels x 6) @ (6 x volumes) product.
     g = bvecs
-    design = np.stack([g[:, 0] ** 2, g[:, 1] ** 2, g[:, 2] ** 2, 2 * g[:, 0] * g[:, 1],
-                       2 * g[:, 0] * g[:, 2], 2 * g[:, 1] * g[:, 2]])
-    elements = np.stack([inside[:, 0, 0], inside[:, 1, 1], inside[:, 2, 2], inside[:, 0, 1],
-                         inside[:, 0, 2], inside[:, 1, 2]], axis=1)
+    design = np.stack(
+        [
+            g[:, 0] ** 2,
+            g[:, 1] ** 2,
+            g[:, 2] ** 2,
+            2 * g[:, 0] * g[:, 1],
+            2 * g[:, 0] * g[:, 2],
+            2 * g[:, 1] * g[:, 2],
+        ]
+    )
+    elements = np.stack(
+        [
+            inside[:, 0, 0],
+            inside[:, 1, 1],
+            inside[:, 2, 2],
+            inside[:, 0, 1],
+            inside[:, 0, 2],
+            inside[:, 1, 2],
+        ],
+        axis=1,
+    )
     signal = np.zeros((*grid.shape, len(bvals)), dtype=np.float32)
     signal[head] = (s0[head][:, None] * np.exp(-bvals * (elements @ design))).astype(np.float32)
     signal *= bias_field(grid.shape, rng, 0.2)[..., None]
@@ -153,13 +174,19 @@ def simulate_dwi(
     sigma = reference / snr
     data = rician(signal.astype(np.float32), sigma, rng)
     return DiffusionSeries(
-        data=data, bvals=bvals, bvecs=bvecs, fa=fa, md=md,
-        brain=brain.astype(np.uint8), head=head.astype(np.uint8), sigma=sigma,
+        data=data,
+        bvals=bvals,
+        bvecs=bvecs,
+        fa=fa,
+        md=md,
+        brain=brain.astype(np.uint8),
+        head=head.astype(np.uint8),
+        sigma=sigma,
     )
 
 
 def _fibre_direction(
-    world: NDArray[np.float32], to_voxel: NDArray[np.float64]
+    world: NDArray[np.float32], to_voxel: NDArray[np.floating[Any]]
 ) -> NDArray[np.float64]:
     """A smooth unit vector field (world frame), expressed along the voxel axes."""
     x, y, z = (w.astype(np.float64) for w in world)
@@ -168,6 +195,6 @@ def _fibre_direction(
     field = np.stack(
         [np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], axis=-1
     )
-    voxel = field @ to_voxel.T
+    voxel: NDArray[np.float64] = (field @ to_voxel.T).astype(np.float64)
     voxel /= np.linalg.norm(voxel, axis=-1, keepdims=True)
-    return voxel  # type: ignore[no-any-return]
+    return voxel

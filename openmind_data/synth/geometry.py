@@ -8,6 +8,7 @@ Grids are drawn from a seed by :func:`plan_grid` and the phantom is sampled into
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from nibabel.orientations import aff2axcodes
@@ -92,15 +93,15 @@ def pad_grid(grid: NativeGrid, pad: tuple[int, int, int]) -> NativeGrid:
 
 
 def sample(
-    volume: NDArray[np.generic],
+    volume: NDArray[Any],
     volume_affine: NDArray[np.float64],
     grid: NativeGrid,
     *,
     order: int = 1,
-) -> NDArray[np.generic]:
+) -> NDArray[Any]:
     """``volume`` (in its own grid) sampled at every voxel centre of ``grid``; zero outside."""
     to_volume = np.linalg.inv(volume_affine) @ grid.affine
-    out = ndimage.affine_transform(
+    out: NDArray[Any] = ndimage.affine_transform(
         volume,
         to_volume[:3, :3],
         offset=to_volume[:3, 3],
@@ -110,4 +111,4 @@ def sample(
         cval=0.0,
         prefilter=False,
     )
-    return out  # type: ignore[no-any-return]
+    return out

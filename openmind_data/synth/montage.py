@@ -13,18 +13,22 @@ from openmind_data.synth.collection import Collection
 __all__ = ["write_montage"]
 
 
-def _middle_slice(path: Path) -> NDArray[np.float32]:
-    """The middle sagittal slice in RAS orientation (first volume of a 4D series)."""
+def _middle_slice(path: Path) -> tuple[NDArray[np.float32], float]:
+    """The middle sagittal slice in RAS orientation (first volume of a 4D series), and the
+    aspect ratio (superior over anterior voxel size) that shows it undistorted."""
     image = nib.as_closest_canonical(nib.load(path))
-    data = np.asarray(image.dataobj[..., 0] if len(image.shape) > 3 else image.dataobj,
-                      dtype=np.float32)
+    zooms = image.header.get_zooms()
+    data = np.asarray(
+        image.dataobj[..., 0] if len(image.shape) > 3 else image.dataobj, dtype=np.float32
+    )
     sagittal = data[data.shape[0] // 2].T  # rows: inferior -> superior
     top = float(np.percentile(sagittal, 99.5)) or 1.0
-    return np.clip(sagittal / top, 0.0, 1.0)
+    return np.clip(sagittal / top, 0.0, 1.0), float(zooms[2] / zooms[1])
 
 
-def write_montage(collection: Collection, out: str | Path, *, columns: int = 8,
-                  limit: int = 64) -> Path:
+def write_montage(
+    collection: Collection, out: str | Path, *, columns: int = 8, limit: int = 64
+) -> Path:
     """Write one tile per image (dataset, modality and defacing in its caption)."""
     import matplotlib  # noqa: PLC0415 (keep matplotlib off the import path of the package)
 
@@ -33,16 +37,16 @@ def write_montage(collection: Collection, out: str | Path, *, columns: int = 8,
 
     images = collection.files("image")[:limit]
     rows = max(1, -(-len(images) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.3 * rows),
-                                squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.3 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, record in zip(axes.ravel(), images, strict=False):
-        ax.imshow(_middle_slice(collection.root / record["path"]), cmap="gray",
-                  origin="lower", aspect="equal")
+        picture, aspect = _middle_slice(collection.root / record["path"])
+        ax.imshow(picture, cmap="gray", origin="lower", aspect=aspect)
         label = record["dataset_id"] + " " + str(record.get("modality"))
-        details = [d for d in (record.get("defacing"), record.get("degradation")) if d and
-                   d != "none"]
+        details = [
+            d for d in (record.get("defacing"), record.get("degradation")) if d and d != "none"
+        ]
         if record.get("is_brain_extract"):
             details.append("stripped")
         ax.set_title("\n".join([label, " ".join(details)]), fontsize=7)

@@ -67,17 +67,28 @@ def make_participants(
                 4: (f"{years:.1f}", years),
             }[kind]
             hand_cell = {"R": "right", "L": "left"}[hand]
-            cells = {"age": age_cell, "sex": sex_cell, "hand": hand_cell,
-                     "iq": str(int(rng.integers(85, 130))), "site": "B"}
-            people.append(Participant(label, cells, age_norm, sex_norm, hand, None,
-                                      {"iq": cells["iq"], "site": "B"}))
+            cells = {
+                "age": age_cell,
+                "sex": sex_cell,
+                "hand": hand_cell,
+                "iq": str(int(rng.integers(85, 130))),
+                "site": "B",
+            }
+            people.append(
+                Participant(
+                    label, cells, age_norm, sex_norm, hand, None, {"iq": cells["iq"], "site": "B"}
+                )
+            )
         elif style == "months":
-            months = int(round(years * 12))
+            months = round(years * 12)
             sex_cell = sex.lower()
             hand_cell = {"R": "R", "L": "A"}[hand]  # this dataset has ambidextrous people
             cells = {"age_months": str(months), "sex": sex_cell, "handedness": hand_cell}
-            people.append(Participant(label, cells, round(months / 12.0, 4), sex,
-                                      {"R": "R", "L": "A"}[hand], None))
+            people.append(
+                Participant(
+                    label, cells, round(months / 12.0, 4), sex, {"R": "R", "L": "A"}[hand], None
+                )
+            )
         else:  # phenotype: participants.tsv holds only the group; age/sex live in phenotype/
             cells = {"group": group}
             people.append(Participant(label, cells, float(round(years)), sex, None, group))
@@ -93,8 +104,9 @@ def participants_tsv(people: list[Participant]) -> str:
 
 def phenotype_tsv(people: list[Participant]) -> str:
     lines = ["participant_id\tage\tsex"]
-    lines += [f"sub-{p.label}\t{int(p.age) if p.age is not None else 'n/a'}\t{p.sex}"
-              for p in people]
+    lines += [
+        f"sub-{p.label}\t{int(p.age) if p.age is not None else 'n/a'}\t{p.sex}" for p in people
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -103,14 +115,22 @@ def participants_json(style: ParticipantStyle) -> dict[str, Any]:
     if style == "messy":
         return {
             "age": {"Description": "age at scan", "Units": "years"},
-            "sex": {"Description": "biological sex",
-                    "Levels": {"1": "male", "2": "female", "male": "male", "female": "female",
-                               "M": "male"}},
+            "sex": {
+                "Description": "biological sex",
+                "Levels": {
+                    "1": "male",
+                    "2": "female",
+                    "male": "male",
+                    "female": "female",
+                    "M": "male",
+                },
+            },
             "hand": {"Description": "handedness", "Levels": {"right": "right", "left": "left"}},
             "iq": {"Description": "full-scale IQ"},
         }
     if style == "months":
-        return {"age_months": {"Description": "age at scan", "Units": "months"},
-                "handedness": {"Levels": {"R": "right", "L": "left", "A": "ambidextrous"}}}
+        return {
+            "age_months": {"Description": "age at scan", "Units": "months"},
+            "handedness": {"Levels": {"R": "right", "L": "left", "A": "ambidextrous"}},
+        }
     return {"age": {"Description": "age", "Units": "years"}}
-

@@ -81,7 +81,7 @@ class HeadPhantom:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self.labels.shape  # type: ignore[return-value]
+        return self.labels.shape
 
     def world_grid(self) -> tuple[NDArray[np.float32], ...]:
         """x, y, z world coordinates of every voxel, broadcastable (open grid)."""
@@ -111,8 +111,14 @@ def head_phantom(resolution: int = 2) -> HeadPhantom:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename, so parallel processes never read a half-written cache file.
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-        np.savez(tmp, labels=phantom.labels, gm=phantom.gm, wm=phantom.wm, csf=phantom.csf,
-                 affine=phantom.affine)
+        np.savez(
+            tmp,
+            labels=phantom.labels,
+            gm=phantom.gm,
+            wm=phantom.wm,
+            csf=phantom.csf,
+            affine=phantom.affine,
+        )
     Path(tmp.name).replace(path)
     return phantom
 
@@ -148,7 +154,9 @@ def _build(resolution: int) -> HeadPhantom:
 def _block_mean(volume: NDArray[np.float32]) -> NDArray[np.float32]:
     nx, ny, nz = (n // 2 * 2 for n in volume.shape)
     v = volume[:nx, :ny, :nz]
-    return v.reshape(nx // 2, 2, ny // 2, 2, nz // 2, 2).mean(axis=(1, 3, 5)).astype(np.float32)
+    blocks = v.reshape(nx // 2, 2, ny // 2, 2, nz // 2, 2)
+    mean: NDArray[np.float32] = blocks.mean(axis=(1, 3, 5)).astype(np.float32)
+    return mean
 
 
 class _Shell:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -146,9 +146,12 @@ def phantom_resolution(grid: NativeGrid) -> int:
 
 
 def sample_phantom(
-    volume: NDArray[np.generic], phantom: HeadPhantom, spec_grid: NativeGrid,
-    pose: NDArray[np.float64], order: int,
-) -> NDArray[np.generic]:
+    volume: NDArray[Any],
+    phantom: HeadPhantom,
+    spec_grid: NativeGrid,
+    pose: NDArray[np.float64],
+    order: int,
+) -> NDArray[Any]:
     """Sample a phantom-grid volume at the native voxels of a posed subject."""
     return sample(volume, np.linalg.inv(pose) @ phantom.affine, spec_grid, order=order)
 
@@ -164,17 +167,19 @@ def world_coordinates(grid: NativeGrid, pose: NDArray[np.float64]) -> NDArray[np
 def render_anatomy(spec: AnatomySpec, rng: np.random.Generator) -> Rendered:
     resolution = phantom_resolution(spec.grid)
     phantom = head_phantom(resolution)
-    clean = sample_phantom(_tissue_image(resolution, spec.contrast), phantom, spec.grid,
-                           spec.pose, order=1).astype(np.float32)
+    clean = sample_phantom(
+        _tissue_image(resolution, spec.contrast), phantom, spec.grid, spec.pose, order=1
+    ).astype(np.float32)
     codes = sample_phantom(label_codes(resolution), phantom, spec.grid, spec.pose, order=0)
     tissue = (codes % BRAIN_FLAG).astype(np.uint8)
     brain = codes >= BRAIN_FLAG
     head = tissue != Tissue.AIR
 
-    image = clean ** spec.gamma * bias_field(clean.shape, rng, spec.bias)
+    image = clean**spec.gamma * bias_field(clean.shape, rng, spec.bias)
     if spec.degradation is not None:
-        image = apply_degradation(image, spec.degradation, spec.severity, rng,
-                                  phase_axis=spec.phase_axis)
+        image = apply_degradation(
+            image, spec.degradation, spec.severity, rng, phase_axis=spec.phase_axis
+        )
     noise_scale = DEGRADATIONS["noise"][spec.severity] if spec.degradation == "noise" else 1.0
     sigma = float(np.percentile(clean[brain], 95)) / spec.snr if brain.any() else 0.02
     image = rician(image, sigma * noise_scale, rng)
@@ -184,8 +189,11 @@ def render_anatomy(spec: AnatomySpec, rng: np.random.Generator) -> Rendered:
 
     world = world_coordinates(spec.grid, spec.pose)
     face = _face_truth(tissue, world)
-    anon = _deface_region(spec.deface, brain, world, spec.grid) if spec.deface != "none" else (
-        np.zeros(image.shape, dtype=bool))
+    anon = (
+        _deface_region(spec.deface, brain, world, spec.grid)
+        if spec.deface != "none"
+        else (np.zeros(image.shape, dtype=bool))
+    )
     image[anon] = 0.0
     anatomy = head & ~anon
     if spec.brain_extract:
@@ -209,7 +217,7 @@ def render_anatomy(spec: AnatomySpec, rng: np.random.Generator) -> Rendered:
 
 
 def _face_truth(tissue: NDArray[np.uint8], world: NDArray[np.float32]) -> NDArray[np.bool_]:
-    x, y, z = world
+    _x, y, z = world
     features = (tissue == Tissue.EYE) | ((tissue == Tissue.CARTILAGE) & (y > 60.0))
     lower_face = (tissue != Tissue.AIR) & (y > 55.0) & (z < -30.0)
     return features | lower_face  # type: ignore[no-any-return]
@@ -227,7 +235,7 @@ def _deface_region(
         # A plane tangent to the brain, offset a few millimetres: all anterior-inferior of it.
         along = np.tensordot(_SHEAR_NORMAL.astype(np.float32), world, axes=1)
         limit = float(along[brain].max()) + 4.0 if brain.any() else 60.0
-        return along > limit  # type: ignore[no-any-return]
+        return along > limit
     # pydeface: a registered template face mask: a block in front of and below the brain,
     # kept clear of the brain by a margin.
     block = (y > 10.0) & (z < 6.0) & (np.abs(x) < 80.0) & (z > -135.0)

@@ -1,0 +1,153 @@
+"""The ``openmind`` command.
+
+Heavy modules are imported inside commands, so ``openmind --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="openmind",
+    help="Build, inspect and publish OpenMind-style 3D MRI pretraining datasets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class _State:
+    progress = True
+
+
+@app.callback()
+def main(
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv for debug).")
+    ] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Configure logging (the library itself never attaches handlers)."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    _State.progress = progress and not quiet
+
+
+Resolution = Annotated[str, typer.Option(help="Voxel sizes: tiny | small | realistic.")]
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the collection into.")],
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
+    copies: Annotated[int, typer.Option(help="Repeat the five dataset recipes N times.")] = 1,
+    subjects: Annotated[
+        int, typer.Option(help="Subjects per dataset (recipes keep a minimum).")
+    ] = 3,
+    resolution: Resolution = "small",
+    broken: Annotated[bool, typer.Option(help="Include broken files.")] = True,
+    diffusion: Annotated[bool, typer.Option(help="Include DWI series.")] = True,
+    quality: Annotated[bool, typer.Option(help="Include the degradation ladder.")] = True,
+    workers: Annotated[int, typer.Option(help="Processes rendering images.")] = 1,
+    overwrite: Annotated[bool, typer.Option(help="Replace a collection made earlier.")] = False,
+    montage: Annotated[
+        Path | None, typer.Option(help="Also write a PNG of middle slices here.")
+    ] = None,
+) -> None:
+    """Write a synthetic OpenNeuro-like collection with ground truth (OUT/truth/)."""
+    from openmind_data.synth import SynthConfig, synthesize, write_montage  # noqa: PLC0415
+
+    config = SynthConfig(
+        seed=seed,
+        copies=copies,
+        subjects=subjects,
+        resolution=resolution,  # type: ignore[arg-type]  # validated
+        broken=broken,
+        diffusion=diffusion,
+        quality=quality,
+    )
+    collection = synthesize(
+        out, config, workers=workers, overwrite=overwrite, progress=_State.progress
+    )
+    _summarise(collection.files())
+    if montage is not None:
+        typer.echo(f"montage: {write_montage(collection, montage)}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where the curated dataset goes.")] = Path("openmind"),
+    sources: Annotated[Path, typer.Option(help="Where the synthetic BIDS collection goes.")] = Path(
+        "openmind-sources"
+    ),
+    workers: Annotated[int, typer.Option(help="Processes.")] = 2,
+) -> None:
+    """The main job on the embedded default: synthesize a collection and curate it.
+
+    Today this synthesizes the collection and draws its montage into OUT/assets; the crawl and
+    build stages join as they land.
+    """
+    from openmind_data.synth import SynthConfig, synthesize, write_montage  # noqa: PLC0415
+
+    collection = synthesize(
+        sources, SynthConfig(), workers=workers, overwrite=True, progress=_State.progress
+    )
+    _summarise(collection.files())
+    picture = write_montage(collection, out / "assets" / "synthetic_sources.png")
+    typer.echo(f"sources: {sources}/  truth: {sources}/truth/  montage: {picture}")
+
+
+@app.command()
+def schema(
+    table: Annotated[str, typer.Argument(help="images | shard | excluded | sources")] = "images",
+) -> None:
+    """Print a table's columns, types and descriptions."""
+    from openmind_data import schema as s  # noqa: PLC0415
+
+    schemas = {
+        "images": s.IMAGE_SCHEMA,
+        "shard": s.SHARD_SCHEMA,
+        "excluded": s.EXCLUDED_SCHEMA,
+        "sources": s.SOURCES_SCHEMA,
+    }
+    if table not in schemas:
+        raise typer.BadParameter(f"unknown table {table!r}; choose from {sorted(schemas)}")
+    typer.echo(f"# {table} (schema {s.SCHEMA_VERSION}, BIDS {s.BIDS_VERSION})")
+    for name, type_, description in s.describe(schemas[table]):
+        typer.echo(f"{name:<26} {type_:<34} {description}")
+
+
+@app.command()
+def modalities() -> None:
+    """Print the modality vocabulary and the BIDS rules that map files to it."""
+    from openmind_data.modalities import MODALITIES, RULES  # noqa: PLC0415
+
+    for m in MODALITIES:
+        rules = [
+            f"{r.datatype}/{r.suffix}" + "".join(f" {k}~{v}" for k, v in r.labels.items())
+            for r in RULES
+            if r.modality == m.name
+        ]
+        flag = "" if m.published else " (candidate only)"
+        typer.echo(f"{m.name:<10} {m.kind:<13} {m.description}{flag}")
+        typer.echo(f"{'':<10} from: {', '.join(rules) or 'computed'}")
+
+
+def _summarise(files: list[dict[str, object]]) -> None:
+    roles: dict[str, int] = {}
+    reasons: dict[str, int] = {}
+    for record in files:
+        roles[str(record["role"])] = roles.get(str(record["role"]), 0) + 1
+        if record["role"] == "excluded":
+            reasons[str(record["reason"])] = reasons.get(str(record["reason"]), 0) + 1
+    typer.echo("files: " + ", ".join(f"{n} {role}" for role, n in sorted(roles.items())))
+    typer.echo("broken on purpose: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,42 @@
+"""Shared fixtures. The synthetic collection is made once per session: it takes seconds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from openmind_data.synth import Collection, SynthConfig, synthesize
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the phantom cache inside the test session unless the caller chose one."""
+    if "OPENMIND_CACHE" not in os.environ:
+        os.environ["OPENMIND_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def collection(tmp_path_factory: pytest.TempPathFactory, _cache: None) -> Collection:
+    """The default collection: what `make demo` synthesizes."""
+    return synthesize(tmp_path_factory.mktemp("collection"), SynthConfig(seed=0), workers=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> SynthConfig:
+    return SynthConfig(seed=7, resolution="tiny", subjects=2, quality_levels=1)
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file (symlinks by their target string)."""
+    import hashlib
+
+    digests = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            digests[rel] = "link:" + str(path.readlink())
+        elif path.is_file():
+            digests[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests

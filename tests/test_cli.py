@@ -1,0 +1,69 @@
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from openmind_data.cli import app
+
+runner = CliRunner()
+
+
+def test_help_is_instant_and_imports_nothing_heavy() -> None:
+    code = (
+        "import sys, openmind_data.cli; "
+        "print(sorted(m for m in ('numpy', 'nibabel', 'pyarrow', 'scipy', 'bids') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "openmind_data.cli", "--help"], capture_output=True, check=True
+    )
+    assert time.perf_counter() - start < 5.0  # generous: a cold interpreter on a busy machine
+
+
+def test_synth_command_writes_collection_and_montage(tmp_path: Path) -> None:
+    out = tmp_path / "collection"
+    result = runner.invoke(
+        app,
+        [
+            "--no-progress",
+            "synth",
+            str(out),
+            "--resolution",
+            "tiny",
+            "--subjects",
+            "2",
+            "--no-quality",
+            "--montage",
+            str(tmp_path / "m.png"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "broken on purpose" in result.output
+    truth = json.loads((out / "truth" / "ground_truth.json").read_text())
+    assert truth["config"]["resolution"] == "tiny"
+    assert (tmp_path / "m.png").stat().st_size > 10_000
+    again = runner.invoke(app, ["synth", str(out), "--resolution", "tiny"])
+    assert again.exit_code != 0
+    assert "not empty" in str(again.exception)
+
+
+def test_synth_rejects_unknown_resolution(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["synth", str(tmp_path / "x"), "--resolution", "huge"])
+    assert result.exit_code != 0
+    assert "resolution" in str(result.exception)
+
+
+def test_schema_and_modalities_commands() -> None:
+    result = runner.invoke(app, ["schema", "images"])
+    assert result.exit_code == 0
+    assert "image_quality_score" in result.output and "1 (best) to 5 (worst)" in result.output
+    assert runner.invoke(app, ["schema", "nope"]).exit_code != 0
+    result = runner.invoke(app, ["modalities"])
+    assert result.exit_code == 0
+    assert "UNIT1" in result.output and "anat/MP2RAGE inv~." in result.output
