@@ -352,6 +352,12 @@ def test_dwi_uses_real_schemes_and_exact_tensor_truth(collection: Collection) ->
         bvals, bvecs = np.loadtxt(f"{stem}.bval"), np.loadtxt(f"{stem}.bvec")
         image = _load(collection, record["path"])
         assert bvecs.shape == (3, image.shape[3]) and len(bvals) == image.shape[3]
+        # The recorded noise level is the written file's: Rayleigh air has mean sigma*sqrt(pi/2).
+        air = np.asarray(_load(collection, record["truth_masks"]["anatomy"]).dataobj) == 0
+        b0 = np.asarray(image.dataobj[..., 0], dtype=np.float32)
+        assert np.mean(b0[air]) / np.sqrt(np.pi / 2) == pytest.approx(
+            record["noise_sigma"], rel=0.15
+        )
         fa = np.asarray(_load(collection, record["truth_masks"]["fa"]).dataobj)
         md = np.asarray(_load(collection, record["truth_masks"]["md"]).dataobj)
         brain = np.asarray(_load(collection, record["truth_masks"]["brain"]).dataobj) > 0

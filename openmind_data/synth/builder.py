@@ -265,7 +265,7 @@ def run_image_task(root: Path, task: ImageTask) -> dict[str, Any]:
 def _write_dwi(root: Path, out: Path, task: ImageTask, rng: np.random.Generator) -> dict[str, Any]:
     assert task.dwi_grid is not None and task.dwi_pose is not None
     series = simulate_dwi(task.dwi_grid, task.dwi_pose, task.dwi_scheme, rng, snr=task.dwi_snr)
-    save_nifti(out, series.data, task.dwi_grid.affine, task.dtype, task.sform)
+    scale = save_nifti(out, series.data, task.dwi_grid.affine, task.dtype, task.sform)
     stem = str(out)[: -len(".nii.gz")]
     bvals, bvecs = series.bvals, series.bvecs
     if task.broken == "gradient_mismatch":
@@ -292,27 +292,27 @@ def _write_dwi(root: Path, out: Path, task: ImageTask, rng: np.random.Generator)
         "gradient_scheme": task.dwi_scheme,
         "n_volumes": int(series.data.shape[3]),
         "n_bvals_written": len(bvals),
-        "noise_sigma": series.sigma,
+        "noise_sigma": series.sigma * scale,  # in the units of the written file
         "snr": task.dwi_snr,
     }
 
 
 def save_nifti(
     path: Path, data: NDArray[Any], affine: NDArray[np.float64], dtype: str, sform: bool
-) -> None:
+) -> float:
     """Write NIfTI-1 deterministically (gzip without a timestamp), scaled into integer types.
 
-    Compression level 1: noisy voxels barely compress better at higher levels, and cost 5x
-    the time.
+    Float data written as an integer type are scaled so the 99.9th percentile becomes 4000.
+    Returns that factor (1.0 when nothing was scaled). Compression level 1: noisy voxels barely
+    compress better at higher levels, and cost 5x the time.
     """
     array = np.asarray(data)
+    scale = 1.0
     if np.dtype(dtype).kind in "iu" and array.dtype.kind == "f":
         finite = array[np.isfinite(array)]
-        top = float(np.percentile(finite, 99.9)) if finite.size else 1.0
-        ceiling = 4000.0 if dtype != "uint8" else 1.0
-        scale = ceiling / top if top > 0 and dtype != "uint8" else 1.0
-        limit = np.iinfo(np.dtype(dtype)).max
-        array = np.clip(np.rint(array * scale), 0, limit)
+        top = float(np.percentile(finite, 99.9)) if finite.size else 0.0
+        scale = 4000.0 / top if top > 0 else 1.0
+        array = np.clip(np.rint(array * scale), 0, np.iinfo(np.dtype(dtype)).max)
     image = nib.Nifti1Image(array.astype(dtype), affine)
     image.header.set_xyzt_units("mm", "sec")
     image.set_qform(affine, code=1)
@@ -324,3 +324,4 @@ def save_nifti(
         gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="", compresslevel=1) as gz,
     ):
         gz.write(payload)
+    return scale
