@@ -406,3 +406,14 @@ def test_montage_is_a_picture(collection: Collection, tmp_path: Path) -> None:
     picture = matplotlib.image.imread(path)
     assert picture.shape[0] > 300 and picture.shape[1] > 600
     assert picture[..., :3].std() > 0.1  # not blank
+
+
+def test_ages_in_months_become_years(collection: Collection) -> None:
+    tsv = (collection.root / "ds000005" / "participants.tsv").read_text().splitlines()
+    header, *rows = (line.split("\t") for line in tsv)
+    assert "age_months" in header and "age" not in header
+    months = {row[0].removeprefix("sub-"): float(row[header.index("age_months")]) for row in rows}
+    for record in collection.files("image"):
+        if record["dataset_id"] == "ds000005":
+            expected = months[record["subject"]] / 12
+            assert record["participant"]["age"] == pytest.approx(expected, abs=1e-3)

@@ -132,7 +132,8 @@ def _prepare(root: Path, overwrite: bool) -> None:
 def _run(
     root: Path, tasks: list[ImageTask], workers: int, progress: bool
 ) -> dict[str, dict[str, Any]]:
-    bar = tqdm(total=len(tasks), desc="synth", unit="img", disable=not progress)
+    # disable=None: tqdm draws only on a terminal, so logs stay readable.
+    bar = tqdm(total=len(tasks), desc="synth", unit="img", disable=None if progress else True)
     results: dict[str, dict[str, Any]] = {}
     if workers <= 1:
         for task in tasks:

@@ -27,7 +27,7 @@ def _middle_slice(path: Path) -> tuple[NDArray[np.float32], float]:
 
 
 def write_montage(
-    collection: Collection, out: str | Path, *, columns: int = 8, limit: int = 64
+    collection: Collection, out: str | Path, *, columns: int = 8, limit: int = 64, dpi: int = 80
 ) -> Path:
     """Write one tile per image (dataset, modality and defacing in its caption)."""
     import matplotlib  # noqa: PLC0415 (keep matplotlib off the import path of the package)
@@ -53,6 +53,6 @@ def write_montage(
     figure.tight_layout()
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=80)
+    figure.savefig(path, dpi=dpi)
     plt.close(figure)
     return path

@@ -11,7 +11,8 @@ files; a collection is the five of them, repeated ``copies`` times under new acc
    thick-slice inplaneT2, oblique qform-only headers, age and sex in phenotype/. PDDL.
 4. ``diffusion``: Philips 3T, DWI single- and multi-shell with real dipy gradient schemes,
    un-defaced T1w, no licence, participants.tsv that is not UTF-8.
-5. ``quality``: T1w images with graded noise, blur, bias, ghosting and motion. CC0.
+5. ``quality``: T1w images with graded noise, blur, bias, ghosting and motion; ages in months,
+   ambidextrous participants. CC0.
 """
 
 from __future__ import annotations
@@ -530,8 +531,9 @@ def quality(b: DatasetBuilder, cfg: SynthConfig) -> None:
         cases += [(k, s) for k in kinds for s in range(1, cfg.quality_levels + 1)]
     order = b.rng("assignment").permutation(len(cases))
     labels = _labels(len(cases))
-    people = make_participants(labels, "plain", b.rng("participants"))
+    people = make_participants(labels, "months", b.rng("participants"))
     b.write_text("participants.tsv", participants_tsv(people))
+    b.write_json("participants.json", participants_json("months"))
     sidecar, expected = _acquisition(
         "s", "Siemens", "Siemens", "Skyra", 3.0, 2.4, 0.00214, 1.0, 8.0
     )
