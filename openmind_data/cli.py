@@ -89,22 +89,63 @@ def demo(
 ) -> None:
     """The main job on the embedded default: synthesize a collection and curate it.
 
-    Today this synthesizes the collection and draws its montage into OUT/assets; the crawl and
-    build stages join as they land.
+    Today: synthesize the collection, crawl it into OUT/crawl/index.parquet (with its
+    companions) and draw its montage into OUT/assets; the build stages join as they land.
     """
+    from openmind_data.crawl import crawl as run_crawl  # noqa: PLC0415
     from openmind_data.synth import SynthConfig, synthesize, write_montage  # noqa: PLC0415
 
     collection = synthesize(
         sources, SynthConfig(), workers=workers, overwrite=True, progress=_State.progress
     )
     _summarise(collection.files())
+    result = run_crawl(sources, workers=workers, progress=_State.progress)
+    paths = result.write(out / "crawl" / "index.parquet")
+    _print_counts(result.counts())
     picture = write_montage(collection, out / "assets" / "synthetic_sources.png")
-    typer.echo(f"sources: {sources}/  truth: {sources}/truth/  montage: {picture}")
+    typer.echo(
+        f"sources: {sources}/  truth: {sources}/truth/  crawl: {paths['candidates']}  "
+        f"montage: {picture}"
+    )
+
+
+@app.command()
+def crawl(
+    roots: Annotated[list[Path], typer.Argument(help="BIDS datasets, or folders of them.")],
+    out: Annotated[
+        Path, typer.Option(help="The candidate table; companions are written beside it.")
+    ] = Path("index.parquet"),
+    workers: Annotated[int, typer.Option(help="Processes (one dataset each).")] = 1,
+    license: Annotated[
+        list[str] | None, typer.Option(help="Only datasets under these SPDX licences (repeatable).")
+    ] = None,
+) -> None:
+    """Crawl BIDS datasets into the candidate table, header-only; the datasets are not touched.
+
+    OUT gets one row per candidate image; OUT's stem plus .excluded, .ignored and .sources
+    give the other tables.
+    """
+    from openmind_data.crawl import crawl as run_crawl  # noqa: PLC0415
+
+    result = run_crawl(roots, workers=workers, licenses=license, progress=_State.progress)
+    paths = result.write(out)
+    _print_counts(result.counts())
+    typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _print_counts(counts: dict[str, object]) -> None:
+    for key, value in counts.items():
+        if isinstance(value, dict):
+            typer.echo(f"  {key}: " + ", ".join(f"{k} {v}" for k, v in value.items()))
+        else:
+            typer.echo(f"{key}: {value}")
 
 
 @app.command()
 def schema(
-    table: Annotated[str, typer.Argument(help="images | shard | excluded | sources")] = "images",
+    table: Annotated[
+        str, typer.Argument(help="images | shard | excluded | ignored | sources")
+    ] = "images",
 ) -> None:
     """Print a table's columns, types and descriptions."""
     from openmind_data import schema as s  # noqa: PLC0415
@@ -113,6 +154,7 @@ def schema(
         "images": s.IMAGE_SCHEMA,
         "shard": s.SHARD_SCHEMA,
         "excluded": s.EXCLUDED_SCHEMA,
+        "ignored": s.IGNORED_SCHEMA,
         "sources": s.SOURCES_SCHEMA,
     }
     if table not in schemas:

@@ -26,6 +26,7 @@ from openmind_data.errors import SchemaError
 __all__ = [
     "BIDS_VERSION",
     "EXCLUDED_SCHEMA",
+    "IGNORED_SCHEMA",
     "IMAGE_SCHEMA",
     "IQM_COLUMNS",
     "PROVENANCE_TYPE",
@@ -299,6 +300,22 @@ SOURCES_SCHEMA = _schema(
         _f("how_to_acknowledge", _STR, "HowToAcknowledge, as given."),
         _f("references_and_links", pa.list_(_STR), "ReferencesAndLinks, as given."),
         _f("funding", pa.list_(_STR), "Funding, as given."),
+    ],
+)
+
+IGNORED_SCHEMA = _schema(
+    "ignored",
+    [
+        _f("dataset_id", _STR, "Source dataset accession.", nullable=False),
+        _f("path", _STR, "File or folder relative to the dataset root.", nullable=False),
+        _f("kind", _CAT, "'file', or 'directory' for a folder not descended into.", nullable=False),
+        _f(
+            "rule",
+            _CAT,
+            "Why it was left aside: 'metadata:sidecar', 'datatype:func', "
+            "'derivatives', 'hidden', ...",
+            nullable=False,
+        ),
     ],
 )
 

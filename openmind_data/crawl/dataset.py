@@ -1,0 +1,451 @@
+"""Crawl one BIDS dataset: every file it holds ends as a candidate, an exclusion or an ignore.
+
+:func:`crawl_dataset` is pure (a dataset root in, plain records out), so any process can run it.
+It reads headers, never voxels, and never writes into the dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from openmind_data import __version__
+from openmind_data.crawl.bidsname import ENTITY_NAMES, BidsName, parse_bids_name
+from openmind_data.crawl.header import HeaderInfo, read_header
+from openmind_data.crawl.normalize import (
+    normalize_doi,
+    normalize_license,
+    normalize_manufacturer,
+    normalize_seconds,
+    normalize_tesla,
+)
+from openmind_data.crawl.participants import read_participants
+from openmind_data.crawl.privacy import is_identifying
+from openmind_data.crawl.sidecars import SidecarIndex
+from openmind_data.crawl.textfiles import read_json, read_text
+from openmind_data.errors import InvalidInputError
+from openmind_data.exclusions import ExclusionReason as R
+from openmind_data.ids import image_id
+from openmind_data.modalities import modality_for
+
+__all__ = ["PRUNED_FOLDERS", "SELECTED_DATATYPES", "DatasetCrawl", "crawl_dataset"]
+
+#: Top-level folders that hold no raw images OpenMind takes; not descended into.
+PRUNED_FOLDERS = {"derivatives", "sourcedata", "code", "stimuli", "models"}
+#: Datatype folders whose images can become candidates.
+SELECTED_DATATYPES = {"anat", "dwi"}
+#: Suffixes in selected folders that are masks, not images.
+MASK_SUFFIXES = {"defacemask", "mask", "dseg", "probseg"}
+IMAGE_EXTENSIONS = (".nii.gz", ".nii")
+
+# Sidecar field -> image-table column; the rest goes to extra_metadata.
+_TIMES = {
+    "RepetitionTime": "repetition_time",
+    "EchoTime": "echo_time",
+    "InversionTime": "inversion_time",
+}
+_COLUMNS = {
+    "Manufacturer",
+    "ManufacturersModelName",
+    "MagneticFieldStrength",
+    "FlipAngle",
+    "PhaseEncodingDirection",
+    *_TIMES,
+}
+# Longest plausible value in seconds; above it a value is read as milliseconds.
+_UPPER = {"RepetitionTime": 20.0, "EchoTime": 1.0, "InversionTime": 10.0}
+_GRADIENT_ECHO = {
+    "T1w",
+    "T2starw",
+    "FLASH",
+    "MEGRE",
+    "angio",
+    "SWI",
+    "minIP",
+    "UNIT1",
+    "MP2RAGE",
+    "MTw",
+    "inplaneT1",
+}
+
+
+@dataclass
+class DatasetCrawl:
+    """What one dataset gave: rows for the candidate, exclusion, ignore and sources tables."""
+
+    dataset_id: str
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    excluded: list[dict[str, Any]] = field(default_factory=list)
+    ignored: list[dict[str, Any]] = field(default_factory=list)
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def crawl_dataset(
+    root: str, dataset_id: str | None = None, licenses: frozenset[str] | None = None
+) -> DatasetCrawl:
+    """Crawl the dataset at ``root``. ``licenses`` (SPDX ids), when given, is the set a dataset's
+    licence must belong to; images of other datasets are excluded with ``license_not_allowed``."""
+    root = os.path.abspath(root)
+    dataset_id = dataset_id or os.path.basename(root)
+    out = DatasetCrawl(dataset_id)
+    files, pruned = _walk(root)
+    fate: dict[str, tuple[str, str]] = {}  # rel -> ("ignored", rule) for metadata files
+
+    def exclude(rel: str, reason: str, detail: str, stage: str = "crawl") -> None:
+        out.excluded.append(
+            {
+                "dataset_id": dataset_id,
+                "source_path": rel,
+                "stage": stage,
+                "reason": str(reason),
+                "detail": detail,
+            }
+        )
+        fate[rel] = ("excluded", str(reason))
+
+    def ignore(rel: str, rule: str, kind: str = "file") -> None:
+        out.ignored.append({"dataset_id": dataset_id, "path": rel, "kind": kind, "rule": rule})
+        fate[rel] = ("ignored", rule)
+
+    for rel, rule in pruned:
+        ignore(rel, rule, "directory")
+
+    description, version = _describe(root, files, exclude)
+    out.source = _source_row(dataset_id, version, description)
+    license_spdx = out.source["license"]
+    people, read = read_participants(root, files)
+    for problem in people.problems:
+        exclude(_rel(root, problem.path), problem.reason, problem.detail)
+    sidecars = SidecarIndex(root, [f for f in files if f.endswith(".json")])
+    bvals = SidecarIndex(root, [f for f in files if f.endswith(".bval")])
+    bvecs = SidecarIndex(root, [f for f in files if f.endswith(".bvec")])
+    allowed = licenses is None or license_spdx in licenses
+
+    for rel in files:
+        if rel in fate:
+            continue
+        base = posixpath.basename(rel)
+        if base.startswith("._"):
+            exclude(rel, R.APPLEDOUBLE, "macOS resource fork, not an image")
+            continue
+        if base.startswith("."):
+            ignore(rel, "hidden")
+            continue
+        if rel in read:
+            ignore(rel, "metadata:participants")
+            continue
+        if rel.endswith((".json", ".bval", ".bvec")):
+            continue  # decided once the images that use them are known
+        image = rel.endswith(IMAGE_EXTENSIONS)
+        name = parse_bids_name(rel)
+        if not image:
+            ignore(rel, "metadata")
+        elif name is None or name.datatype is None:
+            ignore(rel, "image outside a datatype folder")
+        elif name.datatype not in SELECTED_DATATYPES:
+            ignore(rel, f"datatype:{name.datatype}")
+        elif name.suffix in MASK_SUFFIXES:
+            ignore(rel, f"mask:{name.suffix}")
+        elif not allowed:
+            exclude(
+                rel,
+                R.LICENSE_NOT_ALLOWED,
+                f"dataset licence {license_spdx!r} is not among {sorted(licenses or ())}",
+            )
+        else:
+            _candidate(
+                root, rel, name, out, exclude, sidecars, bvals, bvecs, people, license_spdx, version
+            )
+
+    for index in (sidecars, bvals, bvecs):
+        for rel, error in index.broken.items():
+            exclude(rel, error.reason, error.detail)
+    for rel in files:
+        if rel not in fate:
+            ignore(rel, _metadata_rule(rel))
+    out.candidates.sort(key=lambda r: r["source_path"])
+    out.excluded.sort(key=lambda r: r["source_path"])
+    out.ignored.sort(key=lambda r: r["path"])
+    return out
+
+
+def _metadata_rule(rel: str) -> str:
+    if rel.endswith((".bval", ".bvec")):
+        return "metadata:gradients"
+    return "metadata:description" if rel == "dataset_description.json" else "metadata:sidecar"
+
+
+def _rel(root: str, path: str) -> str:
+    return os.path.relpath(path, root).replace(os.sep, "/")
+
+
+def _walk(root: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Relative paths of every file, and the folders not descended into (with the rule)."""
+    files: list[str] = []
+    pruned: list[tuple[str, str]] = []
+    stack = [""]
+    while stack:
+        folder = stack.pop()
+        with os.scandir(os.path.join(root, folder)) as entries:
+            for entry in entries:
+                rel = f"{folder}/{entry.name}" if folder else entry.name
+                if entry.is_dir():
+                    if entry.name.startswith("."):
+                        pruned.append((rel, "hidden"))
+                    elif not folder and entry.name in PRUNED_FOLDERS:
+                        pruned.append((rel, entry.name))
+                    else:
+                        stack.append(rel)
+                else:
+                    files.append(rel)
+    files.sort()
+    pruned.sort()
+    return files, pruned
+
+
+_VERSION_IN_DOI = re.compile(r"\.v(\d+(?:\.\d+)*)$")
+_VERSION_IN_CHANGES = re.compile(r"^\s*v?(\d+\.\d+(?:\.\d+)?)\b")
+
+
+def _describe(root: str, files: list[str], exclude: Any) -> tuple[dict[str, Any], str | None]:
+    description: dict[str, Any] = {}
+    if "dataset_description.json" in files:
+        try:
+            description = read_json(os.path.join(root, "dataset_description.json"))
+        except InvalidInputError as error:
+            exclude("dataset_description.json", error.reason, error.detail)
+    version = None
+    doi = normalize_doi(description.get("DatasetDOI"))
+    if doi and (match := _VERSION_IN_DOI.search(doi)):
+        version = match[1]
+    elif "CHANGES" in files:
+        try:
+            first = read_text(os.path.join(root, "CHANGES")).strip().splitlines()
+        except InvalidInputError:
+            first = []
+        if first and (match := _VERSION_IN_CHANGES.match(first[0])):
+            version = match[1]
+    return description, version
+
+
+def _strings(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _source_row(dataset_id: str, version: str | None, d: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "dataset_id": dataset_id,
+        "dataset_version": version,
+        "name": d.get("Name"),
+        "license": normalize_license(d.get("License")),
+        "license_raw": d.get("License"),
+        "authors": _strings(d.get("Authors")),
+        "doi": normalize_doi(d.get("DatasetDOI")),
+        "bids_version": d.get("BIDSVersion"),
+        "how_to_acknowledge": d.get("HowToAcknowledge"),
+        "references_and_links": _strings(d.get("ReferencesAndLinks")),
+        "funding": _strings(d.get("Funding")),
+    }
+
+
+def _count_gradients(path: str, rows: int) -> int:
+    """Number of entries in a .bval (rows=1) or .bvec (rows=3) file."""
+    text = read_text(path)
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    try:
+        values = [[float(v) for v in line] for line in lines]
+    except ValueError:
+        raise InvalidInputError(path, R.INVALID_GRADIENTS, "non-numeric values") from None
+    if rows == 1:
+        return sum(len(line) for line in values)
+    if len(values) == 3 and len({len(line) for line in values}) == 1:
+        return len(values[0])
+    if values and all(len(line) == 3 for line in values):  # one row per volume
+        return len(values)
+    raise InvalidInputError(path, R.INVALID_GRADIENTS, "b-vectors are not 3 x N or N x 3")
+
+
+def _candidate(
+    root: str,
+    rel: str,
+    name: BidsName,
+    out: DatasetCrawl,
+    exclude: Any,
+    sidecars: SidecarIndex,
+    bvals: SidecarIndex,
+    bvecs: SidecarIndex,
+    people: Any,
+    license_spdx: str | None,
+    version: str | None,
+) -> None:
+    modality = modality_for(name.datatype or "", name.suffix, name.entities)
+    if modality is None:
+        labels = "_".join(f"{k}-{v}" for k, v in name.entities.items() if k not in ("sub", "ses"))
+        exclude(
+            rel,
+            R.UNMAPPED_MODALITY,
+            f"{name.datatype}/{labels + '_' if labels else ''}{name.suffix} maps to no "
+            "modality of the vocabulary",
+        )
+        return
+    try:
+        header = read_header(os.path.join(root, rel))
+    except InvalidInputError as error:
+        exclude(rel, error.reason, error.detail)
+        return
+    is_series = modality == "DWI"
+    dims = len(header.shape)
+    if is_series and (dims != 4 or header.shape[3] < 2):
+        exclude(
+            rel,
+            R.TOO_FEW_DIMENSIONS,
+            f"shape {header.shape}: a diffusion series needs several volumes",
+        )
+        return
+    if not is_series and dims > 3:
+        exclude(rel, R.TOO_MANY_DIMENSIONS, f"shape {header.shape}: {modality} images must be 3D")
+        return
+    bval_path = bvec_path = None
+    if is_series:
+        bval_path, bvec_path = bvals.nearest(rel, name), bvecs.nearest(rel, name)
+        problem = _check_gradients(root, header, bval_path, bvec_path)
+        if problem is not None:
+            exclude(rel, problem[0], problem[1])
+            stem = rel.removesuffix(".nii.gz").removesuffix(".nii")
+            for own in (f"{stem}.bval", f"{stem}.bvec"):
+                if own in (bval_path, bvec_path):
+                    exclude(
+                        own, problem[0], f"gradients of {posixpath.basename(rel)}: {problem[1]}"
+                    )
+            return
+    metadata, used = sidecars.resolve(rel, name)
+    out.candidates.append(
+        _row(
+            out.dataset_id,
+            version,
+            rel,
+            name,
+            modality,
+            header,
+            metadata,
+            used,
+            people.for_image(name.entities.get("sub"), name.entities.get("ses")),
+            license_spdx,
+            bval_path,
+            bvec_path,
+        )
+    )
+
+
+def _check_gradients(
+    root: str, header: HeaderInfo, bval: str | None, bvec: str | None
+) -> tuple[str, str] | None:
+    if bval is None or bvec is None:
+        missing = " and ".join(e for e, p in ((".bval", bval), (".bvec", bvec)) if p is None)
+        return R.MISSING_GRADIENTS, f"no {missing} file applies to this series"
+    volumes = header.shape[3]
+    try:
+        counts = (
+            _count_gradients(os.path.join(root, bval), 1),
+            _count_gradients(os.path.join(root, bvec), 3),
+        )
+    except InvalidInputError as error:
+        return error.reason, f"{posixpath.basename(error.path)}: {error.detail}"
+    if counts != (volumes, volumes):
+        return (
+            R.GRADIENT_MISMATCH,
+            f"{volumes} volumes, {counts[0]} b-values and {counts[1]} b-vectors",
+        )
+    return None
+
+
+def _row(
+    dataset_id: str,
+    version: str | None,
+    rel: str,
+    name: BidsName,
+    modality: str,
+    header: HeaderInfo,
+    metadata: dict[str, Any],
+    used: list[str],
+    person: dict[str, Any],
+    license_spdx: str | None,
+    bval_path: str | None,
+    bvec_path: str | None,
+) -> dict[str, Any]:
+    converted = []
+    times: dict[str, float | None] = {}
+    for key, column in _TIMES.items():
+        upper = 10.0 if key == "RepetitionTime" and modality in _GRADIENT_ECHO else _UPPER[key]
+        raw = metadata.get(key)
+        if isinstance(raw, list):  # multi-echo sidecars list every echo time
+            raw = raw[0] if raw else None
+        value, from_ms = normalize_seconds(raw, upper)
+        times[column] = value
+        if from_ms:
+            converted.append(key)
+    extra = {
+        key: json.dumps(value, sort_keys=True)
+        for key, value in sorted(metadata.items())
+        if key not in _COLUMNS and not is_identifying(key)
+    }
+    extra.update(sorted(person.get("extra", {}).items()))
+    entities = {
+        key: name.entities[key]
+        for key in ENTITY_NAMES
+        if key in name.entities and key not in ("sub", "ses", "run")
+    }
+    run = name.entities.get("run")
+    flip = metadata.get("FlipAngle")
+    parameters = {"sidecars": used, "converted_from_ms": converted}
+    return {
+        "image_id": image_id(dataset_id, rel),
+        "dataset_id": dataset_id,
+        "dataset_version": version,
+        "subject": name.entities.get("sub"),
+        "session": name.entities.get("ses"),
+        "run": int(run) if run is not None and run.isdigit() else None,
+        "entities": entities,
+        "source_path": rel,
+        "bval_path": bval_path,
+        "bvec_path": bvec_path,
+        "modality": modality,
+        "shape": list(header.shape),
+        "spacing": list(header.spacing),
+        "affine": list(header.affine),
+        "orientation": header.orientation,
+        "dtype": header.dtype,
+        "manufacturer": normalize_manufacturer(metadata.get("Manufacturer")),
+        "model_name": _text(metadata.get("ManufacturersModelName")),
+        "magnetic_field_strength": normalize_tesla(metadata.get("MagneticFieldStrength")),
+        **times,
+        "flip_angle": float(flip) if isinstance(flip, int | float) else None,
+        "phase_encoding_direction": _text(metadata.get("PhaseEncodingDirection")),
+        "age": person.get("age"),
+        "sex": person.get("sex"),
+        "handedness": person.get("handedness"),
+        "race": person.get("race"),
+        "weight": person.get("weight"),
+        "bmi": person.get("bmi"),
+        "health_status": person.get("health_status"),
+        "extra_metadata": extra,
+        "license": license_spdx,
+        "provenance": [
+            {
+                "step": "crawl",
+                "method": "bids-inheritance",
+                "parameters": json.dumps(parameters, sort_keys=True),
+                "software": f"openmind_data {__version__}",
+            }
+        ],
+    }
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,17 @@
+"""Stable identifiers: the same input always gets the same id, on any machine."""
+
+from __future__ import annotations
+
+import hashlib
+
+__all__ = ["image_id"]
+
+
+def image_id(dataset_id: str, source_path: str, derivation: str | None = None) -> str:
+    """``om-`` and 16 hex digits of SHA-256 over dataset id, source path and derivation.
+
+    >>> image_id("ds000001", "sub-01/anat/sub-01_T1w.nii.gz")
+    'om-ac3d710cf454b5b0'
+    """
+    key = f"{dataset_id}/{source_path}" + (f"#{derivation}" if derivation else "")
+    return "om-" + hashlib.sha256(key.encode()).hexdigest()[:16]
