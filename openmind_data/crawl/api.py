@@ -156,14 +156,14 @@ def crawl(
             bar.update()
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for result in pool.map(
+            for done in pool.map(
                 crawl_dataset,
                 [str(p) for p in datasets],
                 [p.name for p in datasets],
                 [allowed] * len(datasets),
                 chunksize=max(1, len(datasets) // (8 * workers)),
             ):
-                results.append(result)
+                results.append(done)
                 bar.update()
     bar.close()
     result = CrawlResult(

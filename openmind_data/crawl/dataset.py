@@ -160,6 +160,7 @@ def crawl_dataset(
             _candidate(
                 root, rel, name, out, exclude, sidecars, bvals, bvecs, people, license_spdx, version
             )
+            fate.setdefault(rel, ("candidate", name.suffix))
 
     for index in (sidecars, bvals, bvecs):
         for rel, error in index.broken.items():

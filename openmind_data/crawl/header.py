@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import nibabel as nib
 import numpy as np
 from nibabel.orientations import aff2axcodes
+from nibabel.spatialimages import HeaderDataError
 
 from openmind_data.errors import InvalidInputError
 from openmind_data.exclusions import ExclusionReason as R
@@ -96,7 +97,7 @@ def _checked(
 ) -> nib.Nifti1Header:
     try:
         header = kind(block, check=False)
-    except Exception as error:  # nibabel raises several types for corrupt blocks
+    except (HeaderDataError, ValueError, TypeError) as error:
         raise InvalidInputError(path, R.UNREADABLE_HEADER, f"header: {error}") from None
     found = bytes(header["magic"])[:4]
     if found[:3] != magic[:3]:
@@ -115,7 +116,7 @@ def _describe(path: str, header: nib.Nifti1Header) -> tuple[HeaderInfo, int]:
         shape.pop()
     try:
         dtype = header.get_data_dtype()
-    except Exception as error:  # unknown datatype codes raise from nibabel's lookup
+    except (HeaderDataError, KeyError, ValueError) as error:  # unknown datatype code
         raise InvalidInputError(path, R.UNREADABLE_HEADER, f"datatype: {error}") from None
     spatial = [n for n in shape[:3] if n > 1]
     if len(spatial) < 3:

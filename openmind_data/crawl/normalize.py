@@ -27,7 +27,7 @@ _MISSING = {"", "n/a", "na", "nan", "none", "null", "unknown", "-", "?", "missin
 
 _NUMBER = r"(\d+(?:\.\d+)?)"
 _PLAIN = re.compile(rf"^{_NUMBER}\s*(?:y|yr|yrs|years?)?$")
-_RANGE = re.compile(rf"^{_NUMBER}\s*(?:-|–|to)\s*{_NUMBER}$")
+_RANGE = re.compile(rf"^{_NUMBER}\s*(?:-|\u2013|to)\s*{_NUMBER}$")
 _OPEN_TOP = re.compile(rf"^(?:>=?\s*{_NUMBER}|{_NUMBER}\s*\+)$")
 _UNIT_DIVISORS = {"month": 12.0, "week": 365.25 / 7.0, "day": 365.25}
 
