@@ -281,3 +281,25 @@ def test_find_datasets(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unique"):
         find_datasets([tmp_path / "mirror", tmp_path / "other"])
     assert crawl(tmp_path / "mirror").sources.num_rows == 2
+
+
+def test_unreadable_files_and_linked_folders_do_not_stop_the_crawl(tmp_path: Path) -> None:
+    import os
+
+    ds = _dataset(tmp_path / "ds3")
+    anat = ds / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.eye(4)), anat / "sub-01_T1w.nii.gz")
+    (ds / "sub-02").symlink_to(ds / "sub-01", target_is_directory=True)
+    locked = anat / "sub-01_T2w.nii.gz"
+    locked.write_bytes(b"x")
+    locked.chmod(0)
+    try:
+        readable = os.access(locked, os.R_OK)  # root reads anything
+        result = crawl_dataset(str(ds))
+    finally:
+        locked.chmod(0o644)
+    assert [r["source_path"] for r in result.candidates] == ["sub-01/anat/sub-01_T1w.nii.gz"]
+    assert {r["path"]: r["rule"] for r in result.ignored}["sub-02"] == "symlinked folder"
+    [excluded] = result.excluded
+    assert excluded["reason"] == ("not_nifti" if readable else "unreadable_header")

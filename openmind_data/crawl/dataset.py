@@ -185,24 +185,34 @@ def _rel(root: str, path: str) -> str:
 
 
 def _walk(root: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """Relative paths of every file, and the folders not descended into (with the rule)."""
+    """Relative paths of every file, and the folders not descended into (with the rule).
+
+    Symbolic links to folders are not followed (they can form cycles); links to files are
+    files (git-annex keeps images behind them).
+    """
     files: list[str] = []
     pruned: list[tuple[str, str]] = []
     stack = [""]
     while stack:
         folder = stack.pop()
-        with os.scandir(os.path.join(root, folder)) as entries:
-            for entry in entries:
-                rel = f"{folder}/{entry.name}" if folder else entry.name
-                if entry.is_dir():
-                    if entry.name.startswith("."):
-                        pruned.append((rel, "hidden"))
-                    elif not folder and entry.name in PRUNED_FOLDERS:
-                        pruned.append((rel, entry.name))
-                    else:
-                        stack.append(rel)
+        try:
+            entries = list(os.scandir(os.path.join(root, folder)))
+        except OSError as error:
+            pruned.append((folder, f"unreadable folder ({type(error).__name__})"))
+            continue
+        for entry in entries:
+            rel = f"{folder}/{entry.name}" if folder else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name.startswith("."):
+                    pruned.append((rel, "hidden"))
+                elif not folder and entry.name in PRUNED_FOLDERS:
+                    pruned.append((rel, entry.name))
                 else:
-                    files.append(rel)
+                    stack.append(rel)
+            elif entry.is_symlink() and entry.is_dir():
+                pruned.append((rel, "symlinked folder"))
+            else:
+                files.append(rel)
     files.sort()
     pruned.sort()
     return files, pruned
@@ -299,6 +309,9 @@ def _candidate(
         header = read_header(os.path.join(root, rel))
     except InvalidInputError as error:
         exclude(rel, error.reason, error.detail)
+        return
+    except OSError as error:  # permissions, I/O errors: the crawl goes on
+        exclude(rel, R.UNREADABLE_HEADER, f"cannot read the file: {error}")
         return
     is_series = modality == "DWI"
     dims = len(header.shape)
