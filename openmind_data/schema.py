@@ -344,24 +344,29 @@ def table_from_records(records: Iterable[Mapping[str, Any]], schema: pa.Schema) 
     rows = list(records)
     names = set(schema.names)
     for i, row in enumerate(rows):
-        unknown = set(row) - names
-        if unknown:
+        if not names.issuperset(row):
+            unknown = sorted(set(row) - names)
             raise SchemaError(
                 f"row {i} has keys that are not columns of the "
-                f"{_table_name(schema)} table: {sorted(unknown)}"
+                f"{_table_name(schema)} table: {unknown}"
             )
-    columns = []
+    try:
+        table = pa.Table.from_pylist(rows, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        table = None
+    if table is None:  # find the column to name in the error
+        for field in schema:
+            try:
+                pa.array([row.get(field.name) for row in rows], type=field.type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as error:
+                raise SchemaError(f"column {field.name!r}: {error}") from error
+        raise SchemaError(f"rows do not fit the {_table_name(schema)} table")
     for field in schema:
-        values = [row.get(field.name) for row in rows]
-        if not field.nullable and any(v is None for v in values):
+        if not field.nullable and table.column(field.name).null_count:
             raise SchemaError(
                 f"column {field.name!r} of the {_table_name(schema)} table must not be null"
             )
-        try:
-            columns.append(pa.array(values, type=field.type))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as error:
-            raise SchemaError(f"column {field.name!r}: {error}") from error
-    return pa.Table.from_arrays(columns, schema=schema)
+    return table
 
 
 def write_table(table: pa.Table, path: str | Path, **parquet_options: Any) -> None:

@@ -23,7 +23,7 @@ from openmind_data.crawl.normalize import (
     normalize_seconds,
     normalize_tesla,
 )
-from openmind_data.crawl.participants import read_participants
+from openmind_data.crawl.participants import Participants, read_participants
 from openmind_data.crawl.privacy import is_identifying
 from openmind_data.crawl.sidecars import SidecarIndex
 from openmind_data.crawl.textfiles import read_json, read_text
@@ -84,94 +84,105 @@ class DatasetCrawl:
     source: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class _Dataset:
+    """One dataset's crawl in progress: its tables so far and what images draw on."""
+
+    root: str
+    out: DatasetCrawl
+    version: str | None = None
+    license: str | None = None
+    people: Participants = field(default_factory=Participants)
+    sidecars: SidecarIndex | None = None
+    bvals: SidecarIndex | None = None
+    bvecs: SidecarIndex | None = None
+    fate: dict[str, str] = field(default_factory=dict)  # rel -> candidate/excluded/ignored
+    # Acquisition columns per distinct (sidecar chain, modality): most images share a chain.
+    acquisitions: dict[tuple[tuple[str, ...], str], dict[str, Any]] = field(default_factory=dict)
+
+    def exclude(self, rel: str, reason: str, detail: str) -> None:
+        self.out.excluded.append(
+            {
+                "dataset_id": self.out.dataset_id,
+                "source_path": rel,
+                "stage": "crawl",
+                "reason": str(reason),
+                "detail": detail,
+            }
+        )
+        self.fate[rel] = "excluded"
+
+    def ignore(self, rel: str, rule: str, kind: str = "file") -> None:
+        self.out.ignored.append(
+            {"dataset_id": self.out.dataset_id, "path": rel, "kind": kind, "rule": rule}
+        )
+        self.fate[rel] = "ignored"
+
+
 def crawl_dataset(
     root: str, dataset_id: str | None = None, licenses: frozenset[str] | None = None
 ) -> DatasetCrawl:
     """Crawl the dataset at ``root``. ``licenses`` (SPDX ids), when given, is the set a dataset's
     licence must belong to; images of other datasets are excluded with ``license_not_allowed``."""
     root = os.path.abspath(root)
-    dataset_id = dataset_id or os.path.basename(root)
-    out = DatasetCrawl(dataset_id)
+    ds = _Dataset(root, DatasetCrawl(dataset_id or os.path.basename(root)))
     files, pruned = _walk(root)
-    fate: dict[str, tuple[str, str]] = {}  # rel -> ("ignored", rule) for metadata files
-
-    def exclude(rel: str, reason: str, detail: str, stage: str = "crawl") -> None:
-        out.excluded.append(
-            {
-                "dataset_id": dataset_id,
-                "source_path": rel,
-                "stage": stage,
-                "reason": str(reason),
-                "detail": detail,
-            }
-        )
-        fate[rel] = ("excluded", str(reason))
-
-    def ignore(rel: str, rule: str, kind: str = "file") -> None:
-        out.ignored.append({"dataset_id": dataset_id, "path": rel, "kind": kind, "rule": rule})
-        fate[rel] = ("ignored", rule)
-
     for rel, rule in pruned:
-        ignore(rel, rule, "directory")
+        ds.ignore(rel, rule, "directory")
 
-    description, version = _describe(root, files, exclude)
-    out.source = _source_row(dataset_id, version, description)
-    license_spdx = out.source["license"]
-    people, read = read_participants(root, files)
-    for problem in people.problems:
-        exclude(_rel(root, problem.path), problem.reason, problem.detail)
-    sidecars = SidecarIndex(root, [f for f in files if f.endswith(".json")])
-    bvals = SidecarIndex(root, [f for f in files if f.endswith(".bval")])
-    bvecs = SidecarIndex(root, [f for f in files if f.endswith(".bvec")])
-    allowed = licenses is None or license_spdx in licenses
+    description, ds.version = _describe(root, files, ds.exclude)
+    ds.out.source = _source_row(ds.out.dataset_id, ds.version, description)
+    ds.license = ds.out.source["license"]
+    ds.people, read = read_participants(root, files)
+    for problem in ds.people.problems:
+        ds.exclude(_rel(root, problem.path), problem.reason, problem.detail)
+    ds.sidecars = SidecarIndex(root, [f for f in files if f.endswith(".json")])
+    ds.bvals = SidecarIndex(root, [f for f in files if f.endswith(".bval")])
+    ds.bvecs = SidecarIndex(root, [f for f in files if f.endswith(".bvec")])
+    allowed = licenses is None or ds.license in licenses
 
     for rel in files:
-        if rel in fate:
+        if rel in ds.fate:
             continue
         base = posixpath.basename(rel)
         if base.startswith("._"):
-            exclude(rel, R.APPLEDOUBLE, "macOS resource fork, not an image")
-            continue
-        if base.startswith("."):
-            ignore(rel, "hidden")
-            continue
-        if rel in read:
-            ignore(rel, "metadata:participants")
-            continue
-        if rel.endswith((".json", ".bval", ".bvec")):
+            ds.exclude(rel, R.APPLEDOUBLE, "macOS resource fork, not an image")
+        elif base.startswith("."):
+            ds.ignore(rel, "hidden")
+        elif rel in read:
+            ds.ignore(rel, "metadata:participants")
+        elif rel.endswith((".json", ".bval", ".bvec")):
             continue  # decided once the images that use them are known
-        image = rel.endswith(IMAGE_EXTENSIONS)
-        name = parse_bids_name(rel)
-        if not image:
-            ignore(rel, "metadata")
-        elif name is None or name.datatype is None:
-            ignore(rel, "image outside a datatype folder")
-        elif name.datatype not in SELECTED_DATATYPES:
-            ignore(rel, f"datatype:{name.datatype}")
-        elif name.suffix in MASK_SUFFIXES:
-            ignore(rel, f"mask:{name.suffix}")
-        elif not allowed:
-            exclude(
-                rel,
-                R.LICENSE_NOT_ALLOWED,
-                f"dataset licence {license_spdx!r} is not among {sorted(licenses or ())}",
-            )
+        elif not rel.endswith(IMAGE_EXTENSIONS):
+            ds.ignore(rel, "metadata")
         else:
-            _candidate(
-                root, rel, name, out, exclude, sidecars, bvals, bvecs, people, license_spdx, version
-            )
-            fate.setdefault(rel, ("candidate", name.suffix))
+            name = parse_bids_name(rel)
+            if name is None or name.datatype is None:
+                ds.ignore(rel, "image outside a datatype folder")
+            elif name.datatype not in SELECTED_DATATYPES:
+                ds.ignore(rel, f"datatype:{name.datatype}")
+            elif name.suffix in MASK_SUFFIXES:
+                ds.ignore(rel, f"mask:{name.suffix}")
+            elif not allowed:
+                ds.exclude(
+                    rel,
+                    R.LICENSE_NOT_ALLOWED,
+                    f"dataset licence {ds.license!r} is not among {sorted(licenses or ())}",
+                )
+            else:
+                _candidate(ds, rel, name)
+                ds.fate.setdefault(rel, "candidate")
 
-    for index in (sidecars, bvals, bvecs):
+    for index in (ds.sidecars, ds.bvals, ds.bvecs):
         for rel, error in index.broken.items():
-            exclude(rel, error.reason, error.detail)
+            ds.exclude(rel, error.reason, error.detail)
     for rel in files:
-        if rel not in fate:
-            ignore(rel, _metadata_rule(rel))
-    out.candidates.sort(key=lambda r: r["source_path"])
-    out.excluded.sort(key=lambda r: r["source_path"])
-    out.ignored.sort(key=lambda r: r["path"])
-    return out
+        if rel not in ds.fate:
+            ds.ignore(rel, _metadata_rule(rel))
+    ds.out.candidates.sort(key=lambda r: r["source_path"])
+    ds.out.excluded.sort(key=lambda r: r["source_path"])
+    ds.out.ignored.sort(key=lambda r: r["path"])
+    return ds.out
 
 
 def _metadata_rule(rel: str) -> str:
@@ -282,79 +293,131 @@ def _count_gradients(path: str, rows: int) -> int:
     raise InvalidInputError(path, R.INVALID_GRADIENTS, "b-vectors are not 3 x N or N x 3")
 
 
-def _candidate(
-    root: str,
-    rel: str,
-    name: BidsName,
-    out: DatasetCrawl,
-    exclude: Any,
-    sidecars: SidecarIndex,
-    bvals: SidecarIndex,
-    bvecs: SidecarIndex,
-    people: Any,
-    license_spdx: str | None,
-    version: str | None,
-) -> None:
+def _candidate(ds: _Dataset, rel: str, name: BidsName) -> None:
+    assert ds.sidecars is not None and ds.bvals is not None and ds.bvecs is not None
     modality = modality_for(name.datatype or "", name.suffix, name.entities)
     if modality is None:
         labels = "_".join(f"{k}-{v}" for k, v in name.entities.items() if k not in ("sub", "ses"))
-        exclude(
+        ds.exclude(
             rel,
             R.UNMAPPED_MODALITY,
-            f"{name.datatype}/{labels + '_' if labels else ''}{name.suffix} maps to no "
-            "modality of the vocabulary",
+            f"{name.datatype}/{labels + '_' if labels else ''}"
+            f"{name.suffix} maps to no modality of the vocabulary",
         )
         return
     try:
-        header = read_header(os.path.join(root, rel))
+        header = read_header(os.path.join(ds.root, rel))
     except InvalidInputError as error:
-        exclude(rel, error.reason, error.detail)
+        ds.exclude(rel, error.reason, error.detail)
         return
     except OSError as error:  # permissions, I/O errors: the crawl goes on
-        exclude(rel, R.UNREADABLE_HEADER, f"cannot read the file: {error}")
+        ds.exclude(rel, R.UNREADABLE_HEADER, f"cannot read the file: {error}")
         return
     is_series = modality == "DWI"
     dims = len(header.shape)
     if is_series and (dims != 4 or header.shape[3] < 2):
-        exclude(
+        ds.exclude(
             rel,
             R.TOO_FEW_DIMENSIONS,
             f"shape {header.shape}: a diffusion series needs several volumes",
         )
         return
     if not is_series and dims > 3:
-        exclude(rel, R.TOO_MANY_DIMENSIONS, f"shape {header.shape}: {modality} images must be 3D")
+        ds.exclude(
+            rel, R.TOO_MANY_DIMENSIONS, f"shape {header.shape}: {modality} images must be 3D"
+        )
         return
     bval_path = bvec_path = None
     if is_series:
-        bval_path, bvec_path = bvals.nearest(rel, name), bvecs.nearest(rel, name)
-        problem = _check_gradients(root, header, bval_path, bvec_path)
+        bval_path, bvec_path = ds.bvals.nearest(rel, name), ds.bvecs.nearest(rel, name)
+        problem = _check_gradients(ds.root, header, bval_path, bvec_path)
         if problem is not None:
-            exclude(rel, problem[0], problem[1])
+            ds.exclude(rel, problem[0], problem[1])
             stem = rel.removesuffix(".nii.gz").removesuffix(".nii")
             for own in (f"{stem}.bval", f"{stem}.bvec"):
                 if own in (bval_path, bvec_path):
-                    exclude(
+                    ds.exclude(
                         own, problem[0], f"gradients of {posixpath.basename(rel)}: {problem[1]}"
                     )
             return
-    metadata, used = sidecars.resolve(rel, name)
-    out.candidates.append(
-        _row(
-            out.dataset_id,
-            version,
-            rel,
-            name,
-            modality,
-            header,
-            metadata,
-            used,
-            people.for_image(name.entities.get("sub"), name.entities.get("ses")),
-            license_spdx,
-            bval_path,
-            bvec_path,
-        )
+    metadata, used = ds.sidecars.resolve(rel, name)
+    key = (tuple(used), modality)
+    acquisition = ds.acquisitions.get(key)
+    if acquisition is None:
+        acquisition = ds.acquisitions[key] = _acquisition(metadata, modality, used)
+    person = ds.people.for_image(name.entities.get("sub"), name.entities.get("ses"))
+    extra = dict(acquisition["extra_metadata"])
+    extra.update(sorted(person.get("extra", {}).items()))
+    run = name.entities.get("run")
+    ds.out.candidates.append(
+        {
+            **acquisition,
+            "image_id": image_id(ds.out.dataset_id, rel),
+            "dataset_id": ds.out.dataset_id,
+            "dataset_version": ds.version,
+            "subject": name.entities.get("sub"),
+            "session": name.entities.get("ses"),
+            "run": int(run) if run is not None and run.isdigit() else None,
+            "entities": {
+                key: name.entities[key]
+                for key in ENTITY_NAMES
+                if key in name.entities and key not in ("sub", "ses", "run")
+            },
+            "source_path": rel,
+            "bval_path": bval_path,
+            "bvec_path": bvec_path,
+            "modality": modality,
+            "shape": list(header.shape),
+            "spacing": list(header.spacing),
+            "affine": list(header.affine),
+            "orientation": header.orientation,
+            "dtype": header.dtype,
+            **{column: person.get(column) for column in _PERSON},
+            "extra_metadata": extra,
+            "license": ds.license,
+        }
     )
+
+
+_PERSON = ("age", "sex", "handedness", "race", "weight", "bmi", "health_status")
+
+
+def _acquisition(metadata: dict[str, Any], modality: str, used: list[str]) -> dict[str, Any]:
+    """The acquisition columns, sidecar extras and crawl provenance for one sidecar chain."""
+    converted = []
+    times: dict[str, float | None] = {}
+    for key, column in _TIMES.items():
+        upper = 10.0 if key == "RepetitionTime" and modality in _GRADIENT_ECHO else _UPPER[key]
+        raw = metadata.get(key)
+        if isinstance(raw, list):  # multi-echo sidecars list every echo time
+            raw = raw[0] if raw else None
+        value, from_ms = normalize_seconds(raw, upper)
+        times[column] = value
+        if from_ms:
+            converted.append(key)
+    flip = metadata.get("FlipAngle")
+    parameters = {"sidecars": used, "converted_from_ms": converted}
+    return {
+        "manufacturer": normalize_manufacturer(metadata.get("Manufacturer")),
+        "model_name": _text(metadata.get("ManufacturersModelName")),
+        "magnetic_field_strength": normalize_tesla(metadata.get("MagneticFieldStrength")),
+        **times,
+        "flip_angle": float(flip) if isinstance(flip, int | float) else None,
+        "phase_encoding_direction": _text(metadata.get("PhaseEncodingDirection")),
+        "extra_metadata": {
+            key: json.dumps(value, sort_keys=True)
+            for key, value in sorted(metadata.items())
+            if key not in _COLUMNS and not is_identifying(key)
+        },
+        "provenance": [
+            {
+                "step": "crawl",
+                "method": "bids-inheritance",
+                "parameters": json.dumps(parameters, sort_keys=True),
+                "software": f"openmind_data {__version__}",
+            }
+        ],
+    }
 
 
 def _check_gradients(
@@ -377,88 +440,6 @@ def _check_gradients(
             f"{volumes} volumes, {counts[0]} b-values and {counts[1]} b-vectors",
         )
     return None
-
-
-def _row(
-    dataset_id: str,
-    version: str | None,
-    rel: str,
-    name: BidsName,
-    modality: str,
-    header: HeaderInfo,
-    metadata: dict[str, Any],
-    used: list[str],
-    person: dict[str, Any],
-    license_spdx: str | None,
-    bval_path: str | None,
-    bvec_path: str | None,
-) -> dict[str, Any]:
-    converted = []
-    times: dict[str, float | None] = {}
-    for key, column in _TIMES.items():
-        upper = 10.0 if key == "RepetitionTime" and modality in _GRADIENT_ECHO else _UPPER[key]
-        raw = metadata.get(key)
-        if isinstance(raw, list):  # multi-echo sidecars list every echo time
-            raw = raw[0] if raw else None
-        value, from_ms = normalize_seconds(raw, upper)
-        times[column] = value
-        if from_ms:
-            converted.append(key)
-    extra = {
-        key: json.dumps(value, sort_keys=True)
-        for key, value in sorted(metadata.items())
-        if key not in _COLUMNS and not is_identifying(key)
-    }
-    extra.update(sorted(person.get("extra", {}).items()))
-    entities = {
-        key: name.entities[key]
-        for key in ENTITY_NAMES
-        if key in name.entities and key not in ("sub", "ses", "run")
-    }
-    run = name.entities.get("run")
-    flip = metadata.get("FlipAngle")
-    parameters = {"sidecars": used, "converted_from_ms": converted}
-    return {
-        "image_id": image_id(dataset_id, rel),
-        "dataset_id": dataset_id,
-        "dataset_version": version,
-        "subject": name.entities.get("sub"),
-        "session": name.entities.get("ses"),
-        "run": int(run) if run is not None and run.isdigit() else None,
-        "entities": entities,
-        "source_path": rel,
-        "bval_path": bval_path,
-        "bvec_path": bvec_path,
-        "modality": modality,
-        "shape": list(header.shape),
-        "spacing": list(header.spacing),
-        "affine": list(header.affine),
-        "orientation": header.orientation,
-        "dtype": header.dtype,
-        "manufacturer": normalize_manufacturer(metadata.get("Manufacturer")),
-        "model_name": _text(metadata.get("ManufacturersModelName")),
-        "magnetic_field_strength": normalize_tesla(metadata.get("MagneticFieldStrength")),
-        **times,
-        "flip_angle": float(flip) if isinstance(flip, int | float) else None,
-        "phase_encoding_direction": _text(metadata.get("PhaseEncodingDirection")),
-        "age": person.get("age"),
-        "sex": person.get("sex"),
-        "handedness": person.get("handedness"),
-        "race": person.get("race"),
-        "weight": person.get("weight"),
-        "bmi": person.get("bmi"),
-        "health_status": person.get("health_status"),
-        "extra_metadata": extra,
-        "license": license_spdx,
-        "provenance": [
-            {
-                "step": "crawl",
-                "method": "bids-inheritance",
-                "parameters": json.dumps(parameters, sort_keys=True),
-                "software": f"openmind_data {__version__}",
-            }
-        ],
-    }
 
 
 def _text(value: Any) -> str | None:
