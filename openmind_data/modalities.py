@@ -210,7 +210,15 @@ def modality_for(
     True
     """
     labels = entities or {}
-    for rule in RULES:
-        if rule.matches(datatype, suffix, labels):
-            return rule.modality
-    return None
+    # Only datatype, suffix and the entities rules look at decide the answer: memoise on them
+    # (a crawl asks this for every image).
+    key = (datatype, suffix, *(labels.get(entity) for entity in _RULE_ENTITIES))
+    if key not in _ANSWERS:
+        _ANSWERS[key] = next(
+            (rule.modality for rule in RULES if rule.matches(datatype, suffix, labels)), None
+        )
+    return _ANSWERS[key]
+
+
+_RULE_ENTITIES = tuple(sorted({entity for rule in RULES for entity in rule.labels}))
+_ANSWERS: dict[tuple[str | None, ...], str | None] = {}
