@@ -56,18 +56,8 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from openmind_data.crawl import crawl as openmind_crawl
 from openmind_data.synth import SynthConfig, synthesize
-
-# The crawl under test may be absent or half-written: the references must run regardless.
-openmind_crawl: Callable[..., Any] | None
-try:
-    from openmind_data.crawl import crawl as _crawl
-except Exception as error:  # noqa: BLE001 - whatever its import raises, say so and go on
-    openmind_crawl = None
-    OPENMIND_IMPORT_ERROR = f"{type(error).__name__}: {error}"
-else:
-    openmind_crawl = _crawl
-    OPENMIND_IMPORT_ERROR = ""
 
 try:
     import bids
@@ -77,7 +67,7 @@ except ImportError:
     DEFAULT_LOCATIONS_TO_IGNORE = set()
 
 try:
-    import bids2table as b2t2  # type: ignore[import-untyped,unused-ignore]
+    import bids2table as b2t2  # type: ignore[import-untyped,import-not-found,unused-ignore]
 except ImportError:
     b2t2 = None
 
@@ -168,7 +158,6 @@ def broken_files(truth: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def run_openmind(root: Path) -> Outcome:
-    assert openmind_crawl is not None
     result = openmind_crawl([root], workers=1)
     rows = result.candidates.num_rows
     return Outcome(images=rows, with_metadata=rows)
@@ -384,15 +373,7 @@ def benchmark(args: argparse.Namespace, root: Path) -> int:
 
     print("timing (one process each):")
     if "openmind" in args.tools:
-        if openmind_crawl is None:
-            print(f"  openmind crawl not available ({OPENMIND_IMPORT_ERROR})")
-            results.append(
-                ToolResult(
-                    "openmind", False, note=f"openmind crawl not available: {OPENMIND_IMPORT_ERROR}"
-                )
-            )
-        else:
-            results.append(time_tool("openmind", lambda: run_openmind(root), args.repeat))
+        results.append(time_tool("openmind", lambda: run_openmind(root), args.repeat))
 
     if "bids2table" in args.tools:
         if b2t2 is None:
