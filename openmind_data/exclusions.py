@@ -119,6 +119,10 @@ class ExclusionReason(StrEnum):
         "too_few_directions",
         "Fewer than six non-collinear gradient directions: a tensor cannot be fitted.",
     )
+    SUSPECT_ORIENTATION = (
+        "suspect_orientation",
+        "Fibres fitted across their bundles; another b-vector axis order/flip fits them along.",
+    )
     # -- processing ---------------------------------------------------------------------------
     PROCESSING_ERROR = (
         "processing_error",
