@@ -84,7 +84,7 @@ def read_gradients(
         bvals = bvals.reshape(-1)
     if bvals.ndim != 1:
         raise InvalidInputError(bval_path, R.INVALID_GRADIENTS, "b-values are not one row")
-    bvecs = _numbers(bvec_path)
+    bvecs = _numbers(bvec_path, finite=False)  # b0 rows may be NaN: checked with the b-values
     if bvecs.ndim == 2 and bvecs.shape[0] == 3:
         bvecs = bvecs.T
     elif bvecs.ndim != 2 or bvecs.shape[1] != 3:
@@ -94,7 +94,7 @@ def read_gradients(
     return bvals, np.ascontiguousarray(bvecs)
 
 
-def _numbers(path: str | Path) -> NDArray[np.float64]:
+def _numbers(path: str | Path, *, finite: bool = True) -> NDArray[np.float64]:
     text = read_text(path)
     try:
         rows = [[float(v) for v in line.split()] for line in text.splitlines() if line.strip()]
@@ -103,7 +103,7 @@ def _numbers(path: str | Path) -> NDArray[np.float64]:
     if not rows or len({len(r) for r in rows}) != 1:
         raise InvalidInputError(path, R.INVALID_GRADIENTS, "empty, or rows of unequal length")
     values = np.array(rows, dtype=np.float64)
-    if not np.isfinite(values).all():
+    if finite and not np.isfinite(values).all():
         raise InvalidInputError(path, R.INVALID_GRADIENTS, "holds NaN or infinite values")
     return values
 
@@ -131,6 +131,8 @@ def validate_gradients(
             R.GRADIENT_MISMATCH,
             f"{len(bvals)} b-values and {len(bvecs)} b-vectors for {n_volumes} volumes",
         )
+    if not np.isfinite(bvals).all():
+        raise InvalidInputError(where, R.INVALID_GRADIENTS, "b-values hold NaN or infinity")
     if (bvals < 0).any():
         first = int(np.flatnonzero(bvals < 0)[0])
         raise InvalidInputError(
@@ -156,9 +158,20 @@ def validate_gradients(
             R.NO_B0,
             f"no volume with b <= {b0_threshold:g} s/mm^2 (lowest b-value {bvals.min():g})",
         )
+    repairs: list[str] = []
+    broken = ~np.isfinite(bvecs).all(axis=1)
+    if (broken & ~is_b0).any():
+        first = int(np.flatnonzero(broken & ~is_b0)[0])
+        raise InvalidInputError(
+            where,
+            R.INVALID_GRADIENTS,
+            f"b-vector of volume {first} (b={bvals[first]:g}) is not finite",
+        )
+    if broken.any():
+        bvecs = np.where(broken[:, None], 0.0, bvecs)
+        repairs.append(f"set {int(broken.sum())} non-finite b-vector(s) of b0 volumes to zero")
     norms = np.linalg.norm(bvecs, axis=1)
     usable = np.ones(n_volumes, dtype=bool)
-    repairs: list[str] = []
     trace = ~is_b0 & (norms < 1e-6)
     if trace.any():
         usable &= ~trace
@@ -175,7 +188,8 @@ def validate_gradients(
             R.INVALID_GRADIENTS,
             f"b-vector of volume {first} (b={bvals[first]:g}) has length {norms[first]:.3f}, not 1",
         )
-    unit = np.zeros_like(bvecs)
+    # b0 rows stay as given: a low b-value (b=5, b=15) still weighs along its vector in the fit.
+    unit = bvecs.copy()
     dw = ~is_b0 & ~trace
     unit[dw] = bvecs[dw] / norms[dw, None]
     if off.any():
