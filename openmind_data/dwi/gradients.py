@@ -159,7 +159,7 @@ def validate_gradients(
             f"no volume with b <= {b0_threshold:g} s/mm^2 (lowest b-value {bvals.min():g})",
         )
     repairs: list[str] = []
-    broken: NDArray[np.bool_] = ~np.isfinite(bvecs).all(axis=1)
+    broken = ~np.all(np.isfinite(bvecs), axis=1, keepdims=False).reshape(-1)
     if (broken & ~is_b0).any():
         first = int(np.flatnonzero(broken & ~is_b0)[0])
         raise InvalidInputError(
