@@ -90,9 +90,11 @@ def demo(
     """The main job on the embedded default: synthesize a collection and curate it.
 
     Today: synthesize the collection, crawl it into OUT/crawl/index.parquet (with its
-    companions) and draw its montage into OUT/assets; the build stages join as they land.
+    companions), turn its DWI series into maps under OUT/dwi and draw its montage into
+    OUT/assets; the other build stages join as they land.
     """
     from openmind_data.crawl import crawl as run_crawl  # noqa: PLC0415
+    from openmind_data.dwi import run_dwi  # noqa: PLC0415
     from openmind_data.synth import SynthConfig, synthesize, write_montage  # noqa: PLC0415
 
     collection = synthesize(
@@ -102,10 +104,15 @@ def demo(
     result = run_crawl(sources, workers=workers, progress=_State.progress)
     paths = result.write(out / "crawl" / "index.parquet")
     _print_counts(result.counts())
+    maps = run_dwi(
+        result.candidates, sources, out / "dwi", workers=workers, progress=_State.progress
+    )
+    tables = maps.write(out / "dwi")
+    _print_counts(maps.counts())
     picture = write_montage(collection, out / "assets" / "synthetic_sources.png")
     typer.echo(
         f"sources: {sources}/  truth: {sources}/truth/  crawl: {paths['candidates']}  "
-        f"montage: {picture}"
+        f"dwi: {tables['images']}  montage: {picture}"
     )
 
 
@@ -128,6 +135,52 @@ def crawl(
     from openmind_data.crawl import crawl as run_crawl  # noqa: PLC0415
 
     result = run_crawl(roots, workers=workers, licenses=license, progress=_State.progress)
+    paths = result.write(out)
+    _print_counts(result.counts())
+    typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@app.command()
+def dwi(
+    index: Annotated[Path, typer.Argument(help="The crawl's candidate table (index.parquet).")],
+    root: Annotated[list[Path], typer.Option(help="The folders the crawl was given (repeatable).")],
+    out: Annotated[Path, typer.Option(help="Folder for the maps and their tables.")] = Path("dwi"),
+    workers: Annotated[int, typer.Option(help="Processes (one series each).")] = 1,
+    max_bval: Annotated[
+        float, typer.Option(help="Shells up to this b-value (s/mm^2) enter the tensor fit.")
+    ] = 1500.0,
+    fit_method: Annotated[str, typer.Option(help="WLS | OLS | NLLS | RT.")] = "WLS",
+    denoise: Annotated[
+        str | None, typer.Option(help="mppca | patch2self (slow; off by default).")
+    ] = None,
+    gibbs: Annotated[bool, typer.Option(help="Remove Gibbs ringing before the fit.")] = False,
+    orientation: Annotated[
+        str, typer.Option(help="b-vector frame check: record | exclude | off.")
+    ] = "record",
+) -> None:
+    """Turn every DWI series of a crawl index into MD, FA and mean-b0 images (dipy).
+
+    OUT gets the images in the released layout, OUT/dwi.parquet (their rows, image schema) and
+    OUT/dwi.excluded.parquet (series or maps that could not be made, and why).
+    """
+    from openmind_data.crawl import read_index  # noqa: PLC0415
+    from openmind_data.dwi import DwiOptions, run_dwi  # noqa: PLC0415
+
+    options = DwiOptions(
+        max_bval=max_bval,
+        fit_method=fit_method,
+        denoise=denoise,
+        gibbs=gibbs,
+        orientation=orientation,
+    )
+    result = run_dwi(
+        read_index(index).candidates,
+        root,
+        out,
+        options,
+        workers=workers,
+        progress=_State.progress,
+    )
     paths = result.write(out)
     _print_counts(result.counts())
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -125,8 +125,8 @@ _IMAGE_FIELDS: list[pa.Field] = [
     _f(
         "derived_from",
         _STR,
-        "For an image computed from another file (a DWI map): that file's "
-        "path in the released layout; null for images published as they were acquired.",
+        "For an image computed from another file (a DWI map): that file as "
+        "'<dataset>/<path in the source dataset>'; null for images published as acquired.",
     ),
     _f(
         "derivation",
@@ -138,7 +138,7 @@ _IMAGE_FIELDS: list[pa.Field] = [
         "image_path",
         _STR,
         "Path of the image in the released OpenMind layout, "
-        "'<dataset>/sub-*/[ses-*/]anat/<name>.nii.gz'.",
+        "'<dataset>/sub-*/[ses-*/]anat/<name>.nii.gz' ('dwi/' for maps of a DWI series).",
     ),
     _f("anat_mask_path", _STR, "Path of the anatomy mask in the released layout."),
     _f("anon_mask_path", _STR, "Path of the anonymization (deface) mask in the released layout."),

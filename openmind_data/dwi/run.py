@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +31,18 @@ log = logging.getLogger(__name__)
 class DwiResult:
     images: pa.Table  # image schema: one row per derived image, files under ``out``
     excluded: pa.Table  # exclusion schema, stage 'dwi'
+
+    def counts(self) -> dict[str, object]:
+        return {
+            "dwi images": self.images.num_rows,
+            "dwi images_by_modality": dict(
+                sorted(Counter(self.images.column("modality").to_pylist()).items())
+            ),
+            "dwi excluded": self.excluded.num_rows,
+            "dwi excluded_by_reason": dict(
+                sorted(Counter(self.excluded.column("reason").to_pylist()).items())
+            ),
+        }
 
     def write(self, out: str | Path) -> dict[str, Path]:
         paths = {

@@ -93,9 +93,12 @@ def simulate_dwi(
     rng: np.random.Generator,
     *,
     snr: float = 30.0,
+    table: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None,
 ) -> DiffusionSeries:
-    """A DWI series of the posed phantom in ``grid``; ``snr`` is b=0 white-matter SNR."""
-    bvals, bvecs = gradient_scheme(scheme)
+    """A DWI series of the posed phantom in ``grid``; ``snr`` is b=0 white-matter SNR.
+
+    ``table`` (b-values, unit b-vectors) replaces the named scheme when given."""
+    bvals, bvecs = gradient_scheme(scheme) if table is None else table
     resolution = phantom_resolution(grid)
     phantom = head_phantom(resolution)
     fractions = {
