@@ -148,12 +148,22 @@ def timing(workdir: Path, directions: int, repeat: int) -> dict[str, Any]:
     }
 
 
+def peak_mib() -> float:
+    """This process's peak resident memory (VmHWM), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(kind: str, root: str) -> None:
     """Run one job on the large series and print peak resident memory (MiB) as JSON."""
     import dipy.reconst.dti  # noqa: F401, PLC0415  imports count toward the baseline
 
     rows = json.loads((Path(root) / "row.json").read_text())
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # A child inherits its parent's high-water mark across fork and exec; reset it (Linux).
+    Path("/proc/self/clear_refs").write_text("5")
+    baseline = peak_mib()
     if kind == "stage":
         run_stage(rows, Path(root), Path(root) / "out")
     else:
@@ -164,7 +174,7 @@ def child(kind: str, root: str) -> None:
         bvals, bvecs = np.loadtxt(f"{stem}.bval"), np.loadtxt(f"{stem}.bvec").T
         mask = data[..., 0] > np.percentile(data[..., 0], 60)
         TensorModel(gradient_table(bvals, bvecs=bvecs)).fit(data, mask=mask).fa  # noqa: B018
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_mib()
     print(json.dumps({"baseline_mib": round(baseline), "peak_mib": round(peak)}))
 
 

@@ -446,3 +446,29 @@ def test_run_is_deterministic_and_independent_of_workers(
         }
 
     assert digest(tmp_path) == digest(out)
+
+
+@pytest.mark.parametrize(
+    ("options", "step", "method"),
+    [
+        (DwiOptions(gibbs=True), "dwi.gibbs", "dipy.denoise.gibbs.gibbs_removal"),
+        (DwiOptions(denoise="patch2self"), "dwi.denoise", "dipy.denoise.patch2self.patch2self"),
+        (DwiOptions(denoise="mppca"), "dwi.denoise", "dipy.denoise.localpca.mppca"),
+    ],
+)
+def test_optional_steps_run_and_are_recorded(
+    tmp_path: Path, options: DwiOptions, step: str, method: str
+) -> None:
+    tensors = ring_phantom((24, 24, 8))
+    data, bvals, bvecs = signals(tensors, snr=20.0)
+    row = write_series(tmp_path / "ds900010", data, bvals, bvecs)
+    outcome = process_series(row, tmp_path / "ds900010", options)
+    assert not outcome.excluded
+    fa_record = next(r for r in outcome.images if r["derivation"] == "fa")
+    methods = {p["step"]: p["method"] for p in fa_record["provenance"]}
+    assert methods[step] == method
+    maps = arrays_by_derivation(outcome)
+    fa, _ = fa_md(tensors)
+    inside = maps["fa"] > 0
+    assert np.isfinite(maps["fa"]).all() and np.isfinite(maps["md"]).all()
+    assert np.median(np.abs(maps["fa"][inside] - fa[inside])) < 0.1
