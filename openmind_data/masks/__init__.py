@@ -1,0 +1,1 @@
+"""Masks: anatomy, anonymization (deface) and brain masks, and defacing."""
