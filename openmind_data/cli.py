@@ -90,11 +90,13 @@ def demo(
     """The main job on the embedded default: synthesize a collection and curate it.
 
     Today: synthesize the collection, crawl it into OUT/crawl/index.parquet (with its
-    companions), turn its DWI series into maps under OUT/dwi and draw its montage into
-    OUT/assets; the other build stages join as they land.
+    companions), turn its DWI series into maps under OUT/dwi, mask (and where needed deface)
+    every image under OUT/masks and draw its montage into OUT/assets; the other build stages
+    join as they land.
     """
     from openmind_data.crawl import crawl as run_crawl  # noqa: PLC0415
     from openmind_data.dwi import run_dwi  # noqa: PLC0415
+    from openmind_data.masks import run_masks  # noqa: PLC0415
     from openmind_data.synth import SynthConfig, synthesize, write_montage  # noqa: PLC0415
 
     collection = synthesize(
@@ -109,10 +111,21 @@ def demo(
     )
     tables = maps.write(out / "dwi")
     _print_counts(maps.counts())
+    masked = run_masks(
+        result.candidates,
+        sources,
+        out / "masks",
+        derived=maps.images,
+        derived_root=out / "dwi",
+        workers=workers,
+        progress=_State.progress,
+    )
+    mask_tables = masked.write(out / "masks")
+    _print_counts(masked.counts())
     picture = write_montage(collection, out / "assets" / "synthetic_sources.png")
     typer.echo(
         f"sources: {sources}/  truth: {sources}/truth/  crawl: {paths['candidates']}  "
-        f"dwi: {tables['images']}  montage: {picture}"
+        f"dwi: {tables['images']}  masks: {mask_tables['images']}  montage: {picture}"
     )
 
 
@@ -178,6 +191,52 @@ def dwi(
         root,
         out,
         options,
+        workers=workers,
+        progress=_State.progress,
+    )
+    paths = result.write(out)
+    _print_counts(result.counts())
+    typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+@app.command()
+def masks(
+    index: Annotated[Path, typer.Argument(help="The crawl's candidate table (index.parquet).")],
+    root: Annotated[list[Path], typer.Option(help="The folders the crawl was given (repeatable).")],
+    out: Annotated[Path, typer.Option(help="Folder for the masks and their table.")] = Path(
+        "masks"
+    ),
+    dwi: Annotated[
+        Path | None, typer.Option(help="Also mask the DWI stage's maps (its --out folder).")
+    ] = None,
+    brain: Annotated[str, typer.Option(help="auto | template | hd-bet | none.")] = "auto",
+    hdbet_params: Annotated[
+        str | None, typer.Option(help="HD-BET parameter folder (default: HD-BET's own).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="Device for HD-BET: cpu | cuda.")] = "cpu",
+    deface: Annotated[
+        str, typer.Option(help="Images not confirmed defaced: deface | exclude | off.")
+    ] = "deface",
+    workers: Annotated[int, typer.Option(help="Processes (one image each).")] = 1,
+) -> None:
+    """Anatomy, anonymization and brain masks for every image; deface what is not defaced.
+
+    OUT gets the masks (uint8 0/1, beside each image's place in the released layout), the
+    images the toolkit defaced, OUT/masks.parquet and OUT/masks.excluded.parquet.
+    """
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    from openmind_data.crawl import read_index  # noqa: PLC0415
+    from openmind_data.masks import MaskOptions, run_masks  # noqa: PLC0415
+
+    options = MaskOptions(brain=brain, hdbet_params=hdbet_params, device=device, deface=deface)
+    result = run_masks(
+        read_index(index).candidates,
+        root,
+        out,
+        options,
+        derived=pq.read_table(dwi / "dwi.parquet") if dwi is not None else None,
+        derived_root=dwi,
         workers=workers,
         progress=_State.progress,
     )

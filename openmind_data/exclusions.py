@@ -6,9 +6,11 @@ do about it. Every row of the exclusion table carries one code plus a free-text 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
-__all__ = ["ExclusionReason"]
+__all__ = ["ExclusionReason", "exclusion_row"]
 
 
 class ExclusionReason(StrEnum):
@@ -128,3 +130,18 @@ class ExclusionReason(StrEnum):
         "processing_error",
         "An unexpected error while processing the image; the detail holds the error message.",
     )
+
+
+def exclusion_row(
+    row: Mapping[str, Any], reason: str, detail: str, *, stage: str, image_id: str | None = None
+) -> dict[str, Any]:
+    """A row of the exclusion table for an image-table ``row`` (its id unless ``image_id``)."""
+    return {
+        "dataset_id": row["dataset_id"],
+        "dataset_version": row.get("dataset_version"),
+        "source_path": row["source_path"],
+        "image_id": image_id or row.get("image_id"),
+        "stage": stage,
+        "reason": str(reason),
+        "detail": detail,
+    }

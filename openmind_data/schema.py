@@ -43,7 +43,7 @@ __all__ = [
 
 #: Bumped in its major part when a column is removed, renamed or changes type; in its minor part
 #: when a column is added. Readers accept tables of the same major version.
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 #: The BIDS specification version whose entities and suffixes the tables follow.
 BIDS_VERSION = "1.10.0"
 
@@ -143,6 +143,12 @@ _IMAGE_FIELDS: list[pa.Field] = [
     _f("anat_mask_path", _STR, "Path of the anatomy mask in the released layout."),
     _f("anon_mask_path", _STR, "Path of the anonymization (deface) mask in the released layout."),
     _f("brain_mask_path", _STR, "Path of the brain mask in the released layout, where made."),
+    _f(
+        "brain_mask_backend",
+        _CAT,
+        "What made the brain mask: 'hd-bet', 'template' (registered MNI152 head "
+        "model), or 'image' (the image is a brain extract); null where none was made.",
+    ),
     # -- what the image is ---------------------------------------------------------------------
     _f(
         "modality",
@@ -161,6 +167,17 @@ _IMAGE_FIELDS: list[pa.Field] = [
         _CAT,
         "How the face was removed: 'source' (defaced by the uploader), "
         "'toolkit' (defaced by this build), 'brain_extract', or 'none'.",
+    ),
+    _f(
+        "anon_brain_overlap",
+        _F32,
+        "Share of the brain mask's voxels inside the anonymization mask: a defacing "
+        "that cut into the brain (flagged above 0.02).",
+    ),
+    _f(
+        "qc_flags",
+        pa.list_(_STR),
+        "Problems found by the checks, e.g. 'anon_overlaps_brain'; empty when none.",
     ),
     # -- geometry (from the header alone) ------------------------------------------------------
     _f("shape", pa.list_(pa.int32()), "Voxel grid size; four values for a DWI candidate."),
@@ -387,7 +404,13 @@ def read_table(path: str | Path, schema: pa.Schema | None = None) -> pa.Table:
             raise SchemaError(f"{path}: holds the {found!r} table, expected {expected!r}")
         _check_version(table.schema, str(path))
         missing = [name for name in schema.names if name not in table.schema.names]
-        if missing:
+        if missing and _older_minor(table.schema):  # written before these columns existed
+            for name in missing:
+                field = schema.field(name)
+                if not field.nullable:
+                    raise SchemaError(f"{path}: missing column {name!r}")
+                table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+        elif missing:
             raise SchemaError(f"{path}: missing columns {missing}")
         # Parquet renames nested fields (list items become 'element'); cast back to the
         # declared types. Columns of a newer minor version are kept, after the known ones.
@@ -402,6 +425,11 @@ def read_table(path: str | Path, schema: pa.Schema | None = None) -> pa.Table:
 def _table_name(schema: pa.Schema) -> str:
     name: bytes = (schema.metadata or {}).get(_KEY_TABLE, b"<unknown>")
     return name.decode()
+
+
+def _older_minor(schema: pa.Schema) -> bool:
+    found = (schema.metadata or {}).get(_KEY_VERSION, b"0.0.0").decode().split(".")
+    return int(found[1]) < int(SCHEMA_VERSION.split(".")[1])
 
 
 def _check_version(schema: pa.Schema, where: str) -> None:

@@ -24,6 +24,7 @@ from openmind_data.dwi.maps import Step, compute_maps, load_series, software
 from openmind_data.dwi.options import DwiOptions
 from openmind_data.errors import InvalidInputError
 from openmind_data.exclusions import ExclusionReason as R
+from openmind_data.exclusions import exclusion_row
 from openmind_data.ids import image_id
 from openmind_data.modalities import DWI_DERIVED
 from openmind_data.nifti import encode_nifti, write_atomic
@@ -225,15 +226,7 @@ def _record(
 def exclusion_record(
     row: Mapping[str, Any], the_id: str, reason: str, detail: str
 ) -> dict[str, Any]:
-    return {
-        "dataset_id": row["dataset_id"],
-        "dataset_version": row.get("dataset_version"),
-        "source_path": row["source_path"],
-        "image_id": the_id,
-        "stage": "dwi",
-        "reason": str(reason),
-        "detail": detail,
-    }
+    return exclusion_row(row, reason, detail, stage="dwi", image_id=the_id)
 
 
 def write_outcome(outcome: DwiOutcome, out: str | Path) -> list[Path]:

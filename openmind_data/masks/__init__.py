@@ -1,1 +1,27 @@
-"""Masks: anatomy, anonymization (deface) and brain masks, and defacing."""
+"""Masks: anatomy, anonymization (deface) and brain masks; defacing; the brain-overlap check.
+
+:func:`run_masks` takes the crawl's candidates (and the DWI stage's maps); :func:`mask_image`
+does one image; :func:`foreground` finds anatomy, defaced regions and padding in the voxels.
+"""
+
+from openmind_data.masks.anatomy import Foreground, foreground
+from openmind_data.masks.brain import BrainMasker, brain_masker
+from openmind_data.masks.deface import brain_overlap, quickshear
+from openmind_data.masks.run import MasksResult, encode_mask, mask_paths, run_masks
+from openmind_data.masks.stage import MaskedImage, MaskOptions, mask_image
+
+__all__ = [
+    "BrainMasker",
+    "Foreground",
+    "MaskOptions",
+    "MaskedImage",
+    "MasksResult",
+    "brain_masker",
+    "brain_overlap",
+    "encode_mask",
+    "foreground",
+    "mask_image",
+    "mask_paths",
+    "quickshear",
+    "run_masks",
+]

@@ -1,0 +1,647 @@
+"""Brain masks: a weights-free template registration, or HD-BET where its parameters are installed.
+
+Both backends implement :class:`BrainMasker`: a 3D image in its native grid and its voxel-to-world
+(RAS mm) affine in, a boolean brain mask in the same grid out. :func:`brain_masker` picks one.
+
+**template** (:class:`TemplateBrainMasker`) needs nothing downloaded. Its template is the
+synthetic head of :mod:`openmind_data.synth.phantom` at 2 mm: the MNI152 2009c symmetric brain
+that ships inside nilearn's wheel, wrapped in CSF, skull, scalp, face, ears and neck, rendered
+with T1-weighted tissue intensities. Its brain mask is the phantom's brain (grey + white matter +
+CSF fractions above one half: cerebrum, cerebellum and brainstem). Why this template rather than
+nilearn's own MNI152 T1: that image is skull-stripped, and a brain-only template registers badly
+to a full head (mutual information pulls the brain outline onto the skull or scalp); the phantom
+is a whole head, so the outline of the head, the dark skull and the bright scalp all guide the
+registration. It is a crude head (ellipsoids and distance shells), so on real heads the
+registration leans on the brain and the overall head shape rather than on facial detail.
+
+The registration (SimpleITK) maps the image onto the template:
+
+1. Both images are resampled onto axis-aligned 3 mm grids (after an anti-aliasing blur, so
+   thick slices and oblique or flipped axes are handled once, in numpy) and their intensities
+   clipped to the 0.5-99.5th percentile of the non-zero voxels and scaled to 0-1. Voxels outside
+   the image's field of view, in zero padding or in zeroed (defaced) regions are left out of
+   the metric through a fixed-image mask.
+2. Initialisation: the centres of mass of the two head masks are aligned, then translations
+   along the superior-inferior axis (where fields of view differ most: with or without the
+   neck) are tried and the best by the metric kept.
+3. A similarity transform (rotation, translation, isotropic scale), then an affine one, each
+   by Mattes mutual information (32 bins, 30% random samples with a fixed seed, so results
+   replay exactly) and regular-step gradient descent, over two levels (shrink 2 then 1,
+   i.e. 6 then 3 mm).
+4. The template's brain mask is resampled (linear, threshold 0.5) into the native grid, and
+   voxels that are outside the head (the caller's anatomy mask) or in solid zero regions are
+   removed.
+
+Images already skull-stripped (a solid zero background around a body with the volume of a
+brain, not of a head) need no registration: their brain mask is that non-zero body, holes
+filled.
+
+**Caveat on accuracy figures.** The synthetic collection of :mod:`openmind_data.synth` renders
+its subjects from the same phantom, hence from the same MNI152 brain, posed by a similarity
+transform. Dice against its truth is therefore an upper bound for real data, where brains differ
+in shape from the template and heads from the phantom; HD-BET is the backend for real data.
+
+**hd-bet** (:class:`HDBetBrainMasker`) runs HD-BET v2 (an nnU-Net, Isensee et al. 2019) through
+its own Python entry points. Its parameters cannot be downloaded by this toolkit; HD-BET looks
+for them in ``~/hd-bet_params/release_2.0.0`` (``dataset.json``, ``plans.json`` and
+``fold_all/checkpoint_final.pth``), the folder its ``hd-bet`` command downloads them into.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Final, Literal, Protocol, runtime_checkable
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk  # noqa: N813 (the alias SimpleITK's own documentation uses)
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from openmind_data.errors import ConfigError
+from openmind_data.synth.phantom import PHANTOM_VERSION, Tissue, head_phantom
+from openmind_data.synth.render import CONTRASTS
+
+__all__ = [
+    "BACKENDS",
+    "HDBET_DEFAULT_PARAMS",
+    "BrainMasker",
+    "HDBetBrainMasker",
+    "TemplateBrainMasker",
+    "brain_masker",
+]
+
+log = logging.getLogger(__name__)
+
+#: Backend names :func:`brain_masker` accepts.
+BACKENDS: Final = ("auto", "template", "hd-bet")
+
+#: Where HD-BET v2 looks for its parameters (``HD_BET.paths.folder_with_parameter_files``).
+HDBET_DEFAULT_PARAMS: Final = Path.home() / "hd-bet_params" / "release_2.0.0"
+#: Files an nnU-Net model folder must hold for HD-BET's predictor (fold "all").
+HDBET_PARAM_FILES: Final = ("dataset.json", "plans.json", "fold_all/checkpoint_final.pth")
+
+#: Registration grid (mm), and the template's resolution (mm).
+WORK_SPACING: Final = 4.0
+TEMPLATE_RESOLUTION: Final = 2
+#: Fixed seed of the metric's random sampling: the same image always gives the same mask.
+SEED: Final = 20240601
+#: A body inside a solid zero background smaller than this (mm^3) is a brain, not a head:
+#: adult brains with their CSF are 1.1-1.9 L, heads with the neck cut 3.5 L and more.
+BRAIN_VOLUME_MAX: Final = 2.6e6
+BRAIN_VOLUME_MIN: Final = 0.5e6
+#: Per-axis scale a registration may find between a head and the template (children's heads
+#: and adult ones both fit); beyond it a stage is taken to have failed.
+SCALE_RANGE: Final = (0.7, 1.45)
+
+
+@runtime_checkable
+class BrainMasker(Protocol):
+    """A brain-mask backend: one image in its native grid in, a boolean mask in that grid out."""
+
+    name: str
+
+    def parameters(self) -> dict[str, Any]:
+        """JSON-able settings and versions, recorded as provenance beside every mask."""
+        ...
+
+    def __call__(
+        self,
+        data: NDArray[np.floating[Any]],
+        affine: NDArray[np.float64],
+        anatomy: NDArray[np.bool_] | None = None,
+    ) -> NDArray[np.bool_]:
+        """The brain mask of ``data`` (3D) whose voxel-to-world (RAS mm) matrix is ``affine``.
+
+        ``anatomy``, where the caller has it, marks the voxels that show the head (not air,
+        padding or defaced regions); the brain mask stays inside it.
+        """
+        ...
+
+
+# -- the template backend -----------------------------------------------------------------------
+class _Template:
+    """The registration template on its own grid, with its brain mask and head mask."""
+
+    def __init__(self, resolution: int) -> None:
+        phantom = head_phantom(resolution)
+        means = CONTRASTS["T1w"]
+        lut = np.zeros(max(Tissue) + 1, dtype=np.float32)
+        for tissue, value in means.items():
+            lut[tissue] = value
+        image = lut[phantom.labels]
+        fractions = phantom.gm + phantom.wm + phantom.csf
+        in_brain = fractions > 0
+        mixed = (
+            phantom.gm * means[Tissue.GM]
+            + phantom.wm * means[Tissue.WM]
+            + phantom.csf * means[Tissue.CSF]
+        )
+        image[in_brain] = mixed[in_brain]
+        self.image = image
+        self.brain = (fractions > 0.5).astype(np.float32)
+        where = np.argwhere(self.brain > 0)
+        self.brain_box = (where.min(axis=0), where.max(axis=0))
+        self.head = phantom.labels != Tissue.AIR
+        self.affine = phantom.affine.astype(np.float64)
+
+
+@lru_cache(maxsize=2)
+def _template(resolution: int = TEMPLATE_RESOLUTION) -> _Template:
+    return _Template(resolution)
+
+
+@lru_cache(maxsize=4)
+def _template_working(
+    spacing: float,
+) -> tuple[NDArray[np.float32], NDArray[np.float64], NDArray[np.float64]]:
+    """The template on the working grid: image, origin and head centre (world mm)."""
+    template = _template()
+    head = template.head
+    image, _inside, origin = _working_image(template.image, template.affine, head, head, spacing)
+    image.setflags(write=False)
+    return image, origin, _head_centre(image, None, origin, spacing)
+
+
+def _warp_mask(
+    template: _Template, native_to_template: NDArray[np.float64], shape: tuple[int, ...]
+) -> NDArray[np.bool_]:
+    """The template's brain mask in the native grid (linear interpolation, threshold 1/2).
+
+    Only the native voxels within the bounding box of the warped brain are interpolated.
+    """
+    box = np.array(template.brain_box, dtype=np.float64)  # (2, 3) template voxels
+    corners = np.array(np.meshgrid(*box.T, indexing="ij")).reshape(3, -1)
+    to_native = np.linalg.inv(native_to_template) @ template.affine
+    native = to_native[:3, :3] @ corners + to_native[:3, 3:4]
+    low = np.clip(np.floor(native.min(axis=1)).astype(int) - 1, 0, None)
+    high = np.minimum(np.ceil(native.max(axis=1)).astype(int) + 2, shape)
+    mask = np.zeros(shape, dtype=bool)
+    if np.any(high <= low):
+        return mask
+    offset = np.eye(4)
+    offset[:3, 3] = low
+    sub = tuple(int(h - lo) for lo, h in zip(low, high, strict=True))
+    values = _resample(template.brain, template.affine, native_to_template @ offset, sub)
+    mask[tuple(slice(int(lo), int(h)) for lo, h in zip(low, high, strict=True))] = values >= 0.5
+    return mask
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """One registration stage: a transform optimised over levels of a resolution pyramid."""
+
+    transform: Literal["similarity", "affine"]
+    shrink: tuple[int, ...]  # of the working grid, per level
+    smoothing: tuple[float, ...]  # Gaussian sigma per level, in working voxels
+    iterations: int
+    sampling: float  # share of the fixed mask's voxels the metric samples
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "transform": self.transform,
+            "shrink": list(self.shrink),
+            "smoothing_voxels": list(self.smoothing),
+            "iterations": self.iterations,
+            "sampling": self.sampling,
+        }
+
+
+#: Coarse search over starting points (one per superior-inferior shift), then refinement.
+START: Final = _Stage("similarity", (4,), (2.0,), 40, 0.1)
+STAGES: Final = (
+    _Stage("similarity", (2, 1), (1.0, 0.0), 100, 0.15),
+    _Stage("affine", (1,), (0.0,), 100, 0.15),
+)
+#: Superior-inferior shifts (mm) tried from the head centres: fields of view differ most there.
+START_SHIFTS_MM: Final = (-20.0, 0.0, 20.0)
+HISTOGRAM_BINS: Final = 32
+
+
+class TemplateBrainMasker:
+    """Brain masks by affine registration of a synthetic MNI152 head (see the module docstring).
+
+    Weights-free: everything it needs ships with the toolkit's dependencies.
+    """
+
+    name = "template"
+
+    def __init__(self, *, work_spacing: float = WORK_SPACING, seed: int = SEED) -> None:
+        if not work_spacing > 0:
+            raise ConfigError(f"work_spacing must be positive (mm), got {work_spacing}")
+        self.work_spacing = float(work_spacing)
+        self.seed = int(seed)
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "template": "openmind_data.synth.phantom head around the MNI152 2009c brain, T1w",
+            "template_resolution_mm": TEMPLATE_RESOLUTION,
+            "phantom_version": PHANTOM_VERSION,
+            "work_spacing_mm": self.work_spacing,
+            "metric": f"MattesMutualInformation({HISTOGRAM_BINS} bins)",
+            "optimizer": "RegularStepGradientDescent",
+            "start": {**START.to_dict(), "shifts_mm": list(START_SHIFTS_MM)},
+            "stages": [stage.to_dict() for stage in STAGES],
+            "seed": self.seed,
+            "brain_extract_volume_mm3": [BRAIN_VOLUME_MIN, BRAIN_VOLUME_MAX],
+            "scale_range": list(SCALE_RANGE),
+            "simpleitk": sitk.Version.VersionString(),
+            "nilearn": _version("nilearn"),
+        }
+
+    def __call__(
+        self,
+        data: NDArray[np.floating[Any]],
+        affine: NDArray[np.float64],
+        anatomy: NDArray[np.bool_] | None = None,
+    ) -> NDArray[np.bool_]:
+        volume = np.asarray(data)
+        if volume.ndim != 3:
+            raise ValueError(f"brain masks need a 3D image, got shape {volume.shape}")
+        matrix = np.asarray(affine, dtype=np.float64)
+        if matrix.shape != (4, 4):
+            raise ValueError(f"affine must be 4x4, got shape {matrix.shape}")
+        if volume.dtype.kind == "f":
+            volume = np.nan_to_num(volume.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        else:
+            volume = volume.astype(np.float32)
+        solid = _solid_fill(volume)
+        body = ~solid
+        if anatomy is not None:
+            if anatomy.shape != volume.shape:
+                raise ValueError(
+                    f"anatomy mask of shape {anatomy.shape} does not match the image's "
+                    f"{volume.shape}"
+                )
+            body &= np.asarray(anatomy, dtype=bool)
+        if not body.any():
+            return np.zeros(volume.shape, dtype=bool)
+        stripped = _brain_body(volume, body, solid, _spacing(matrix))
+        if stripped is not None:
+            return stripped
+        template = _template()
+        to_template = self._register(volume, matrix, body, ~solid, template)
+        mask: NDArray[np.bool_] = _warp_mask(template, to_template @ matrix, volume.shape) & body
+        return mask
+
+    def _register(
+        self,
+        volume: NDArray[np.float32],
+        affine: NDArray[np.float64],
+        body: NDArray[np.bool_],
+        valid: NDArray[np.bool_],
+        template: _Template,
+    ) -> NDArray[np.float64]:
+        """The 4x4 world (RAS mm) map from the image's space into the template's."""
+        spacing = self.work_spacing
+        fixed, inside, origin = _working_image(volume, affine, body, valid, spacing)
+        moving, moving_origin, moving_head = _template_working(spacing)
+        fixed_head = _head_centre(fixed, inside, origin, spacing)
+        fixed_img = _to_sitk(fixed, origin, spacing)
+        moving_img = _to_sitk(moving, moving_origin, spacing)
+        mask_img = _to_sitk(inside.astype(np.uint8), origin, spacing)
+
+        best: tuple[float, sitk.Similarity3DTransform] | None = None
+        for shift in START_SHIFTS_MM:
+            start = sitk.Similarity3DTransform()
+            start.SetCenter(tuple(float(c) for c in fixed_head))
+            offset = moving_head - fixed_head + np.array([0.0, 0.0, shift])
+            start.SetTranslation(tuple(float(c) for c in offset))
+            try:
+                score = self._run(START, start, fixed_img, moving_img, mask_img)
+            except RuntimeError as error:  # ITK: too few samples overlap the template
+                log.debug("start at %+.0f mm failed: %s", shift, error)
+                continue
+            if best is None or score < best[0]:
+                best = (score, start)
+        if best is None:
+            raise RuntimeError("template registration failed from every starting point")
+        transform: sitk.Transform = best[1]
+        matrix = _to_matrix(transform)
+        for stage in STAGES:
+            if stage.transform == "affine":
+                previous = transform
+                transform = sitk.AffineTransform(3)
+                transform.SetCenter(previous.GetCenter())
+                transform.SetMatrix(previous.GetMatrix())
+                transform.SetTranslation(previous.GetTranslation())
+            self._run(stage, transform, fixed_img, moving_img, mask_img)
+            refined = _to_matrix(transform)
+            if not _plausible(refined):
+                # A field of view that shows too little of the head (a thin slab) leaves the
+                # affine stretch unconstrained: keep the last plausible stage.
+                log.warning("template registration: implausible %s stage ignored", stage.transform)
+                break
+            matrix = refined
+        return matrix
+
+    def _run(
+        self,
+        stage: _Stage,
+        transform: sitk.Transform,
+        fixed: sitk.Image,
+        moving: sitk.Image,
+        mask: sitk.Image,
+    ) -> float:
+        """Optimise ``transform`` in place over one stage; returns the final metric value."""
+        reg = sitk.ImageRegistrationMethod()
+        reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=HISTOGRAM_BINS)
+        reg.SetMetricSamplingStrategy(reg.RANDOM)
+        reg.SetMetricSamplingPercentage(stage.sampling, self.seed)
+        reg.SetMetricFixedMask(mask)
+        reg.SetInterpolator(sitk.sitkLinear)
+        reg.SetOptimizerAsRegularStepGradientDescent(
+            learningRate=2.0,
+            minStep=0.01,
+            numberOfIterations=stage.iterations,
+            relaxationFactor=0.6,
+            gradientMagnitudeTolerance=1e-6,
+        )
+        reg.SetOptimizerScalesFromPhysicalShift()
+        reg.SetShrinkFactorsPerLevel(list(stage.shrink))
+        reg.SetSmoothingSigmasPerLevel(list(stage.smoothing))
+        reg.SetSmoothingSigmasAreSpecifiedInPhysicalUnits(False)
+        reg.SetInitialTransform(transform, inPlace=True)
+        reg.Execute(fixed, moving)
+        return float(reg.GetMetricValue())
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _spacing(affine: NDArray[np.float64]) -> NDArray[np.float64]:
+    spacing: NDArray[np.float64] = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    return spacing
+
+
+def _solid_fill(volume: NDArray[np.float32]) -> NDArray[np.bool_]:
+    """Regions of one exact value (zero, or the image's minimum) thick enough to be padding,
+    defacing or masking; the odd exact zero of an integer image's air is not one."""
+    solid = np.zeros(volume.shape, dtype=bool)
+    for fill in {0.0, float(volume.min())}:
+        same = volume == fill
+        if same.any():
+            solid |= ndimage.binary_opening(same, iterations=1, border_value=1)
+    return solid
+
+
+def _brain_body(
+    volume: NDArray[np.float32],
+    body: NDArray[np.bool_],
+    solid: NDArray[np.bool_],
+    spacing: NDArray[np.float64],
+) -> NDArray[np.bool_] | None:
+    """The mask of an already skull-stripped image, or None when the image shows a head.
+
+    Skull-stripped: (nearly) all of the image outside its body is solid fill, and the body has
+    the volume of a brain, not of a head.
+    """
+    if not solid.any():
+        return None
+    labels, count = ndimage.label(body)
+    if count == 0:
+        return None
+    sizes = np.bincount(labels.ravel())[1:]
+    keep = np.flatnonzero(sizes >= 0.05 * sizes.max()) + 1
+    brain = np.isin(labels, keep)
+    volume_mm3 = float(brain.sum()) * float(np.prod(spacing))
+    if not BRAIN_VOLUME_MIN <= volume_mm3 <= BRAIN_VOLUME_MAX:
+        return None
+    outside = ~ndimage.binary_dilation(brain, iterations=2)
+    if not outside.any() or float(solid[outside].mean()) < 0.98:
+        return None
+    filled: NDArray[np.bool_] = ndimage.binary_fill_holes(brain)
+    return filled
+
+
+def _working_image(
+    volume: NDArray[np.float32],
+    affine: NDArray[np.float64],
+    body: NDArray[np.bool_],
+    valid: NDArray[np.bool_],
+    spacing: float,
+) -> tuple[NDArray[np.float32], NDArray[np.bool_], NDArray[np.float64]]:
+    """``volume`` on an axis-aligned RAS grid of ``spacing`` mm covering its field of view.
+
+    Returns the image with intensities clipped to the 0.5-99.5th percentile of the body's
+    non-zero voxels and scaled to 0-1; the mask of working voxels inside the field of view and
+    inside ``valid`` (not padding or defaced); and the world position of the grid's first voxel.
+    """
+    native = _spacing(affine)
+    corners = np.array(np.meshgrid(*[(0, n - 1) for n in volume.shape], indexing="ij"))
+    world = affine[:3, :3] @ corners.reshape(3, -1) + affine[:3, 3:4]
+    low, high = world.min(axis=1), world.max(axis=1)
+    shape = tuple(int(np.ceil((hi - lo) / spacing)) + 1 for lo, hi in zip(low, high, strict=True))
+    grid = np.diag([spacing, spacing, spacing, 1.0])
+    grid[:3, 3] = low
+
+    values = volume[body]
+    values = values[values != 0]
+    step = max(1, values.size // 1_000_000)  # percentiles of a million voxels are plenty
+    bottom, top = np.percentile(values[::step], (0.5, 99.5)) if values.size else (0.0, 1.0)
+    scaled = np.clip((volume - bottom) / max(float(top - bottom), 1e-6), 0.0, 1.0)
+    # Anti-aliasing: blur each native axis to the working resolution before sampling.
+    sigma = np.sqrt(np.clip(spacing**2 - native**2, 0.0, None)) / 2.355 / native
+    scaled = ndimage.gaussian_filter(scaled.astype(np.float32, copy=False), sigma)
+    image = _resample(scaled, affine, grid, shape)
+    inside = _resample(valid.astype(np.float32), affine, grid, shape) >= 0.5
+    return image, inside, grid[:3, 3].copy()
+
+
+def _resample(
+    source: NDArray[Any],
+    source_affine: NDArray[np.float64],
+    out_affine: NDArray[np.float64],
+    shape: tuple[int, ...],
+) -> NDArray[np.float32]:
+    """``source`` (voxel->world ``source_affine``) sampled at the voxels of an output grid whose
+    voxel->world matrix is ``out_affine`` (linear interpolation, zero outside)."""
+    to_source = np.linalg.inv(source_affine) @ out_affine
+    result: NDArray[np.float32] = ndimage.affine_transform(
+        np.asarray(source, dtype=np.float32),
+        to_source[:3, :3],
+        offset=to_source[:3, 3],
+        output_shape=shape,
+        order=1,
+        mode="constant",
+        cval=0.0,
+        prefilter=False,
+    )
+    return result
+
+
+def _head_centre(
+    image: NDArray[np.float32],
+    mask: NDArray[np.bool_] | None,
+    origin: NDArray[np.float64],
+    spacing: float,
+) -> NDArray[np.float64]:
+    """World centre of mass of the head's voxels (brighter than a tenth of the range)."""
+    head = image > 0.1
+    if mask is not None:
+        head &= mask
+    head = ndimage.binary_opening(head, iterations=1)
+    if not head.any():
+        head = np.ones(image.shape, dtype=bool)
+    centre = np.array(ndimage.center_of_mass(head), dtype=np.float64)
+    result: NDArray[np.float64] = origin + spacing * centre
+    return result
+
+
+def _plausible(matrix: NDArray[np.float64]) -> bool:
+    """Whether a head-to-template map scales each axis as heads differ (0.7-1.45)."""
+    stretch = np.linalg.svd(matrix[:3, :3], compute_uv=False)
+    return bool(stretch.min() >= SCALE_RANGE[0] and stretch.max() <= SCALE_RANGE[1])
+
+
+def _to_sitk(array: NDArray[Any], origin: NDArray[np.float64], spacing: float) -> sitk.Image:
+    """An axis-aligned image whose physical frame is the RAS world (the frame is only shared
+    between the two images of the registration, so ITK's LPS convention does not matter)."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(array, (2, 1, 0))))
+    image.SetSpacing((spacing, spacing, spacing))
+    image.SetOrigin(tuple(float(o) for o in origin))
+    return image
+
+
+def _to_matrix(transform: sitk.AffineTransform) -> NDArray[np.float64]:
+    """The 4x4 matrix of an ITK affine transform, x -> A (x - c) + c + t."""
+    a = np.array(transform.GetMatrix(), dtype=np.float64).reshape(3, 3)
+    c = np.array(transform.GetCenter(), dtype=np.float64)
+    t = np.array(transform.GetTranslation(), dtype=np.float64)
+    matrix = np.eye(4)
+    matrix[:3, :3] = a
+    matrix[:3, 3] = c + t - a @ c
+    return matrix
+
+
+# -- the HD-BET backend -------------------------------------------------------------------------
+class HDBetBrainMasker:
+    """HD-BET v2 (nnU-Net) brain extraction; needs its parameter files (see :meth:`available`)."""
+
+    name = "hd-bet"
+
+    def __init__(self, params: str | Path | None = None, device: str = "cpu") -> None:
+        self.params = Path(params).expanduser() if params is not None else HDBET_DEFAULT_PARAMS
+        self.device = device
+        self._predictor: Any = None
+
+    def available(self) -> bool:
+        """Whether the parameter folder holds every file HD-BET's predictor loads."""
+        return all((self.params / name).is_file() for name in HDBET_PARAM_FILES)
+
+    def missing(self) -> list[str]:
+        return [name for name in HDBET_PARAM_FILES if not (self.params / name).is_file()]
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "params": str(self.params),
+            "device": self.device,
+            "test_time_augmentation": False,
+            "hd_bet": _version("HD_BET"),
+            "nnunetv2": _version("nnunetv2"),
+            "torch": _version("torch"),
+            "simpleitk": sitk.Version.VersionString(),
+        }
+
+    def __call__(
+        self,
+        data: NDArray[np.floating[Any]],
+        affine: NDArray[np.float64],
+        anatomy: NDArray[np.bool_] | None = None,
+    ) -> NDArray[np.bool_]:
+        volume = np.asarray(data)
+        if volume.ndim != 3:
+            raise ValueError(f"brain masks need a 3D image, got shape {volume.shape}")
+        predictor = self._load()
+        # Optional dependencies, imported by name: the core package never needs them.
+        prediction = importlib.import_module("HD_BET.hd_bet_prediction")
+
+        with tempfile.TemporaryDirectory(prefix="openmind-hdbet-") as folder:
+            source = Path(folder) / "image.nii.gz"
+            target = Path(folder) / "out" / "image.nii.gz"
+            target.parent.mkdir()
+            image = nib.Nifti1Image(volume.astype(np.float32), np.asarray(affine, np.float64))
+            image.set_qform(affine, code=1)
+            image.set_sform(affine, code=1)
+            nib.save(image, source)
+            prediction.hdbet_predict(
+                str(source),
+                str(target),
+                predictor,
+                keep_brain_mask=True,
+                compute_brain_extracted_image=False,
+            )
+            written = Path(str(target)[: -len(".nii.gz")] + "_bet.nii.gz")
+            mask = np.asarray(nib.load(written).dataobj) > 0
+        if mask.shape != volume.shape:
+            raise RuntimeError(
+                f"HD-BET returned a mask of shape {mask.shape} for an image of {volume.shape}"
+            )
+        if anatomy is not None:
+            mask &= np.asarray(anatomy, dtype=bool)
+        return mask
+
+    def _load(self) -> Any:
+        if self._predictor is not None:
+            return self._predictor
+        if not self.available():
+            raise ConfigError(_missing_message(self.params, self.missing()))
+        torch = importlib.import_module("torch")
+        inference = importlib.import_module("nnunetv2.inference.predict_from_raw_data")
+        device = torch.device(self.device)
+        predictor = inference.nnUNetPredictor(
+            tile_step_size=0.5,
+            use_gaussian=True,
+            use_mirroring=False,
+            perform_everything_on_device=device.type != "cpu",
+            device=device,
+            verbose=False,
+            verbose_preprocessing=False,
+            allow_tqdm=False,
+        )
+        predictor.initialize_from_trained_model_folder(str(self.params), ("all",))
+        self._predictor = predictor
+        return predictor
+
+
+def _missing_message(params: Path, missing: list[str]) -> str:
+    return (
+        f"HD-BET parameters not found in {params} (missing: {', '.join(missing)}). "
+        "Download HD-BET v2's release_2.0.0 parameters on a machine with internet access "
+        "(running 'hd-bet' once fetches them into ~/hd-bet_params/release_2.0.0), copy that "
+        "folder here or pass its path as hdbet_params, or choose the weights-free backend "
+        "'template'."
+    )
+
+
+def brain_masker(
+    backend: str = "auto", *, hdbet_params: str | Path | None = None, device: str = "cpu"
+) -> BrainMasker:
+    """The brain-mask backend called ``backend``: 'template', 'hd-bet' or 'auto'.
+
+    'auto' is HD-BET where its parameters are present (in ``hdbet_params``, else HD-BET's
+    default folder), the template otherwise. 'hd-bet' without parameters is a ConfigError.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown brain-mask backend {backend!r}; choose from {list(BACKENDS)}")
+    if backend == "template":
+        return TemplateBrainMasker()
+    hdbet = HDBetBrainMasker(hdbet_params, device=device)
+    if hdbet.available():
+        return hdbet
+    if backend == "hd-bet":
+        raise ConfigError(_missing_message(hdbet.params, hdbet.missing()))
+    log.info("no HD-BET parameters in %s: using the template brain masker", hdbet.params)
+    return TemplateBrainMasker()

@@ -1,0 +1,207 @@
+"""``run_masks``: every image of a table through the masks stage, masks written beside it.
+
+Images come from the crawl's candidates (found under the roots the crawl was given) and, when
+given, from the DWI stage's table (found under its folder). Each gets three uint8 0/1 masks in
+its own grid, written once to ``out`` next to where the image sits in the released layout
+(``<image stem>_anatmask``, ``_anonmask``, ``_brainmask`` ``.nii.gz``); an image the toolkit
+defaced is written there too, since its published voxels are no longer the source's.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import posixpath
+import traceback
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+from openmind_data.crawl.api import find_datasets
+from openmind_data.errors import ConfigError, InvalidInputError
+from openmind_data.exclusions import ExclusionReason as R
+from openmind_data.exclusions import exclusion_row
+from openmind_data.masks.brain import BrainMasker, brain_masker
+from openmind_data.masks.stage import MaskOptions, mask_image
+from openmind_data.nifti import encode_nifti, write_atomic
+from openmind_data.schema import EXCLUDED_SCHEMA, IMAGE_SCHEMA, table_from_records, write_table
+
+__all__ = ["MASK_SUFFIXES", "MasksResult", "encode_mask", "mask_paths", "run_masks"]
+
+log = logging.getLogger(__name__)
+
+#: Column -> name ending of the mask file, after the image's stem.
+MASK_SUFFIXES: dict[str, str] = {
+    "anat_mask_path": "_anatmask.nii.gz",
+    "anon_mask_path": "_anonmask.nii.gz",
+    "brain_mask_path": "_brainmask.nii.gz",
+}
+_LOAD_REASONS = {str(R.NON_FINITE), str(R.EMPTY_IMAGE), str(R.TRUNCATED), str(R.NOT_NIFTI)}
+
+
+@dataclass(frozen=True)
+class MasksResult:
+    images: pa.Table
+    excluded: pa.Table
+
+    def counts(self) -> dict[str, object]:
+        return {
+            "masked images": self.images.num_rows,
+            "masked defacing": dict(
+                sorted(Counter(map(str, self.images.column("defacing").to_pylist())).items())
+            ),
+            "masked excluded": self.excluded.num_rows,
+        }
+
+    def write(self, out: str | Path) -> dict[str, Path]:
+        paths = {
+            "images": Path(out) / "masks.parquet",
+            "excluded": Path(out) / "masks.excluded.parquet",
+        }
+        write_table(self.images, paths["images"])
+        write_table(self.excluded, paths["excluded"])
+        return paths
+
+
+def mask_paths(image_path: str) -> dict[str, str]:
+    """The mask files of an image in the released layout, beside it."""
+    stem = image_path.removesuffix(".gz").removesuffix(".nii")
+    return {column: f"{stem}{suffix}" for column, suffix in MASK_SUFFIXES.items()}
+
+
+def encode_mask(mask: NDArray[np.bool_], like: Any) -> bytes:
+    """A mask as uint8 0/1 NIfTI in ``like``'s grid. Only a boolean array is accepted: a label
+    image, a float or a -1 can never be written as a mask."""
+    if mask.dtype != np.bool_:
+        raise TypeError(f"a mask must be a bool array, got {mask.dtype}")
+    if mask.shape != like.shape[:3]:
+        raise ValueError(f"mask shape {mask.shape} is not the image's {like.shape[:3]}")
+    return encode_nifti(mask.astype(np.uint8), like)
+
+
+def run_masks(
+    candidates: pa.Table,
+    roots: str | Path | Sequence[str | Path],
+    out: str | Path,
+    options: MaskOptions | None = None,
+    *,
+    derived: pa.Table | None = None,
+    derived_root: str | Path | None = None,
+    workers: int = 1,
+    progress: bool = False,
+) -> MasksResult:
+    """Mask every anatomical candidate (DWI series are the DWI stage's) and every row of
+    ``derived`` (the DWI stage's table, its files under ``derived_root``)."""
+    options = options or MaskOptions()
+    if isinstance(roots, str | Path):
+        roots = [roots]
+    datasets = {path.name: path for path in find_datasets(roots)}
+    anatomical = candidates.filter(
+        pc.not_equal(pc.cast(candidates["modality"], pa.string()), "DWI")
+    ).to_pylist()
+    jobs: list[tuple[dict[str, Any], str, str, MaskOptions, bool]] = []
+    for row in anatomical:
+        if row["dataset_id"] not in datasets:
+            raise ConfigError(f"dataset {row['dataset_id']} of the index is not under the roots")
+        source = datasets[row["dataset_id"]] / row["source_path"]
+        image_path = posixpath.join(row["dataset_id"], _gz(row["source_path"]))
+        jobs.append(({**row, "image_path": image_path}, str(source), str(out), options, False))
+    if derived is not None:
+        if derived_root is None:
+            raise ConfigError("derived images need derived_root, the folder they were written to")
+        for row in derived.to_pylist():
+            source = Path(derived_root) / row["image_path"]
+            jobs.append((row, str(source), str(out), options, True))
+    bar = tqdm(total=len(jobs), desc="masks", unit="image", disable=None if progress else True)
+    results: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            results.append(_one(job))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for done in pool.map(_one, jobs):
+                results.append(done)
+                bar.update()
+    bar.close()
+    return MasksResult(
+        images=table_from_records([r for done in results for r in done[0]], IMAGE_SCHEMA),
+        excluded=table_from_records([r for done in results for r in done[1]], EXCLUDED_SCHEMA),
+    )
+
+
+def _gz(path: str) -> str:
+    return path if path.endswith(".gz") else f"{path}.gz"
+
+
+@lru_cache(maxsize=4)
+def _masker(options: MaskOptions) -> BrainMasker | None:
+    if options.brain == "none":
+        return None
+    return brain_masker(options.brain, hdbet_params=options.hdbet_params, device=options.device)
+
+
+def _one(
+    job: tuple[Mapping[str, Any], str, str, MaskOptions, bool],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    row, source, out, options, derived = job
+    try:
+        return [_mask_one(row, source, Path(out), options, derived)], []
+    except InvalidInputError as error:
+        stage = "load" if error.reason in _LOAD_REASONS else "masks"
+        return [], [exclusion_row(row, error.reason, error.detail, stage=stage)]
+    except Exception as error:  # noqa: BLE001 - one image must not stop the others; recorded
+        log.debug("masks: %s failed:\n%s", source, traceback.format_exc())
+        detail = f"{type(error).__name__}: {error}"
+        return [], [exclusion_row(row, R.PROCESSING_ERROR, detail, stage="masks")]
+
+
+def _mask_one(
+    row: Mapping[str, Any], source: str, out: Path, options: MaskOptions, derived: bool
+) -> dict[str, Any]:
+    try:
+        image = nib.load(source)
+        data = image.get_fdata(dtype=np.float32)
+    except (OSError, EOFError, ValueError) as error:
+        raise InvalidInputError(source, R.TRUNCATED, f"voxels cannot be read: {error}") from error
+    if data.ndim != 3:
+        raise InvalidInputError(
+            source, R.TOO_MANY_DIMENSIONS, f"masks need a 3D image, this is {data.shape}"
+        )
+    spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
+    masked = mask_image(
+        data, image.affine, spacing, options, _masker(options), where=source, derived=derived
+    )
+    paths = mask_paths(row["image_path"])
+    volumes = {
+        "anat_mask_path": masked.anatomy,
+        "anon_mask_path": masked.anon,
+        "brain_mask_path": masked.brain,
+    }
+    for column, mask in volumes.items():
+        if mask is not None:
+            write_atomic(out / paths[column], encode_mask(mask, image))
+    if masked.defaced_here:
+        defaced = nib.Nifti1Image(masked.data, image.affine, header=image.header)
+        defaced.set_data_dtype(image.get_data_dtype())
+        payload = gzip.compress(defaced.to_bytes(), compresslevel=1, mtime=0)
+        write_atomic(out / row["image_path"], payload)
+    fields = dict(masked.fields)
+    steps = fields.pop("provenance_steps")
+    return {
+        **row,
+        **fields,
+        **{column: paths[column] for column, mask in volumes.items() if mask is not None},
+        "provenance": [*(row.get("provenance") or []), *steps],
+    }

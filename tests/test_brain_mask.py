@@ -1,0 +1,175 @@
+"""Brain masks against the synthetic collection's truth, and the backend choice.
+
+The template backend is measured on every anatomical image of the default collection. Its
+subjects are rendered from the same MNI152 brain the template is built around, posed by a
+similarity transform, so these Dice figures are an upper bound of what real data will show.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from openmind_data.errors import ConfigError
+from openmind_data.masks.brain import (
+    HDBET_DEFAULT_PARAMS,
+    BrainMasker,
+    HDBetBrainMasker,
+    TemplateBrainMasker,
+    brain_masker,
+)
+from openmind_data.synth import Collection
+
+MIN_DICE = 0.90
+
+
+def dice(a: NDArray[np.bool_], b: NDArray[np.bool_]) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 2.0 * float((a & b).sum()) / total if total else 1.0
+
+
+def anatomical(collection: Collection) -> list[dict[str, Any]]:
+    """Image records with a brain truth, DWI series left out (their truth is of another kind)."""
+    return [
+        record
+        for record in collection.files("image")
+        if record.get("modality") != "DWI" and "brain" in record.get("truth_masks", {})
+    ]
+
+
+def load(collection: Collection, record: dict[str, Any], truth: str = "brain") -> tuple[
+    NDArray[Any], NDArray[np.float64], NDArray[np.bool_]
+]:
+    image = nib.load(collection.root / record["path"])
+    mask = np.asarray(nib.load(collection.root / record["truth_masks"][truth]).dataobj) > 0
+    return np.asarray(image.dataobj), image.affine, mask
+
+
+def pick(collection: Collection, fragment: str) -> dict[str, Any]:
+    return next(r for r in anatomical(collection) if fragment in r["path"])
+
+
+@pytest.fixture(scope="module")
+def template() -> TemplateBrainMasker:
+    return TemplateBrainMasker()
+
+
+def test_template_dice_on_every_anatomical_image(
+    collection: Collection, template: TemplateBrainMasker
+) -> None:
+    records = anatomical(collection)
+    assert len(records) >= 40  # every recipe's anatomy, stripped and defaced images included
+    rows, failures = [], []
+    for record in records:
+        data, affine, truth = load(collection, record)
+        start = time.perf_counter()
+        mask = template(data, affine)
+        seconds = time.perf_counter() - start
+        assert mask.dtype == np.bool_ and mask.shape == data.shape, record["path"]
+        score = dice(mask, truth)
+        rows.append(f"{score:.3f} {seconds:5.2f}s {record['modality']:9s} {record['path']}")
+        if score < MIN_DICE:
+            failures.append(rows[-1])
+    print("\n".join(["", "dice  time   modality  path", *rows]))
+    assert not failures, "brain Dice below {MIN_DICE}:\n" + "\n".join(failures)
+
+
+def test_template_with_anatomy_stays_inside_it(
+    collection: Collection, template: TemplateBrainMasker
+) -> None:
+    # A pydeface-style defaced FLAIR with 7 mm slices, and a UNIT1 whose air is salt and pepper.
+    for fragment in ("sub-01_ses-1_FLAIR", "sub-01_UNIT1"):
+        record = pick(collection, fragment)
+        data, affine, truth = load(collection, record)
+        anatomy = load(collection, record, "anatomy")[2]
+        mask = template(data, affine, anatomy)
+        assert not (mask & ~anatomy).any()
+        assert dice(mask, truth) >= MIN_DICE, record["path"]
+
+
+def test_template_skull_stripped_is_the_nonzero_body(
+    collection: Collection, template: TemplateBrainMasker
+) -> None:
+    # A full head (PIR, int16) stripped here with its own truth: the mask is what is left.
+    record = pick(collection, "ds000001/sub-01/ses-1/anat/sub-01_ses-1_acq-MPRAGE_T1w")
+    data, affine, truth = load(collection, record)
+    stripped = np.where(truth, data, 0)
+    assert dice(template(stripped, affine), truth) >= 0.99
+
+
+def test_template_follows_the_grid_and_replays(
+    collection: Collection, template: TemplateBrainMasker
+) -> None:
+    record = pick(collection, "ds000004/sub-01/anat/sub-01_T1w")  # LAS, int16, not defaced
+    data, affine, _truth = load(collection, record)
+    mask = template(data, affine)
+    assert np.array_equal(template(data, affine), mask)  # seeded sampling: same mask again
+    # The same voxels stored the other way along the first axis, as float: the same brain.
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1.0, data.shape[0] - 1
+    flipped = template(np.flip(data, 0).astype(np.float32), affine @ flip)
+    assert dice(np.flip(flipped, 0), mask) >= 0.98
+
+
+def test_template_contract(template: TemplateBrainMasker) -> None:
+    assert isinstance(template, BrainMasker)
+    assert template.name == "template"
+    parameters = json.loads(json.dumps(template.parameters()))
+    assert parameters["simpleitk"] and parameters["seed"] == template.seed
+    empty = np.zeros((20, 20, 20), dtype=np.int16)
+    assert not template(empty, np.eye(4)).any()
+    with pytest.raises(ValueError, match="3D"):
+        template(np.zeros((4, 4, 4, 2), dtype=np.float32), np.eye(4))
+
+
+def test_auto_without_hdbet_parameters_is_the_template(tmp_path: Path) -> None:
+    assert isinstance(brain_masker("auto", hdbet_params=tmp_path), TemplateBrainMasker)
+    assert isinstance(brain_masker("template"), TemplateBrainMasker)
+    default = brain_masker()
+    expected = HDBetBrainMasker if HDBetBrainMasker().available() else TemplateBrainMasker
+    assert isinstance(default, expected)
+
+
+def test_hdbet_without_parameters_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=str(tmp_path)) as caught:
+        brain_masker("hd-bet", hdbet_params=tmp_path)
+    assert "checkpoint_final.pth" in str(caught.value)
+    masker = HDBetBrainMasker(tmp_path)
+    assert not masker.available()
+    with pytest.raises(ConfigError, match=str(tmp_path)):
+        masker(np.zeros((8, 8, 8), dtype=np.float32), np.eye(4))
+
+
+def test_unknown_backend_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="'bet2'"):
+        brain_masker("bet2")
+
+
+def test_hdbet_default_location_is_hdbets_own() -> None:
+    assert HDBetBrainMasker().params == HDBET_DEFAULT_PARAMS
+    paths = pytest.importorskip("HD_BET.paths", reason="HD-BET is not installed")
+    assert Path(paths.folder_with_parameter_files) == HDBET_DEFAULT_PARAMS
+
+
+@pytest.mark.weights
+def test_hdbet_dice(collection: Collection) -> None:
+    """Runs only where HD-BET and its parameters are installed (they cannot be downloaded here)."""
+    pytest.importorskip("HD_BET", reason="HD-BET is not installed (pip install hd-bet)")
+    masker = HDBetBrainMasker()
+    if not masker.available():
+        pytest.skip(f"no HD-BET parameters in {masker.params}")
+    assert isinstance(masker, BrainMasker)
+    json.dumps(masker.parameters())
+    for fragment in ("ds000004/sub-01/anat/sub-01_T1w", "sub-01_ses-1_FLAIR", "sub-01_T2w"):
+        record = pick(collection, fragment)
+        data, affine, truth = load(collection, record)
+        mask = masker(data, affine)
+        assert mask.shape == data.shape
+        assert dice(mask, truth) >= MIN_DICE, record["path"]
