@@ -44,9 +44,9 @@ def anatomical(collection: Collection) -> list[dict[str, Any]]:
     ]
 
 
-def load(collection: Collection, record: dict[str, Any], truth: str = "brain") -> tuple[
-    NDArray[Any], NDArray[np.float64], NDArray[np.bool_]
-]:
+def load(
+    collection: Collection, record: dict[str, Any], truth: str = "brain"
+) -> tuple[NDArray[Any], NDArray[np.float64], NDArray[np.bool_]]:
     image = nib.load(collection.root / record["path"])
     mask = np.asarray(nib.load(collection.root / record["truth_masks"][truth]).dataobj) > 0
     return np.asarray(image.dataobj), image.affine, mask

@@ -27,7 +27,9 @@ from scipy import ndimage
 
 __all__ = ["Foreground", "fill_holes", "foreground", "zero_padding"]
 
-#: Smoothing (voxels) before thresholding.
+#: Smoothing (voxels) before thresholding, on the grid subsampled by two...
+COARSE_SIGMA = 0.7
+#: ...and at full resolution, where the air is salt-and-pepper.
 WINDOW_SIGMA = 1.0
 #: Air is learnt this many voxels away from anything brighter than Otsu's split...
 AIR_MARGIN = 3
@@ -109,42 +111,81 @@ def foreground(
 def _masked(is_fill: NDArray[np.bool_], padding: NDArray[np.bool_]) -> bool:
     """Is the image's outer layer (inside any padding) the fill value nearly everywhere? Then
     its uploader masked it: there is no air as acquired anywhere around it."""
-    inner = ~padding
-    if not inner.any():
+    if padding.all():
         return True
-    shell = inner & ~_erode(inner, 1)
-    return float(is_fill[shell].mean()) > SOLID_BACKGROUND
+    # Padding is whole planes, so what it leaves is a box: its six faces are the outer layer.
+    inside = ~padding
+    bounds = [
+        np.flatnonzero(inside.any(axis=tuple(a for a in range(3) if a != k))) for k in range(3)
+    ]
+    box = is_fill[tuple(slice(b[0], b[-1] + 1) for b in bounds)]
+    faces = [np.take(box, end, axis=axis) for axis in range(3) for end in (0, -1)]
+    return float(np.concatenate([f.ravel() for f in faces]).mean()) > SOLID_BACKGROUND
 
 
 def _head(volume: NDArray[np.float32], valid: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    """The head in air as acquired: a threshold learnt from the air, then the edge refined on
-    the unsmoothed voxels (smoothing moves the edge outwards)."""
-    smooth = ndimage.gaussian_filter(volume, WINDOW_SIGMA)
+    """The head in air as acquired: a threshold learnt from the air on a grid subsampled by
+    two (eight times less work, the same statistics), the body found there, then its edge
+    re-judged voxel by voxel at full resolution on the unsmoothed intensities."""
+    steps = tuple(2 if n >= 48 else 1 for n in volume.shape)
+    coarse = tuple(slice(None, None, step) for step in steps)
+    small, small_valid = volume[coarse], valid[coarse]
+    learnt = _learn_air(small, small_valid, COARSE_SIGMA)
+    if learnt is None:  # no air to learn from: the image is all head
+        return valid.copy()
+    smooth, air, bright, level = learnt
+    if float(np.mean(small[air])) > BRIGHT_AIR * float(np.median(small[bright])):
+        return _rough_head(volume, valid)
+    body_small = _body(small_valid & (smooth > level))
+    rim = _erode(body_small, 1) & ~_erode(body_small, 2)
+    edge = max(
+        float(np.mean(small[air])) + 3 * float(np.std(small[air])),
+        EDGE_SHARE * float(np.median(small[rim])) if rim.any() else 0.0,
+    )
+    body = _upsample(body_small, steps, volume.shape)
+    core = _erode(body, EDGE)
+    band = _dilate(body, 1) & ~core
+    return fill_holes(core | (band & (volume > edge))) & valid
+
+
+def _learn_air(
+    volume: NDArray[np.float32], valid: NDArray[np.bool_], sigma: float
+) -> tuple[NDArray[np.float32], NDArray[np.bool_], NDArray[np.bool_], float] | None:
+    """Smoothed image, air, bright voxels and the level anatomy starts at; None without air."""
+    smooth = ndimage.gaussian_filter(volume, sigma)
     values = smooth[valid]
     if values.size == 0:
-        return np.zeros_like(valid)
+        return None
     split = _otsu(np.minimum(values, float(np.percentile(values, 99.5))))
     bright = valid & (smooth >= split)
     air = valid & ~_dilate(bright, AIR_MARGIN) & (smooth < split)
-    if air.sum() < 100:  # no air to learn from: the image is all head
-        return _body(bright) & valid
+    if air.sum() < 50:
+        return None
     level = float(np.mean(smooth[air])) + AIR_SIGMAS * float(np.std(smooth[air]))
-    if float(np.mean(volume[air])) > BRIGHT_AIR * float(np.median(volume[bright])):
-        # Salt-and-pepper air (MP2RAGE UNI) is as bright as dark tissue, but rough: voxel to
-        # voxel it jumps by its whole range, where tissue changes smoothly.
-        mean = ndimage.uniform_filter(volume, 3)
-        spread = np.sqrt(np.maximum(ndimage.uniform_filter(volume * volume, 3) - mean**2, 0))
-        rough = ndimage.gaussian_filter(spread, WINDOW_SIGMA)
-        calm = rough < SMOOTHER_THAN_AIR * float(np.median(rough[air]))
-        return _body(valid & (calm | (smooth > level))) & valid
-    body = _body(valid & (smooth > min(level, split))) & valid
-    core = _erode(body, EDGE)
-    rim = core & ~_erode(core, EDGE)
-    edge = max(
-        float(np.mean(volume[air])) + 3 * float(np.std(volume[air])),
-        EDGE_SHARE * float(np.median(volume[rim])) if rim.any() else 0.0,
-    )
-    return fill_holes(core | (body & (volume > edge))) & valid
+    return smooth, air, bright, min(level, split)
+
+
+def _rough_head(volume: NDArray[np.float32], valid: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """Salt-and-pepper air (MP2RAGE UNI) is as bright as dark tissue, but rough: voxel to
+    voxel it jumps by its whole range, where tissue changes smoothly. Full resolution."""
+    learnt = _learn_air(volume, valid, WINDOW_SIGMA)
+    if learnt is None:
+        return valid.copy()
+    smooth, air, _, level = learnt
+    mean = ndimage.uniform_filter(volume, 3)
+    spread = np.sqrt(np.maximum(ndimage.uniform_filter(volume * volume, 3) - mean**2, 0))
+    rough = ndimage.gaussian_filter(spread, WINDOW_SIGMA)
+    calm = rough < SMOOTHER_THAN_AIR * float(np.median(rough[air]))
+    return _body(valid & (calm | (smooth > level))) & valid
+
+
+def _upsample(
+    mask: NDArray[np.bool_], steps: tuple[int, ...], shape: tuple[int, ...]
+) -> NDArray[np.bool_]:
+    for axis, step in enumerate(steps):
+        if step > 1:
+            mask = np.repeat(mask, step, axis=axis)
+    return mask[tuple(slice(0, n) for n in shape)]
 
 
 def _otsu(values: NDArray[np.float32], bins: int = 256) -> float:
@@ -188,8 +229,8 @@ def _body(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     sizes[0] = 0
     body = labels == int(np.argmax(sizes))
     body = _erode(_dilate(body, 2), 2) | body
-    body = fill_holes(body)
-    # Holes open to the outside in 3D (nostrils, ear canals) close slice by slice.
+    # Slice by slice: every hole enclosed in 3D is enclosed in each of its slices too, and
+    # holes open to the outside in 3D (nostrils, ear canals) close in some slices.
     for axis in range(3):
         body = fill_holes(body, slices_across=axis)
     return body

@@ -96,9 +96,14 @@ SEED: Final = 20240601
 #: adult brains with their CSF are 1.1-1.9 L, heads with the neck cut 3.5 L and more.
 BRAIN_VOLUME_MAX: Final = 2.6e6
 BRAIN_VOLUME_MIN: Final = 0.5e6
-#: Per-axis scale a registration may find between a head and the template (children's heads
-#: and adult ones both fit); beyond it a stage is taken to have failed.
-SCALE_RANGE: Final = (0.7, 1.45)
+#: In a skull-stripped image the solid fill is at least this share of the body's volume, and
+#: the body covers at most this share of the grid's faces (a slab of a head covers much more).
+SURROUND_SHARE: Final = 0.3
+FACE_SHARE: Final = 0.25
+#: Scales a registration may find between a head and the template, per axis, and the most one
+#: axis may be stretched relative to another; beyond them a stage is taken to have failed.
+SCALE_RANGE: Final = (0.6, 1.8)
+ANISOTROPY_MAX: Final = 1.35
 
 
 @runtime_checkable
@@ -221,6 +226,9 @@ STAGES: Final = (
 )
 #: Superior-inferior shifts (mm) tried from the head centres: fields of view differ most there.
 START_SHIFTS_MM: Final = (-20.0, 0.0, 20.0)
+#: A field of view shorter than this (mm) from top to bottom is a slab: its starts span more.
+SLAB_MM: Final = 150.0
+SLAB_SHIFTS_MM: Final = tuple(float(s) for s in range(-75, 76, 15))
 HISTOGRAM_BINS: Final = 32
 
 
@@ -252,6 +260,7 @@ class TemplateBrainMasker:
             "seed": self.seed,
             "brain_extract_volume_mm3": [BRAIN_VOLUME_MIN, BRAIN_VOLUME_MAX],
             "scale_range": list(SCALE_RANGE),
+            "anisotropy_max": ANISOTROPY_MAX,
             "simpleitk": sitk.Version.VersionString(),
             "nilearn": _version("nilearn"),
         }
@@ -283,11 +292,11 @@ class TemplateBrainMasker:
             body &= np.asarray(anatomy, dtype=bool)
         if not body.any():
             return np.zeros(volume.shape, dtype=bool)
-        stripped = _brain_body(volume, body, solid, _spacing(matrix))
+        stripped = _brain_body(body, solid, _spacing(matrix))
         if stripped is not None:
             return stripped
         template = _template()
-        to_template = self._register(volume, matrix, body, ~solid, template)
+        to_template = self._register(volume, matrix, body, np.ones_like(solid), template)
         mask: NDArray[np.bool_] = _warp_mask(template, to_template @ matrix, volume.shape) & body
         return mask
 
@@ -309,7 +318,7 @@ class TemplateBrainMasker:
         mask_img = _to_sitk(inside.astype(np.uint8), origin, spacing)
 
         best: tuple[float, sitk.Similarity3DTransform] | None = None
-        for shift in START_SHIFTS_MM:
+        for shift in _start_shifts(inside, spacing):
             start = sitk.Similarity3DTransform()
             start.SetCenter(tuple(float(c) for c in fixed_head))
             offset = moving_head - fixed_head + np.array([0.0, 0.0, shift])
@@ -392,22 +401,26 @@ def _solid_fill(volume: NDArray[np.float32]) -> NDArray[np.bool_]:
     for fill in {0.0, float(volume.min())}:
         same = volume == fill
         if same.any():
-            solid |= ndimage.binary_opening(same, iterations=1, border_value=1)
+            # An opening in which the grid's edge counts as fill, so padding planes survive.
+            core = ndimage.binary_erosion(same, border_value=1)
+            solid |= ndimage.binary_dilation(core) & same
     return solid
 
 
 def _brain_body(
-    volume: NDArray[np.float32],
-    body: NDArray[np.bool_],
-    solid: NDArray[np.bool_],
-    spacing: NDArray[np.float64],
+    body: NDArray[np.bool_], solid: NDArray[np.bool_], spacing: NDArray[np.float64]
 ) -> NDArray[np.bool_] | None:
     """The mask of an already skull-stripped image, or None when the image shows a head.
 
-    Skull-stripped: (nearly) all of the image outside its body is solid fill, and the body has
-    the volume of a brain, not of a head.
+    Skull-stripped: solid fill surrounds the body (it makes up nearly all of the image outside
+    the body, is not a mere defaced corner, and the body keeps clear of the grid's faces), and
+    the body has the volume of a brain, not of a head.
     """
-    if not solid.any():
+    inside = int(body.sum())
+    if int(solid.sum()) < SURROUND_SHARE * inside:
+        return None
+    faces = [np.take(body, index, axis=axis) for axis in range(3) for index in (0, -1)]
+    if sum(int(f.sum()) for f in faces) > FACE_SHARE * sum(f.size for f in faces):
         return None
     labels, count = ndimage.label(body)
     if count == 0:
@@ -499,10 +512,21 @@ def _head_centre(
     return result
 
 
+def _start_shifts(inside: NDArray[np.bool_], spacing: float) -> tuple[float, ...]:
+    """Superior-inferior shifts to start from: a wider search where the field of view is a slab
+    that shows only part of the head, so its centre says little about where the head is."""
+    rows = np.flatnonzero(inside.any(axis=(0, 1)))
+    extent = (rows[-1] - rows[0] + 1) * spacing if rows.size else 0.0
+    if extent >= SLAB_MM:
+        return START_SHIFTS_MM
+    return SLAB_SHIFTS_MM
+
+
 def _plausible(matrix: NDArray[np.float64]) -> bool:
-    """Whether a head-to-template map scales each axis as heads differ (0.7-1.45)."""
+    """Whether a head-to-template map scales and stretches as heads differ from one another."""
     stretch = np.linalg.svd(matrix[:3, :3], compute_uv=False)
-    return bool(stretch.min() >= SCALE_RANGE[0] and stretch.max() <= SCALE_RANGE[1])
+    low, high = float(stretch.min()), float(stretch.max())
+    return SCALE_RANGE[0] <= low and high <= SCALE_RANGE[1] and high <= ANISOTROPY_MAX * low
 
 
 def _to_sitk(array: NDArray[Any], origin: NDArray[np.float64], spacing: float) -> sitk.Image:
