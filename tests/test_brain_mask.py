@@ -104,6 +104,23 @@ def test_template_skull_stripped_is_the_nonzero_body(
     assert dice(template(stripped, affine), truth) >= 0.99
 
 
+def test_template_on_a_slab_and_on_zeroed_air(
+    collection: Collection, template: TemplateBrainMasker
+) -> None:
+    # 36 mm of a defaced T2w's axial slices: a partial field of view, not a skull-stripped one.
+    record = pick(collection, "ds000001/sub-01/ses-1/anat/sub-01_ses-1_T2w")
+    data, affine, truth = load(collection, record)
+    shifted = affine.copy()
+    shifted[:3, 3] += affine[:3, :3] @ np.array([0.0, 0.0, 55.0])
+    slab = template(data[:, :, 55:70].copy(), shifted)
+    assert dice(slab, truth[:, :, 55:70]) >= MIN_DICE
+    # A zero-padded, quickshear-defaced PDw whose air the uploader also set to zero.
+    record = pick(collection, "ds000002/sub-01/anat/sub-01_PDw")
+    data, affine, truth = load(collection, record)
+    anatomy = load(collection, record, "anatomy")[2]
+    assert dice(template(np.where(anatomy, data, 0), affine), truth) >= MIN_DICE
+
+
 def test_template_follows_the_grid_and_replays(
     collection: Collection, template: TemplateBrainMasker
 ) -> None:

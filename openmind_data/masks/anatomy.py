@@ -92,12 +92,15 @@ def foreground(
     ``derived`` images (maps computed by the toolkit, e.g. FA) are never brain extracts or
     defaced: their solid background is the fit's own mask.
     """
-    volume = np.nan_to_num(np.asarray(data, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    volume = np.asarray(data, dtype=np.float32)
+    if not np.isfinite(volume).all():
+        volume = np.nan_to_num(volume, nan=0.0, posinf=0.0, neginf=0.0)
     fill = _fill_value(volume)
     is_fill = volume == fill
     padding = zero_padding(volume, fill)
     if _masked(is_fill, padding):
-        anatomy = _body(~is_fill & ~padding) & ~padding
+        # What the uploader kept: no air to tell apart, only the fill value.
+        anatomy = fill_holes(_largest(~is_fill & ~padding))
         litres = float(anatomy.sum() * np.prod(spacing[:3]))
         brain = not derived and 0 < litres < BRAIN_VOLUME_MAX
         return Foreground(anatomy, np.zeros_like(anatomy), padding, fill, "solid", brain)
@@ -142,9 +145,10 @@ def _head(volume: NDArray[np.float32], valid: NDArray[np.bool_]) -> NDArray[np.b
         float(np.mean(small[air])) + 3 * float(np.std(small[air])),
         EDGE_SHARE * float(np.median(small[rim])) if rim.any() else 0.0,
     )
-    body = _upsample(body_small, steps, volume.shape)
-    core = _erode(body, EDGE)
-    band = _dilate(body, 1) & ~core
+    # The band re-judged at full resolution: two coarse voxels inside the edge, one outside.
+    core_small = _erode(body_small, 1)
+    core = _upsample(core_small, steps, volume.shape)
+    band = _upsample(_dilate(body_small, 1) & ~core_small, steps, volume.shape)
     return fill_holes(core | (band & (volume > edge))) & valid
 
 
@@ -207,27 +211,35 @@ def _fill_value(volume: NDArray[np.float32]) -> float:
 
 
 def _solid(candidates: NDArray[np.bool_], min_voxels: int) -> NDArray[np.bool_]:
-    """Connected parts of ``candidates`` that are thick (survive an erosion) and large."""
-    core = _erode(candidates, 1)
+    """Connected parts of ``candidates`` that are large and thick: they hold a voxel of the
+    grid subsampled by two that survives an erosion there (a block of about 6 voxels a side)."""
+    if not candidates.any():
+        return candidates.copy()
     labels, count = ndimage.label(candidates)
-    if count == 0:
-        return np.zeros_like(candidates)
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    coarse = tuple(slice(None, None, 2) for _ in range(candidates.ndim))
+    core = _erode(candidates[coarse], 1)
     thick = np.zeros(count + 1, dtype=bool)
-    thick[np.unique(labels[core])] = True
+    thick[np.unique(labels[coarse][core])] = True
     keep = thick & (sizes >= min_voxels)
     keep[0] = False
     return keep[labels]
 
 
-def _body(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    """The largest connected part of ``mask``, closed, with its holes filled."""
+def _largest(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     labels, count = ndimage.label(mask)
-    if count == 0:
-        return np.zeros_like(mask)
+    if count <= 1:
+        return mask
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     sizes[0] = 0
-    body = labels == int(np.argmax(sizes))
+    return labels == int(np.argmax(sizes))  # type: ignore[no-any-return]
+
+
+def _body(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """The largest connected part of ``mask``, closed, with its holes filled."""
+    body = _largest(mask)
+    if not body.any():
+        return body
     body = _erode(_dilate(body, 2), 2) | body
     # Slice by slice: every hole enclosed in 3D is enclosed in each of its slices too, and
     # holes open to the outside in 3D (nostrils, ear canals) close in some slices.
