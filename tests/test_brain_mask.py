@@ -78,7 +78,7 @@ def test_template_dice_on_every_anatomical_image(
         if score < MIN_DICE:
             failures.append(rows[-1])
     print("\n".join(["", "dice  time   modality  path", *rows]))
-    assert not failures, "brain Dice below {MIN_DICE}:\n" + "\n".join(failures)
+    assert not failures, f"brain Dice below {MIN_DICE}:\n" + "\n".join(failures)
 
 
 def test_template_with_anatomy_stays_inside_it(

@@ -223,7 +223,8 @@ def _solid(candidates: NDArray[np.bool_], min_voxels: int) -> NDArray[np.bool_]:
     thick[np.unique(labels[coarse][core])] = True
     keep = thick & (sizes >= min_voxels)
     keep[0] = False
-    return keep[labels]
+    solid: NDArray[np.bool_] = keep[labels]
+    return solid
 
 
 def _largest(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -269,16 +270,19 @@ def fill_holes(mask: NDArray[np.bool_], slices_across: int | None = None) -> NDA
         for end in (0, -1):
             outside[np.take(labels, end, axis=axis)] = True
     outside[0] = True  # label 0 is the mask itself
-    return mask | ~outside[labels]
+    filled: NDArray[np.bool_] = mask | ~outside[labels]
+    return filled
 
 
 def _dilate(mask: NDArray[np.bool_], radius: int) -> NDArray[np.bool_]:
     """Dilation by a cube (separable: a few milliseconds however large the radius)."""
-    out = ndimage.maximum_filter(mask.view(np.uint8), size=2 * radius + 1)
+    out: NDArray[np.bool_] = ndimage.maximum_filter(mask.view(np.uint8), size=2 * radius + 1)
     return out.view(bool)
 
 
 def _erode(mask: NDArray[np.bool_], radius: int) -> NDArray[np.bool_]:
     """Erosion by a cube; outside the grid counts as background."""
-    out = ndimage.minimum_filter(mask.view(np.uint8), size=2 * radius + 1, mode="constant")
+    out: NDArray[np.bool_] = ndimage.minimum_filter(
+        mask.view(np.uint8), size=2 * radius + 1, mode="constant"
+    )
     return out.view(bool)

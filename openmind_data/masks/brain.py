@@ -305,7 +305,10 @@ class TemplateBrainMasker:
             return stripped
         template = _template()
         to_template = self._register(volume, matrix, body, template)
-        mask: NDArray[np.bool_] = _warp_mask(template, to_template @ matrix, volume.shape) & body
+        # Clipped to the caller's anatomy when given (which may include a defaced region, so
+        # that a defacing cutting the brain shows), else to what is not solid fill.
+        clip = np.asarray(anatomy, dtype=bool) if anatomy is not None else ~solid
+        mask: NDArray[np.bool_] = _warp_mask(template, to_template @ matrix, volume.shape) & clip
         return mask
 
     def _register(

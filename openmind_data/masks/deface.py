@@ -44,7 +44,7 @@ def quickshear(
     normals, offsets = hull.equations[:, :2], hull.equations[:, 2]
     edge = int(np.argmax(normals @ SHEAR_DIRECTION))
     everywhere = _world(np.indices(brain.shape).reshape(3, -1), affine)[1:]
-    beyond = normals[edge] @ everywhere + offsets[edge] > margin_mm
+    beyond: NDArray[np.bool_] = normals[edge] @ everywhere + offsets[edge] > margin_mm
     return beyond.reshape(brain.shape)
 
 

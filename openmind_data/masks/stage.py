@@ -73,7 +73,8 @@ def mask_image(
     derived: bool = False,
 ) -> MaskedImage:
     """Masks, defacing and the brain-overlap check of one 3D image (``where`` names it in
-    errors). ``masker`` is None only when ``options.brain == 'none'``."""
+    errors). ``masker`` is None only when ``options.brain == 'none'``. ``derived`` maps (FA,
+    MD, mean b0) follow the same privacy rule: a mean b0 shows a face as well as any T2w."""
     volume = np.asarray(data, dtype=np.float32)
     if not np.isfinite(volume).all():
         bad = int((~np.isfinite(volume)).sum())
@@ -94,7 +95,9 @@ def mask_image(
     if found.is_brain_extract:
         brain, backend = anatomy.copy(), "image"
     elif masker is not None:
-        brain, backend = np.asarray(masker(volume, affine, anatomy), dtype=bool), masker.name
+        # The head including any defaced region: a defacing that cut the brain must show.
+        brain = np.asarray(masker(volume, affine, anatomy | anon), dtype=bool)
+        backend = masker.name
         steps.append(_step("brain", masker.name, masker.parameters()))
 
     defaced_here = False
@@ -102,7 +105,7 @@ def mask_image(
         defacing = "brain_extract"
     elif anon.any():
         defacing = "source"
-    elif derived or options.deface == "off":
+    elif options.deface == "off":
         defacing = "none"
     elif options.deface == "exclude":
         raise InvalidInputError(
