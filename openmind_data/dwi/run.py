@@ -6,20 +6,19 @@ import logging
 import traceback
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from tqdm import tqdm
 
 from openmind_data.crawl.api import find_datasets
 from openmind_data.dwi.options import DwiOptions
 from openmind_data.dwi.stage import exclusion_record, process_series, write_outcome
 from openmind_data.errors import ConfigError
 from openmind_data.exclusions import ExclusionReason as R
+from openmind_data.parallel import run_jobs
 from openmind_data.schema import EXCLUDED_SCHEMA, IMAGE_SCHEMA, table_from_records, write_table
 
 __all__ = ["DwiResult", "run_dwi"]
@@ -78,18 +77,7 @@ def run_dwi(
     if missing:
         raise ConfigError(f"datasets {missing} of the index are not under {list(map(str, roots))}")
     jobs = [(row, datasets[row["dataset_id"]], str(out), options) for row in rows]
-    bar = tqdm(total=len(jobs), desc="dwi", unit="series", disable=None if progress else True)
-    results: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            results.append(_one(job))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for done in pool.map(_one, jobs):
-                results.append(done)
-                bar.update()
-    bar.close()
+    results = run_jobs(_one, jobs, workers=workers, desc="dwi", unit="series", progress=progress)
     result = DwiResult(
         images=table_from_records(_flatten(r[0] for r in results), IMAGE_SCHEMA),
         excluded=table_from_records(_flatten(r[1] for r in results), EXCLUDED_SCHEMA),

@@ -15,7 +15,6 @@ import posixpath
 import traceback
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +25,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
-from tqdm import tqdm
 
 from openmind_data.crawl.api import find_datasets
 from openmind_data.errors import ConfigError, InvalidInputError
@@ -35,6 +33,7 @@ from openmind_data.exclusions import exclusion_row
 from openmind_data.masks.brain import BrainMasker, brain_masker
 from openmind_data.masks.stage import MaskOptions, mask_image
 from openmind_data.nifti import encode_nifti, write_atomic
+from openmind_data.parallel import run_jobs
 from openmind_data.schema import EXCLUDED_SCHEMA, IMAGE_SCHEMA, table_from_records, write_table
 
 __all__ = ["MASK_SUFFIXES", "MasksResult", "encode_mask", "mask_paths", "run_masks"]
@@ -123,18 +122,7 @@ def run_masks(
         for row in derived.to_pylist():
             source = Path(derived_root) / row["image_path"]
             jobs.append((row, str(source), str(out), options, True))
-    bar = tqdm(total=len(jobs), desc="masks", unit="image", disable=None if progress else True)
-    results: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            results.append(_one(job))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for done in pool.map(_one, jobs):
-                results.append(done)
-                bar.update()
-    bar.close()
+    results = run_jobs(_one, jobs, workers=workers, desc="masks", unit="image", progress=progress)
     return MasksResult(
         images=table_from_records([r for done in results for r in done[0]], IMAGE_SCHEMA),
         excluded=table_from_records([r for done in results for r in done[1]], EXCLUDED_SCHEMA),
