@@ -16,7 +16,9 @@ grids; ``realistic`` is ~1 mm, about 7 M voxels an image).
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/masks.py --resolution realistic --repeat 3
+    .venv/bin/python benchmarks/masks.py --resolution small --repeat 3 --brain
+    .venv/bin/python benchmarks/masks.py --collection DIR --repeat 2   # e.g. `openmind synth
+                                                                       # DIR --resolution realistic`
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import nibabel as nib
 import numpy as np
 
 from openmind_data.masks import brain_masker, foreground
-from openmind_data.synth import SynthConfig, synthesize
+from openmind_data.synth import SynthConfig, load_truth, synthesize
 
 
 def best(job: Callable[[], Any], repeat: int) -> float:
@@ -52,10 +54,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--brain", action="store_true", help="also time the template brain mask")
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--collection", type=Path, help="use this collection (made by synth)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="openmind-masks-bench-") as tmp:
-        config = SynthConfig(resolution=args.resolution, diffusion=False, quality=False)
-        collection = synthesize(Path(tmp) / "collection", config, workers=2)
+        if args.collection is not None:
+            collection = load_truth(args.collection)
+        else:
+            config = SynthConfig(resolution=args.resolution, diffusion=False, quality=False)
+            collection = synthesize(Path(tmp) / "collection", config, workers=2)
         images = [f for f in collection.files("image") if f["modality"] != "DWI"]
         masker = brain_masker("template") if args.brain else None
         rows = []
@@ -91,7 +97,7 @@ def main() -> None:
             )
     ratios = [r["ratio"] for r in rows]
     summary = {
-        "resolution": args.resolution,
+        "collection": str(args.collection) if args.collection else args.resolution,
         "images": len(rows),
         "median_ratio": round(statistics.median(ratios), 3),
         "worst_ratio": round(max(ratios), 3),

@@ -231,7 +231,13 @@ def _solid(candidates: NDArray[np.bool_], min_voxels: int) -> NDArray[np.bool_]:
     thick[np.unique(labels[coarse][core])] = True
     keep = thick & (sizes >= min_voxels)
     keep[0] = False
-    solid: NDArray[np.bool_] = keep[labels]
+    kept = np.flatnonzero(keep)
+    if len(kept) > 4:
+        solid: NDArray[np.bool_] = keep[labels]
+        return solid
+    solid = np.zeros(candidates.shape, dtype=bool)
+    for label in kept:  # usually one defaced region: comparisons beat a gather
+        solid |= labels == label
     return solid
 
 
@@ -276,7 +282,9 @@ def fill_holes(mask: NDArray[np.bool_], slices_across: int | None = None) -> NDA
         if axis == slices_across:
             continue
         for end in (0, -1):
-            outside[np.take(labels, end, axis=axis)] = True
+            face: list[Any] = [slice(None)] * 3
+            face[axis] = end
+            outside[labels[tuple(face)]] = True  # a view: no copy of the labels
     outside[0] = True  # label 0 is the mask itself
     filled: NDArray[np.bool_] = mask | ~outside[labels]
     return filled
