@@ -185,11 +185,9 @@ def _mask_one(
         defaced.set_data_dtype(image.get_data_dtype())
         payload = gzip.compress(defaced.to_bytes(), compresslevel=1, mtime=0)
         write_atomic(out / row["image_path"], payload)
-    fields = dict(masked.fields)
-    steps = fields.pop("provenance_steps")
     return {
         **row,
-        **fields,
+        **masked.fields,
         **{column: paths[column] for column, mask in volumes.items() if mask is not None},
-        "provenance": [*(row.get("provenance") or []), *steps],
+        "provenance": [*(row.get("provenance") or []), *masked.provenance],
     }

@@ -60,6 +60,7 @@ class MaskedImage:
     brain: NDArray[np.bool_] | None
     defaced_here: bool
     fields: dict[str, Any] = field(default_factory=dict)
+    provenance: list[dict[str, Any]] = field(default_factory=list)  # the stage's own steps
 
 
 def mask_image(
@@ -136,8 +137,7 @@ def mask_image(
         "anon_brain_overlap": overlap,
         "qc_flags": flags,
     }
-    fields["provenance_steps"] = steps
-    return MaskedImage(volume, anatomy, anon, brain, defaced_here, fields)
+    return MaskedImage(volume, anatomy, anon, brain, defaced_here, fields, steps)
 
 
 def _step(step: str, method: str, parameters: dict[str, Any]) -> dict[str, Any]:
