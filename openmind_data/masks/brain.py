@@ -30,8 +30,9 @@ The registration (SimpleITK) maps the image onto the template:
    so a mask replays exactly) and regular-step gradient descent. A stage whose scales leave the
    range of heads (0.6-1.8, one axis at most 1.35 times another) is discarded.
 4. The template's brain mask is resampled (linear, threshold 0.5) into the native grid and
-   limited to the head: the caller's anatomy mask when given, and never a solid region of fill
-   (zero padding, a defaced region).
+   limited to the head: the caller's mask when given (the masks stage passes the head with any
+   defaced region, so that a defacing cutting the brain shows in the overlap check), otherwise
+   what is not a solid region of fill (zero padding, a defaced region).
 
 An image already skull-stripped (solid fill around a body with the volume of a brain, not of a
 head) needs no registration: its brain mask is that body, holes filled.
@@ -124,8 +125,8 @@ class BrainMasker(Protocol):
     ) -> NDArray[np.bool_]:
         """The brain mask of ``data`` (3D) whose voxel-to-world (RAS mm) matrix is ``affine``.
 
-        ``anatomy``, where the caller has it, marks the voxels that show the head (not air,
-        padding or defaced regions); the brain mask stays inside it.
+        ``anatomy``, where the caller has it, marks where the head is (not air or padding);
+        the brain mask stays inside it. Registration ignores solid fill either way.
         """
         ...
 
