@@ -29,6 +29,11 @@ _EXPORTS = {
     "SCHEMA_VERSION": "openmind_data.schema",
     "SynthConfig": "openmind_data.synth",
     "synthesize": "openmind_data.synth",
+    "read_index": "openmind_data.crawl",
+    "DwiOptions": "openmind_data.dwi",
+    "run_dwi": "openmind_data.dwi",
+    "MaskOptions": "openmind_data.masks",
+    "run_masks": "openmind_data.masks",
 }
 
 __all__ = [
@@ -39,8 +44,10 @@ __all__ = [
     "SHARD_SCHEMA",
     "SOURCES_SCHEMA",
     "ConfigError",
+    "DwiOptions",
     "ExclusionReason",
     "InvalidInputError",
+    "MaskOptions",
     "Modality",
     "OpenMindError",
     "SchemaError",
@@ -48,10 +55,15 @@ __all__ = [
     "SynthError",
     "__version__",
     "modality_for",
+    "read_index",
+    "run_dwi",
+    "run_masks",
     "synthesize",
 ]
 
 if TYPE_CHECKING:
+    from openmind_data.crawl import read_index
+    from openmind_data.dwi import DwiOptions, run_dwi
     from openmind_data.errors import (
         ConfigError,
         InvalidInputError,
@@ -60,6 +72,7 @@ if TYPE_CHECKING:
         SynthError,
     )
     from openmind_data.exclusions import ExclusionReason
+    from openmind_data.masks import MaskOptions, run_masks
     from openmind_data.modalities import MODALITIES, Modality, modality_for
     from openmind_data.schema import (
         EXCLUDED_SCHEMA,

@@ -50,3 +50,10 @@ def test_exclusion_codes_are_unique_strings_with_descriptions() -> None:
         assert reason.value.islower() and " " not in reason.value
         assert len(reason.description) > 20, reason
     assert ExclusionReason("zero_byte") is ExclusionReason.ZERO_BYTE
+
+
+def test_every_public_name_of_the_package_resolves() -> None:
+    import openmind_data
+
+    for name in openmind_data.__all__:
+        assert getattr(openmind_data, name) is not None, name
