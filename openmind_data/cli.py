@@ -91,12 +91,12 @@ def demo(
 
     Today: synthesize the collection, crawl it into OUT/crawl/index.parquet (with its
     companions), turn its DWI series into maps under OUT/dwi, mask (and where needed deface)
-    every image under OUT/masks and draw its montage into OUT/assets; the other build stages
-    join as they land.
+    every image under OUT/masks, and draw the collection's montage and the masks over middle
+    slices into OUT/assets; the other build stages join as they land.
     """
     from openmind_data.crawl import crawl as run_crawl  # noqa: PLC0415
     from openmind_data.dwi import run_dwi  # noqa: PLC0415
-    from openmind_data.masks import run_masks  # noqa: PLC0415
+    from openmind_data.masks import run_masks, write_mask_figure  # noqa: PLC0415
     from openmind_data.synth import SynthConfig, synthesize, write_montage  # noqa: PLC0415
 
     collection = synthesize(
@@ -123,9 +123,13 @@ def demo(
     mask_tables = masked.write(out / "masks")
     _print_counts(masked.counts())
     picture = write_montage(collection, out / "assets" / "synthetic_sources.png")
+    overlays = write_mask_figure(
+        masked.images, masked.voxels, out / "masks", out / "assets" / "masks.png"
+    )
     typer.echo(
         f"sources: {sources}/  truth: {sources}/truth/  crawl: {paths['candidates']}  "
-        f"dwi: {tables['images']}  masks: {mask_tables['images']}  montage: {picture}"
+        f"dwi: {tables['images']}  masks: {mask_tables['images']}  montage: {picture}  "
+        f"mask overlays: {overlays}"
     )
 
 

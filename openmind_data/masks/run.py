@@ -15,7 +15,7 @@ import posixpath
 import traceback
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,9 @@ _LOAD_REASONS = {str(R.NON_FINITE), str(R.EMPTY_IMAGE), str(R.TRUNCATED), str(R.
 class MasksResult:
     images: pa.Table
     excluded: pa.Table
+    #: image id -> the file holding the voxels to publish: the toolkit's defaced copy under
+    #: ``out``, else the source (or the DWI map) itself.
+    voxels: dict[str, Path] = field(default_factory=dict)
 
     def counts(self) -> dict[str, object]:
         return {
@@ -123,9 +126,18 @@ def run_masks(
             source = Path(derived_root) / row["image_path"]
             jobs.append((row, str(source), str(out), options, True))
     results = run_jobs(_one, jobs, workers=workers, desc="masks", unit="image", progress=progress)
+    records = [r for done in results for r in done[0]]
+    sources = {job[0]["image_id"]: Path(job[1]) for job in jobs}
+    voxels = {
+        r["image_id"]: Path(out) / r["image_path"]
+        if r["defacing"] == "toolkit"
+        else sources[r["image_id"]]
+        for r in records
+    }
     return MasksResult(
-        images=table_from_records([r for done in results for r in done[0]], IMAGE_SCHEMA),
+        images=table_from_records(records, IMAGE_SCHEMA),
         excluded=table_from_records([r for done in results for r in done[1]], EXCLUDED_SCHEMA),
+        voxels=voxels,
     )
 
 

@@ -1,0 +1,78 @@
+"""A PNG of middle sagittal slices with each image's masks drawn on it, to check them by eye."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pyarrow as pa
+from numpy.typing import NDArray
+
+__all__ = ["write_mask_figure"]
+
+
+def _sagittal(image: Any) -> tuple[NDArray[np.float32], float]:
+    """The middle sagittal slice in RAS orientation (rows inferior to superior) and the aspect
+    ratio (superior over anterior voxel size) that shows it undistorted."""
+    canonical = nib.as_closest_canonical(image)
+    data = np.asarray(canonical.dataobj, dtype=np.float32)
+    zooms = canonical.header.get_zooms()
+    return data[data.shape[0] // 2].T, float(zooms[2] / zooms[1])
+
+
+def write_mask_figure(
+    images: pa.Table,
+    locate: Mapping[str, Path],
+    masks_root: str | Path,
+    out: str | Path,
+    *,
+    columns: int = 6,
+    limit: int = 24,
+    dpi: int = 80,
+) -> Path:
+    """One tile per row of ``images`` (the masks stage's table, one of each kind of defacing
+    and modality first): the image (``locate[image_id]``), the anatomy mask's outline in
+    green, the anonymization mask in red, the brain mask's outline in cyan."""
+    import matplotlib  # noqa: PLC0415 (keep matplotlib off the import path of the package)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    rows = images.to_pylist()
+    seen: set[tuple[str, str]] = set()
+    first: list[dict[str, Any]] = []
+    rest: list[dict[str, Any]] = []
+    for row in rows:
+        kind = (str(row["modality"]), str(row["defacing"]))
+        (rest if kind in seen else first).append(row)
+        seen.add(kind)
+    chosen = (first + rest)[:limit]
+    lines = max(1, -(-len(chosen) // columns))
+    figure, axes = plt.subplots(lines, columns, figsize=(2.2 * columns, 2.5 * lines), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, row in zip(axes.ravel(), chosen, strict=False):
+        image = nib.load(locate[row["image_id"]])
+        picture, aspect = _sagittal(image)
+        top = float(np.percentile(picture, 99.5)) or 1.0
+        ax.imshow(np.clip(picture / top, 0, 1), cmap="gray", origin="lower", aspect=aspect)
+        for column, colour in (("anat_mask_path", "lime"), ("brain_mask_path", "cyan")):
+            if row.get(column):
+                mask, _ = _sagittal(nib.load(Path(masks_root) / row[column]))
+                if mask.any():
+                    ax.contour(mask > 0, levels=[0.5], colors=colour, linewidths=0.6)
+        if row.get("anon_mask_path"):
+            anon, _ = _sagittal(nib.load(Path(masks_root) / row["anon_mask_path"]))
+            overlay = np.zeros((*anon.shape, 4), dtype=np.float32)
+            overlay[anon > 0] = (1.0, 0.1, 0.1, 0.45)
+            ax.imshow(overlay, origin="lower", aspect=aspect)
+        ax.set_title(f"{row['dataset_id']} {row['modality']}\n{row['defacing']}", fontsize=7)
+    figure.tight_layout()
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)
+    return path
