@@ -22,6 +22,7 @@ from openmind_data.masks import (
     mask_paths,
     quickshear,
     run_masks,
+    write_mask_figure,
 )
 from openmind_data.masks.anatomy import fill_holes, zero_padding
 from openmind_data.synth import Collection
@@ -291,3 +292,15 @@ def test_toolkit_defacing_is_written_and_recorded(
         "source",
         "brain_extract",
     }
+
+
+def test_the_mask_figure_is_drawn_from_the_published_voxels(
+    masked: tuple[Path, Any], tmp_path: Path
+) -> None:
+    out, result = masked
+    for row in result.images.to_pylist():
+        published = result.voxels[row["image_id"]]
+        assert published.is_file()
+        assert (published == out / row["image_path"]) == (row["defacing"] == "toolkit")
+    picture = write_mask_figure(result.images, result.voxels, out, tmp_path / "masks.png")
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
