@@ -1,0 +1,1 @@
+"""Image quality: rating aids for the image quality score."""
