@@ -1,1 +1,1 @@
-"""Image quality: rating aids for the image quality score."""
+"""Image quality: per-image metrics (IQMs) over the image's own masks, and a contact sheet."""
