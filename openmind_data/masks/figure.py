@@ -9,18 +9,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pyarrow as pa
-from numpy.typing import NDArray
+
+from openmind_data.slices import middle_sagittal, scaled
 
 __all__ = ["write_mask_figure"]
-
-
-def _sagittal(image: Any) -> tuple[NDArray[np.float32], float]:
-    """The middle sagittal slice in RAS orientation (rows inferior to superior) and the aspect
-    ratio (superior over anterior voxel size) that shows it undistorted."""
-    canonical = nib.as_closest_canonical(image)
-    data = np.asarray(canonical.dataobj, dtype=np.float32)
-    zooms = canonical.header.get_zooms()
-    return data[data.shape[0] // 2].T, float(zooms[2] / zooms[1])
 
 
 def write_mask_figure(
@@ -56,16 +48,15 @@ def write_mask_figure(
         ax.axis("off")
     for ax, row in zip(axes.ravel(), chosen, strict=False):
         image = nib.load(locate[row["image_id"]])
-        picture, aspect = _sagittal(image)
-        top = float(np.percentile(picture, 99.5)) or 1.0
-        ax.imshow(np.clip(picture / top, 0, 1), cmap="gray", origin="lower", aspect=aspect)
+        picture, aspect = middle_sagittal(image)
+        ax.imshow(scaled(picture), cmap="gray", origin="lower", aspect=aspect)
         for column, colour in (("anat_mask_path", "lime"), ("brain_mask_path", "cyan")):
             if row.get(column):
-                mask, _ = _sagittal(nib.load(Path(masks_root) / row[column]))
+                mask, _ = middle_sagittal(nib.load(Path(masks_root) / row[column]))
                 if mask.any():
                     ax.contour(mask > 0, levels=[0.5], colors=colour, linewidths=0.6)
         if row.get("anon_mask_path"):
-            anon, _ = _sagittal(nib.load(Path(masks_root) / row["anon_mask_path"]))
+            anon, _ = middle_sagittal(nib.load(Path(masks_root) / row["anon_mask_path"]))
             overlay = np.zeros((*anon.shape, 4), dtype=np.float32)
             overlay[anon > 0] = (1.0, 0.1, 0.1, 0.45)
             ax.imshow(overlay, origin="lower", aspect=aspect)

@@ -11,12 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
-import numpy as np
 import pyarrow as pa
-from numpy.typing import NDArray
 
 from openmind_data.errors import ConfigError, SchemaError
+from openmind_data.slices import middle_sagittal, scaled
 
 __all__ = ["write_quality_sheet"]
 
@@ -24,20 +22,6 @@ REQUIRED = ("image_id", "dataset_id", "modality", "image_quality_score")
 SHOWN_IQMS = ("snr", "efc")  # the image quality metrics a caption shows, where present
 SUFFIXES = (".png", ".html")
 TILE_INCHES = (2.0, 2.4)  # width, height of one tile with its caption
-
-
-def _middle_slice(path: Path) -> tuple[NDArray[np.float32], float]:
-    """The middle sagittal slice in RAS orientation (first volume of a 4D series) scaled to 0..1
-    at its 99.5th percentile, and the aspect ratio (superior over anterior voxel size) that shows
-    it undistorted."""
-    image = nib.as_closest_canonical(nib.load(path))
-    zooms = image.header.get_zooms()
-    data = np.asarray(
-        image.dataobj[..., 0] if len(image.shape) > 3 else image.dataobj, dtype=np.float32
-    )
-    sagittal = data[data.shape[0] // 2].T  # rows: inferior -> superior
-    top = float(np.percentile(sagittal, 99.5)) or 1.0
-    return np.clip(sagittal / top, 0.0, 1.0), float(zooms[2] / zooms[1])
 
 
 def _present(value: Any) -> bool:
@@ -83,8 +67,8 @@ def _caption(row: dict[str, Any]) -> list[str]:
 
 def _draw(ax: Any, path: Path, title: list[str] | None = None) -> None:
     """One tile: the middle slice of ``path`` in grey, with ``title`` above it if given."""
-    picture, aspect = _middle_slice(path)
-    ax.imshow(picture, cmap="gray", origin="lower", aspect=aspect)
+    picture, aspect = middle_sagittal(path)
+    ax.imshow(scaled(picture), cmap="gray", origin="lower", aspect=aspect)
     if title:
         ax.set_title("\n".join(title), fontsize=7)
 

@@ -4,26 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
-from numpy.typing import NDArray
-
+from openmind_data.slices import middle_sagittal, scaled
 from openmind_data.synth.collection import Collection
 
 __all__ = ["write_montage"]
-
-
-def _middle_slice(path: Path) -> tuple[NDArray[np.float32], float]:
-    """The middle sagittal slice in RAS orientation (first volume of a 4D series), and the
-    aspect ratio (superior over anterior voxel size) that shows it undistorted."""
-    image = nib.as_closest_canonical(nib.load(path))
-    zooms = image.header.get_zooms()
-    data = np.asarray(
-        image.dataobj[..., 0] if len(image.shape) > 3 else image.dataobj, dtype=np.float32
-    )
-    sagittal = data[data.shape[0] // 2].T  # rows: inferior -> superior
-    top = float(np.percentile(sagittal, 99.5)) or 1.0
-    return np.clip(sagittal / top, 0.0, 1.0), float(zooms[2] / zooms[1])
 
 
 def write_montage(
@@ -41,8 +25,8 @@ def write_montage(
     for ax in axes.ravel():
         ax.axis("off")
     for ax, record in zip(axes.ravel(), images, strict=False):
-        picture, aspect = _middle_slice(collection.root / record["path"])
-        ax.imshow(picture, cmap="gray", origin="lower", aspect=aspect)
+        picture, aspect = middle_sagittal(collection.root / record["path"])
+        ax.imshow(scaled(picture), cmap="gray", origin="lower", aspect=aspect)
         label = record["dataset_id"] + " " + str(record.get("modality"))
         details = [
             d for d in (record.get("defacing"), record.get("degradation")) if d and d != "none"

@@ -1,0 +1,31 @@
+"""Middle slices of NIfTI images for the toolkit's figures (montage, mask overlays, sheets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["middle_sagittal", "scaled"]
+
+
+def middle_sagittal(image: Any) -> tuple[NDArray[np.float32], float]:
+    """The middle sagittal slice of a nibabel image or a path, in RAS orientation (rows run
+    inferior to superior; the first volume of a 4D series), and the aspect ratio (superior
+    over anterior voxel size) that shows it undistorted."""
+    loaded = nib.load(image) if isinstance(image, str | Path) else image
+    canonical = nib.as_closest_canonical(loaded)
+    zooms = canonical.header.get_zooms()
+    proxy = canonical.dataobj
+    data = np.asarray(proxy[..., 0] if len(canonical.shape) > 3 else proxy, dtype=np.float32)
+    return data[data.shape[0] // 2].T, float(zooms[2] / zooms[1])
+
+
+def scaled(picture: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Intensities to 0..1, clipped at the 99.5th percentile."""
+    top = float(np.percentile(picture, 99.5)) or 1.0
+    out: NDArray[np.float32] = np.clip(picture / top, 0.0, 1.0)
+    return out
