@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from openmind_data.crawl import CrawlResult, crawl
 from openmind_data.synth import Collection, SynthConfig, synthesize
 
 
@@ -21,6 +22,12 @@ def _cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 def collection(tmp_path_factory: pytest.TempPathFactory, _cache: None) -> Collection:
     """The default collection: what `make demo` synthesizes."""
     return synthesize(tmp_path_factory.mktemp("collection"), SynthConfig(seed=0), workers=2)
+
+
+@pytest.fixture(scope="session")
+def crawled(collection: Collection) -> CrawlResult:
+    """The default collection crawled, once for every module that needs it."""
+    return crawl(collection.root)
 
 
 @pytest.fixture(scope="session")

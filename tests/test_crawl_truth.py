@@ -16,11 +16,6 @@ from openmind_data.synth.builder import IDENTIFYING_FIELDS as WRITTEN_BY_SYNTH
 from tests.conftest import file_digests
 
 
-@pytest.fixture(scope="module")
-def crawled(collection: Collection) -> CrawlResult:
-    return crawl(collection.root)
-
-
 def _rows(table: Any, key: str) -> dict[str, dict[str, Any]]:
     return {f"{r['dataset_id']}/{r[key]}": r for r in table.to_pylist()}
 

@@ -18,7 +18,7 @@ from dipy.reconst.dti import TensorModel
 from dwi_phantoms import fa_md, ring_phantom, signals
 from numpy.typing import NDArray
 
-from openmind_data.crawl import CrawlResult, crawl
+from openmind_data.crawl import CrawlResult
 from openmind_data.dwi import (
     DwiOptions,
     check_orientation,
@@ -366,11 +366,6 @@ def test_orientation_check_finds_a_flipped_or_swapped_table(tmp_path: Path) -> N
 
 
 # -- the synthetic collection ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def crawled(collection: Collection) -> CrawlResult:
-    return crawl(collection.root)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from openmind_data.crawl import CrawlResult, crawl
+from openmind_data.crawl import CrawlResult
 from openmind_data.errors import ConfigError, InvalidInputError
 from openmind_data.masks import (
     MaskOptions,
@@ -203,11 +203,6 @@ def test_only_boolean_masks_can_be_encoded() -> None:
 
 
 # -- the stage over the collection, files on disk -------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def crawled(collection: Collection) -> CrawlResult:
-    return crawl(collection.root)
 
 
 @pytest.fixture(scope="module")
