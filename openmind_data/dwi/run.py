@@ -15,9 +15,10 @@ import pyarrow.compute as pc
 
 from openmind_data.crawl.api import find_datasets
 from openmind_data.dwi.options import DwiOptions
-from openmind_data.dwi.stage import exclusion_record, process_series, write_outcome
+from openmind_data.dwi.stage import process_series, write_outcome
 from openmind_data.errors import ConfigError
 from openmind_data.exclusions import ExclusionReason as R
+from openmind_data.exclusions import exclusion_row
 from openmind_data.parallel import run_jobs
 from openmind_data.schema import EXCLUDED_SCHEMA, IMAGE_SCHEMA, table_from_records, write_table
 
@@ -101,7 +102,7 @@ def _one(
     except Exception as error:  # noqa: BLE001 - one series must not stop the others; recorded
         log.debug("dwi: %s failed:\n%s", row["source_path"], traceback.format_exc())
         detail = f"{type(error).__name__}: {error}"
-        return [], [exclusion_record(row, row["image_id"], R.PROCESSING_ERROR, detail)]
+        return [], [exclusion_row(row, R.PROCESSING_ERROR, detail, stage="dwi")]
     return outcome.images, outcome.excluded
 
 

@@ -33,7 +33,6 @@ __all__ = [
     "DERIVED_SUFFIXES",
     "DwiOutcome",
     "derived_path",
-    "exclusion_record",
     "process_series",
     "write_outcome",
 ]
@@ -104,7 +103,7 @@ def process_series(
     except InvalidInputError as error:
         outcome.images.clear()
         outcome.arrays.clear()
-        outcome.excluded = [exclusion_record(row, row["image_id"], error.reason, error.detail)]
+        outcome.excluded = [exclusion_row(row, error.reason, error.detail, stage="dwi")]
     return outcome
 
 
@@ -164,11 +163,12 @@ def _process(
         )
         for derivation in ("fa", "md"):
             outcome.excluded.append(
-                exclusion_record(
+                exclusion_row(
                     row,
-                    image_id(row["dataset_id"], source, derivation),
                     R.TOO_FEW_DIRECTIONS,
                     detail,
+                    stage="dwi",
+                    image_id=image_id(row["dataset_id"], source, derivation),
                 )
             )
     elif (
@@ -221,12 +221,6 @@ def _record(
         "dtype": str(array.dtype),
         "provenance": provenance,
     }
-
-
-def exclusion_record(
-    row: Mapping[str, Any], the_id: str, reason: str, detail: str
-) -> dict[str, Any]:
-    return exclusion_row(row, reason, detail, stage="dwi", image_id=the_id)
 
 
 def write_outcome(outcome: DwiOutcome, out: str | Path) -> list[Path]:
