@@ -1,4 +1,5 @@
-"""Middle slices of NIfTI images for the toolkit's figures (montage, mask overlays, sheets)."""
+"""What the toolkit's figures share (montage, mask overlays, quality sheet): middle slices of
+NIfTI images, and writing a finished figure."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["middle_sagittal", "scaled"]
+__all__ = ["middle_sagittal", "save_figure", "scaled"]
 
 
 def middle_sagittal(image: Any) -> tuple[NDArray[np.float32], float]:
@@ -29,3 +30,16 @@ def scaled(picture: NDArray[np.float32]) -> NDArray[np.float32]:
     top = float(np.percentile(picture, 99.5)) or 1.0
     out: NDArray[np.float32] = np.clip(picture / top, 0.0, 1.0)
     return out
+
+
+def save_figure(figure: Any, out: str | Path, *, dpi: int, **options: Any) -> Path:
+    """Lay out a matplotlib ``figure``, write it to ``out`` (its folder made as needed), close
+    it; ``options`` go to ``savefig``."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415 (keep matplotlib off the import path)
+
+    figure.tight_layout()
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=dpi, **options)
+    plt.close(figure)
+    return path

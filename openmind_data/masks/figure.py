@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pyarrow as pa
 
-from openmind_data.slices import middle_sagittal, scaled
+from openmind_data.slices import middle_sagittal, save_figure, scaled
 
 __all__ = ["write_mask_figure"]
 
@@ -61,9 +61,4 @@ def write_mask_figure(
             overlay[anon > 0] = (1.0, 0.1, 0.1, 0.45)
             ax.imshow(overlay, origin="lower", aspect=aspect)
         ax.set_title(f"{row['dataset_id']} {row['modality']}\n{row['defacing']}", fontsize=7)
-    figure.tight_layout()
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=dpi)
-    plt.close(figure)
-    return path
+    return save_figure(figure, out, dpi=dpi)

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from openmind_data.errors import ConfigError, SchemaError
-from openmind_data.slices import middle_sagittal, scaled
+from openmind_data.slices import middle_sagittal, save_figure, scaled
 
 __all__ = ["write_quality_sheet"]
 
@@ -184,7 +184,4 @@ def write_quality_sheet(
         for ax, (rank, index) in zip(line, tiles, strict=False):
             row = rows[index]
             _draw(ax, Path(voxels[str(row["image_id"])]), [rank, *_caption(row)])
-    figure.tight_layout()
-    figure.savefig(path, dpi=dpi, metadata={"Software": None})
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=dpi, metadata={"Software": None})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from openmind_data.slices import middle_sagittal, scaled
+from openmind_data.slices import middle_sagittal, save_figure, scaled
 from openmind_data.synth.collection import Collection
 
 __all__ = ["write_montage"]
@@ -34,9 +34,4 @@ def write_montage(
         if record.get("is_brain_extract"):
             details.append("stripped")
         ax.set_title("\n".join([label, " ".join(details)]), fontsize=7)
-    figure.tight_layout()
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=dpi)
-    plt.close(figure)
-    return path
+    return save_figure(figure, out, dpi=dpi)
