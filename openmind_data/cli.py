@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -152,9 +152,7 @@ def crawl(
     from openmind_data.crawl import crawl as run_crawl  # noqa: PLC0415
 
     result = run_crawl(roots, workers=workers, licenses=license, progress=_State.progress)
-    paths = result.write(out)
-    _print_counts(result.counts())
-    typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+    _write_and_report(result, out)
 
 
 @app.command()
@@ -198,9 +196,7 @@ def dwi(
         workers=workers,
         progress=_State.progress,
     )
-    paths = result.write(out)
-    _print_counts(result.counts())
-    typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+    _write_and_report(result, out)
 
 
 @app.command()
@@ -244,6 +240,11 @@ def masks(
         workers=workers,
         progress=_State.progress,
     )
+    _write_and_report(result, out)
+
+
+def _write_and_report(result: Any, out: Path) -> None:
+    """Write a stage's tables (``result.write``), print its counts and the files written."""
     paths = result.write(out)
     _print_counts(result.counts())
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
