@@ -21,6 +21,11 @@ and CJV are null. No metric is ever made up.
 - ``iqm_ghost``: mean background intensity in the band where a half-field-of-view (N/2) ghost of
   the head falls, above the rest of the background, over the mean anatomy intensity; the
   largest over the axes.
+
+Every metric is computed on a sampling grid of about 2 mm (every second voxel of a 1 mm image;
+every voxel of a coarser one): means, medians and percentiles of millions of voxels do not
+need all of them, and a metric then costs less than reading the image from disk. The grid is
+fixed by the voxel size alone, so the same image always gets the same figures.
 """
 
 from __future__ import annotations
@@ -39,7 +44,10 @@ __all__ = ["NO_TISSUE_CLASSES", "image_quality_metrics"]
 NO_TISSUE_CLASSES = frozenset({"FA", "MD"})
 #: Fewest background voxels the noise is learnt from.
 MIN_BACKGROUND = 1000
+SAMPLE_MM = 2.0  # spacing of the sampling grid the metrics are computed on
+NEAR_MM = 4.0  # background starts this far from the anatomy
 INU_SIGMA_MM = 15.0
+INU_GRID_MM = 4.0  # the bias field is smooth: estimated on a coarser grid still
 RAYLEIGH_MEDIAN = float(np.sqrt(2 * np.log(2)))
 RAYLEIGH_P99 = float(np.sqrt(-2 * np.log(0.01)))
 
@@ -54,11 +62,17 @@ def image_quality_metrics(
     spacing: tuple[float, ...],
 ) -> dict[str, float | None]:
     """The ``iqm_*`` columns of one 3D image (see the module's docstring)."""
-    volume = np.asarray(data, dtype=np.float32)
+    steps = tuple(max(1, round(SAMPLE_MM / float(s))) for s in spacing[:3])
+    grid = tuple(slice(None, None, step) for step in steps)
+    spacing = tuple(float(s) * step for s, step in zip(spacing[:3], steps, strict=True))
+    volume = np.asarray(data[grid], dtype=np.float32)
+    anatomy, anon = np.ascontiguousarray(anatomy[grid]), anon[grid]
+    brain = None if brain is None else np.ascontiguousarray(brain[grid])
     padding = zero_padding(volume)
     excluded = anon | padding
-    near = ndimage.maximum_filter(anatomy.view(np.uint8), size=5).view(bool)
-    background = ~near & ~excluded
+    reach = [max(1, round(NEAR_MM / s)) for s in spacing]
+    near = ndimage.maximum_filter(anatomy.view(np.uint8), size=[2 * r + 1 for r in reach])
+    background = ~near.view(bool) & ~excluded
     sigma = _noise_sigma(volume, background)
     tissue = brain if brain is not None and brain.any() else anatomy
     signal = float(volume[tissue].mean()) if tissue.any() else 0.0
@@ -110,28 +124,39 @@ def _grey_white(
     values: NDArray[np.float32],
 ) -> tuple[tuple[float, float], tuple[float, float]] | None:
     """(mean, sd) of grey and of white matter from a 1D three-class k-means; None when the
-    classes are not distinct enough (each at least 5% of the brain)."""
-    sample = values[:: max(1, values.size // 20_000)].astype(np.float64)
-    centres = np.percentile(sample, [10, 50, 90])
-    for _ in range(20):
-        labels = np.argmin(np.abs(sample[:, None] - centres[None, :]), axis=1)
-        moved = np.array(
-            [sample[labels == k].mean() if (labels == k).any() else centres[k] for k in range(3)]
-        )
+    classes are not distinct enough (each at least 5% of the brain).
+
+    The k-means runs on a 256-bin histogram of the brain's intensities (weighted bin centres),
+    which gives the same class boundaries as on the voxels at a thousandth of the cost; the
+    classes' means and spreads are then taken from the voxels between those boundaries."""
+    low_edge, high_edge = np.percentile(values, [0.5, 99.5])
+    if not high_edge > low_edge:
+        return None
+    counts, edges = np.histogram(values, bins=256, range=(float(low_edge), float(high_edge)))
+    centres_of_bins = 0.5 * (edges[:-1] + edges[1:])
+    weights = counts.astype(np.float64)
+    centres = np.percentile(values, [10, 50, 90]).astype(np.float64)
+    for _ in range(50):
+        labels = np.argmin(np.abs(centres_of_bins[:, None] - centres[None, :]), axis=1)
+        mass = np.bincount(labels, weights=weights, minlength=3)
+        sums = np.bincount(labels, weights=weights * centres_of_bins, minlength=3)
+        moved = np.where(mass > 0, sums / np.maximum(mass, 1e-12), centres)
         if np.allclose(moved, centres):
             break
         centres = moved
-    order = np.argsort(centres)
-    labels = np.argmin(np.abs(sample[:, None] - centres[None, :]), axis=1)
-    counts = np.bincount(labels, minlength=3)
-    if counts.min() < 0.05 * sample.size:
+    centres = np.sort(centres)
+    bounds = 0.5 * (centres[:-1] + centres[1:])
+    labels = np.searchsorted(bounds, values)
+    counts3 = np.bincount(labels, minlength=3)
+    if counts3.min() < 0.05 * values.size:
         return None
-    low, middle, high = order
-    white = low if counts[low] > counts[high] else high
     stats = [
-        (float(sample[labels == k].mean()), float(sample[labels == k].std())) for k in range(3)
+        (float(values[labels == k].mean()), float(values[labels == k].std())) for k in range(3)
     ]
-    return stats[middle], stats[white]
+    # Grey matter is the middle class in every structural contrast; white matter the larger
+    # of the other two.
+    white = 0 if counts3[0] > counts3[2] else 2
+    return stats[1], stats[white]
 
 
 def _efc(values: NDArray[np.float32]) -> float | None:
@@ -157,7 +182,7 @@ def _inu(
     if region.sum() < 100:
         return None
     # On a coarse grid: the field is smooth, and this is eight to sixty-four times cheaper.
-    steps = tuple(max(1, round(4.0 / s)) for s in spacing[:3])
+    steps = tuple(max(1, round(INU_GRID_MM / s)) for s in spacing[:3])
     coarse = tuple(slice(None, None, step) for step in steps)
     small, mask = volume[coarse] * region[coarse], region[coarse].astype(np.float32)
     sigma = [INU_SIGMA_MM / (s * step) for s, step in zip(spacing[:3], steps, strict=True)]

@@ -25,12 +25,14 @@ FloatArray = NDArray[np.float32]
 
 #: Severity level -> parameter, per degradation type.
 #: noise: multiplier of the noise standard deviation; blur: Gaussian sigma in voxels;
-#: bias: peak-to-peak log amplitude of an extra bias field; ghosting: relative intensity of an
-#: N/2 ghost along the phase-encode axis; motion: share of k-space lines with random phase errors.
+#: bias: log peak-to-peak amplitude added to the image's own bias field (the same field, made
+#: stronger, so severity orders non-uniformity whatever the field's shape); ghosting: relative
+#: intensity of an N/2 ghost along the phase-encode axis; motion: share of the outer k-space
+#: lines with random phase errors.
 DEGRADATIONS: Mapping[str, tuple[float, ...]] = {
     "noise": (1.0, 2.0, 3.5, 6.0),
     "blur": (0.0, 0.7, 1.3, 2.2),
-    "bias": (0.0, 0.45, 0.9, 1.4),
+    "bias": (0.0, 0.6, 1.2, 2.0),
     "ghosting": (0.0, 0.08, 0.18, 0.35),
     "motion": (0.0, 0.08, 0.2, 0.4),
 }
@@ -68,16 +70,15 @@ def apply_degradation(
     *,
     phase_axis: int,
 ) -> FloatArray:
-    """Apply a degradation other than noise (noise scales the Rician sigma, see DEGRADATIONS)."""
+    """Apply a degradation other than noise and bias, which scale the Rician sigma and the
+    image's own bias field (see DEGRADATIONS) and are left to the renderer."""
     if kind not in DEGRADATIONS:
         raise ValueError(f"unknown degradation {kind!r}; choose from {sorted(DEGRADATIONS)}")
     level = DEGRADATIONS[kind][severity]
-    if severity == 0 or kind == "noise":
+    if severity == 0 or kind in ("noise", "bias"):
         return image
     if kind == "blur":
         return ndimage.gaussian_filter(image, level).astype(np.float32)  # type: ignore[no-any-return]
-    if kind == "bias":
-        return image * bias_field(image.shape, rng, level)
     if kind == "ghosting":
         ghost = np.roll(image, image.shape[phase_axis] // 2, axis=phase_axis)
         return (image + level * ghost).astype(np.float32)
@@ -90,8 +91,11 @@ def _motion(
     """Rigid jumps during acquisition: random phase ramps on a share of phase-encode lines."""
     k = np.fft.fftshift(np.fft.fftn(image), axes=phase_axis)
     n = image.shape[phase_axis]
-    # Motion late in the scan hits the outer k-space lines; the centre stays mostly intact.
-    lines = rng.choice(n, size=max(1, round(fraction * n)), replace=False)
+    # Motion late in the scan hits the outer k-space lines; the central eighth stays intact.
+    # A permutation's prefix: with the same generator, a more severe case corrupts a superset.
+    centre = n // 16
+    outer = np.concatenate([np.arange(0, n // 2 - centre), np.arange(n // 2 + centre + 1, n)])
+    lines = rng.permutation(outer)[: max(1, round(fraction * outer.size))]
     freq_axis = (phase_axis + 1) % 3
     freqs = np.fft.fftshift(np.fft.fftfreq(image.shape[freq_axis]))
     shape = [1, 1, 1]

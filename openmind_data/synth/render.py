@@ -175,7 +175,8 @@ def render_anatomy(spec: AnatomySpec, rng: np.random.Generator) -> Rendered:
     brain = codes >= BRAIN_FLAG
     head = tissue != Tissue.AIR
 
-    image = clean**spec.gamma * bias_field(clean.shape, rng, spec.bias)
+    bias = spec.bias + (DEGRADATIONS["bias"][spec.severity] if spec.degradation == "bias" else 0.0)
+    image = clean**spec.gamma * bias_field(clean.shape, rng, bias)
     if spec.degradation is not None:
         image = apply_degradation(
             image, spec.degradation, spec.severity, rng, phase_axis=spec.phase_axis
