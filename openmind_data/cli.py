@@ -91,12 +91,14 @@ def demo(
 
     Today: synthesize the collection, crawl it into OUT/crawl/index.parquet (with its
     companions), turn its DWI series into maps under OUT/dwi, mask (and where needed deface)
-    every image under OUT/masks, and draw the collection's montage and the masks over middle
-    slices into OUT/assets; the other build stages join as they land.
+    every image under OUT/masks, measure and score every image under OUT/quality, and draw the
+    collection's montage, the masks over middle slices and the quality contact sheet into
+    OUT/assets; the other build stages join as they land.
     """
     from openmind_data.crawl import crawl as run_crawl  # noqa: PLC0415
     from openmind_data.dwi import run_dwi  # noqa: PLC0415
     from openmind_data.masks import run_masks, write_mask_figure  # noqa: PLC0415
+    from openmind_data.quality import run_quality, write_quality_sheet  # noqa: PLC0415
     from openmind_data.synth import SynthConfig, synthesize, write_montage  # noqa: PLC0415
 
     collection = synthesize(
@@ -122,14 +124,23 @@ def demo(
     )
     mask_tables = masked.write(out / "masks")
     _print_counts(masked.counts())
+    scored = run_quality(
+        masked.images, masked.voxels, out / "masks", workers=workers, progress=_State.progress
+    )
+    quality_tables = scored.write(out / "quality")
+    _print_counts(scored.counts())
     picture = write_montage(collection, out / "assets" / "synthetic_sources.png")
     overlays = write_mask_figure(
         masked.images, masked.voxels, out / "masks", out / "assets" / "masks.png"
     )
+    sheet = write_quality_sheet(
+        scored.images, masked.voxels, out / "assets" / "quality_sheet.png", per_modality=3
+    )
     typer.echo(
         f"sources: {sources}/  truth: {sources}/truth/  crawl: {paths['candidates']}  "
-        f"dwi: {tables['images']}  masks: {mask_tables['images']}  montage: {picture}  "
-        f"mask overlays: {overlays}"
+        f"dwi: {tables['images']}  masks: {mask_tables['images']}  "
+        f"quality: {quality_tables['images']}  montage: {picture}  mask overlays: {overlays}  "
+        f"quality sheet: {sheet}"
     )
 
 
@@ -241,6 +252,136 @@ def masks(
         progress=_State.progress,
     )
     _write_and_report(result, out)
+
+
+quality_app = typer.Typer(
+    help="Image quality: metrics and IQS, calibration to ratings, a contact sheet to check.",
+    no_args_is_help=True,
+)
+app.add_typer(quality_app, name="quality")
+
+Roots = Annotated[list[Path], typer.Option(help="The folders the crawl was given (repeatable).")]
+MasksDir = Annotated[Path, typer.Option(help="The masks stage's folder (its --out).")]
+DwiDir = Annotated[
+    Path | None, typer.Option(help="The DWI stage's folder, where the table has its maps.")
+]
+ModelFile = Annotated[
+    Path | None, typer.Option(help="IQS model file (default: the one shipped with openmind).")
+]
+Released = Annotated[
+    Path | None,
+    typer.Option(help="Released scores (e.g. OpenMind's openneuro_metadata.csv) to import."),
+]
+
+
+@quality_app.command("score")
+def quality_score(
+    table: Annotated[Path, typer.Argument(help="The masks stage's table (masks.parquet).")],
+    root: Roots,
+    masks: MasksDir,
+    dwi: DwiDir = None,
+    out: Annotated[Path, typer.Option(help="Folder for quality.parquet.")] = Path("quality"),
+    model: ModelFile = None,
+    released: Released = None,
+    workers: Annotated[int, typer.Option(help="Processes (one image each).")] = 1,
+) -> None:
+    """Measure every image over its masks and score it: OUT/quality.parquet (the image table
+    with the iqm_* columns and image_quality_score) and OUT/quality.excluded.parquet."""
+    from openmind_data.masks import voxel_paths  # noqa: PLC0415
+    from openmind_data.quality import load_model, read_ratings, run_quality  # noqa: PLC0415
+    from openmind_data.schema import IMAGE_SCHEMA, read_table  # noqa: PLC0415
+
+    images = read_table(table, IMAGE_SCHEMA)
+    result = run_quality(
+        images,
+        voxel_paths(images, root, masks, derived_root=dwi),
+        masks,
+        load_model(model),
+        released=read_ratings(released) if released else None,
+        workers=workers,
+        progress=_State.progress,
+    )
+    _write_and_report(result, out)
+
+
+@quality_app.command("rescore")
+def quality_rescore(
+    table: Annotated[Path, typer.Argument(help="A table with the iqm_* columns.")],
+    out: Annotated[Path, typer.Option(help="The re-scored table (Parquet).")],
+    model: ModelFile = None,
+    released: Released = None,
+) -> None:
+    """Score a measured table again with another model (no voxel is read)."""
+    from openmind_data.quality import load_model, read_ratings, score_table  # noqa: PLC0415
+    from openmind_data.schema import IMAGE_SCHEMA, read_table, write_table  # noqa: PLC0415
+
+    scored = score_table(
+        read_table(table, IMAGE_SCHEMA),
+        load_model(model),
+        released=read_ratings(released) if released else None,
+    )
+    write_table(scored, out)
+    typer.echo(f"rescored {scored.num_rows} images; wrote {out}")
+
+
+@quality_app.command("calibrate")
+def quality_calibrate(
+    table: Annotated[Path, typer.Argument(help="A table with the iqm_* columns.")],
+    ratings: Annotated[
+        Path,
+        typer.Option(
+            help="CSV/TSV/Parquet: a score column (rating, score or image_quality_score) and "
+            "image_id, image_path, or dataset_id and modality."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="The new model file (JSON).")] = Path("iqs.json"),
+    name: Annotated[str, typer.Option(help="The model's name.")] = "iqs-calibrated",
+    version: Annotated[str, typer.Option(help="The model's version.")] = "1",
+    min_images: Annotated[
+        int, typer.Option(help="Fewest images a modality needs for its own references.")
+    ] = 5,
+    tolerance: Annotated[
+        float, typer.Option(help="Robust SDs worse than the reference that still count as normal.")
+    ] = 1.0,
+) -> None:
+    """Fit the IQS model to ratings (a rater's, or OpenMind's released group scores) and write
+    its parameter file; use it with --model."""
+    from openmind_data.quality import calibrate, read_ratings  # noqa: PLC0415
+    from openmind_data.schema import IMAGE_SCHEMA, read_table  # noqa: PLC0415
+
+    fit = calibrate(
+        read_table(table, IMAGE_SCHEMA),
+        read_ratings(ratings),
+        name=name,
+        version=version,
+        min_images=min_images,
+        tolerance=tolerance,
+    )
+    _print_counts(fit.counts())
+    typer.echo(f"wrote {fit.model.save(out)}")
+
+
+@quality_app.command("sheet")
+def quality_sheet(
+    table: Annotated[Path, typer.Argument(help="A scored table (quality.parquet).")],
+    root: Roots,
+    masks: MasksDir,
+    dwi: DwiDir = None,
+    out: Annotated[Path, typer.Option(help="The sheet: .png or .html.")] = Path(
+        "quality-sheet.png"
+    ),
+    per_modality: Annotated[
+        int, typer.Option(help="Best and worst images shown per modality.")
+    ] = 4,
+) -> None:
+    """Middle slices of the best- and worst-scoring images of each modality, to check by eye."""
+    from openmind_data.masks import voxel_paths  # noqa: PLC0415
+    from openmind_data.quality import write_quality_sheet  # noqa: PLC0415
+    from openmind_data.schema import IMAGE_SCHEMA, read_table  # noqa: PLC0415
+
+    images = read_table(table, IMAGE_SCHEMA)
+    voxels = voxel_paths(images, root, masks, derived_root=dwi)
+    typer.echo(f"wrote {write_quality_sheet(images, voxels, out, per_modality=per_modality)}")
 
 
 def _write_and_report(result: Any, out: Path) -> None:

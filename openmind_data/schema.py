@@ -43,7 +43,7 @@ __all__ = [
 
 #: Bumped in its major part when a column is removed, renamed or changes type; in its minor part
 #: when a column is added. Readers accept tables of the same major version.
-SCHEMA_VERSION = "1.1.0"
+SCHEMA_VERSION = "1.2.0"
 #: The BIDS specification version whose entities and suffixes the tables follow.
 BIDS_VERSION = "1.10.0"
 
@@ -91,6 +91,9 @@ IQM_COLUMNS: dict[str, str] = {
     "iqm_inu": "Intensity non-uniformity: spread of the estimated bias field inside the head.",
     "iqm_ghost": "Ghosting/motion indicator: signal in the phase-encode ghost band over "
     "foreground signal.",
+    "iqm_fwhm": "Smoothness: full width at half maximum of the image's spatial autocorrelation "
+    "inside the head, in mm, averaged over the axes (Forman et al. 1995; MRIQC's fwhm_avg); "
+    "higher means blurrier.",
 }
 
 _IMAGE_FIELDS: list[pa.Field] = [
@@ -387,8 +390,10 @@ def table_from_records(records: Iterable[Mapping[str, Any]], schema: pa.Schema) 
 
 
 def write_table(table: pa.Table, path: str | Path, **parquet_options: Any) -> None:
-    """Write a table to Parquet, keeping descriptions and versions; no wall-clock times."""
+    """Write a table to Parquet (its folder made if needed), keeping descriptions and
+    versions; no wall-clock times."""
     _check_version(table.schema, str(path))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {"compression": "zstd", "write_statistics": True}
     options.update(parquet_options)
     pq.write_table(table, str(path), **options)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from openmind_data.crawl import CrawlResult, crawl
+from openmind_data.masks import MasksResult, run_masks
 from openmind_data.synth import Collection, SynthConfig, synthesize
 
 
@@ -28,6 +29,15 @@ def collection(tmp_path_factory: pytest.TempPathFactory, _cache: None) -> Collec
 def crawled(collection: Collection) -> CrawlResult:
     """The default collection crawled, once for every module that needs it."""
     return crawl(collection.root)
+
+
+@pytest.fixture(scope="session")
+def masked(
+    collection: Collection, crawled: CrawlResult, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, MasksResult]:
+    """The default collection's anatomical images through the masks stage: (folder, result)."""
+    out = tmp_path_factory.mktemp("masks")
+    return out, run_masks(crawled.candidates, collection.root, out, workers=2)
 
 
 @pytest.fixture(scope="session")

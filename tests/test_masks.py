@@ -21,7 +21,6 @@ from openmind_data.masks import (
     mask_image,
     mask_paths,
     quickshear,
-    run_masks,
     write_mask_figure,
 )
 from openmind_data.masks.anatomy import fill_holes, zero_padding
@@ -203,14 +202,6 @@ def test_only_boolean_masks_can_be_encoded() -> None:
 
 
 # -- the stage over the collection, files on disk -------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def masked(
-    collection: Collection, crawled: CrawlResult, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, Any]:
-    out = tmp_path_factory.mktemp("masks")
-    return out, run_masks(crawled.candidates, collection.root, out, workers=2)
 
 
 def test_every_candidate_is_masked_or_excluded_with_a_reason(

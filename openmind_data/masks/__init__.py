@@ -8,7 +8,7 @@ from openmind_data.masks.anatomy import Foreground, foreground
 from openmind_data.masks.brain import BrainMasker, brain_masker
 from openmind_data.masks.deface import brain_overlap, quickshear
 from openmind_data.masks.figure import write_mask_figure
-from openmind_data.masks.run import MasksResult, encode_mask, mask_paths, run_masks
+from openmind_data.masks.run import MasksResult, encode_mask, mask_paths, run_masks, voxel_paths
 from openmind_data.masks.stage import MaskedImage, MaskOptions, mask_image
 
 __all__ = [
@@ -25,5 +25,6 @@ __all__ = [
     "mask_paths",
     "quickshear",
     "run_masks",
+    "voxel_paths",
     "write_mask_figure",
 ]

@@ -36,7 +36,14 @@ from openmind_data.nifti import encode_nifti, write_atomic
 from openmind_data.parallel import run_jobs
 from openmind_data.schema import EXCLUDED_SCHEMA, IMAGE_SCHEMA, table_from_records, write_table
 
-__all__ = ["MASK_SUFFIXES", "MasksResult", "encode_mask", "mask_paths", "run_masks"]
+__all__ = [
+    "MASK_SUFFIXES",
+    "MasksResult",
+    "encode_mask",
+    "mask_paths",
+    "run_masks",
+    "voxel_paths",
+]
 
 log = logging.getLogger(__name__)
 
@@ -126,19 +133,44 @@ def run_masks(
             source = Path(derived_root) / row["image_path"]
             jobs.append((row, str(source), str(out), options, True))
     results = run_jobs(_one, jobs, workers=workers, desc="masks", unit="image", progress=progress)
-    records = [r for done in results for r in done[0]]
-    sources = {job[0]["image_id"]: Path(job[1]) for job in jobs}
-    voxels = {
-        r["image_id"]: Path(out) / r["image_path"]
-        if r["defacing"] == "toolkit"
-        else sources[r["image_id"]]
-        for r in records
-    }
+    images = table_from_records([r for done in results for r in done[0]], IMAGE_SCHEMA)
     return MasksResult(
-        images=table_from_records(records, IMAGE_SCHEMA),
+        images=images,
         excluded=table_from_records([r for done in results for r in done[1]], EXCLUDED_SCHEMA),
-        voxels=voxels,
+        voxels=voxel_paths(images, roots, out, derived_root=derived_root),
     )
+
+
+def voxel_paths(
+    images: pa.Table,
+    roots: str | Path | Sequence[str | Path],
+    out: str | Path,
+    *,
+    derived_root: str | Path | None = None,
+) -> dict[str, Path]:
+    """Image id -> the file holding the voxels to publish, for the rows of the masks stage's
+    table: the toolkit's defaced copy under ``out``; a DWI map under ``derived_root``; else the
+    source under the crawl's roots."""
+    if isinstance(roots, str | Path):
+        roots = [roots]
+    datasets = {path.name: path for path in find_datasets(roots)}
+    paths: dict[str, Path] = {}
+    for row in images.select(
+        ["image_id", "dataset_id", "source_path", "image_path", "derivation", "defacing"]
+    ).to_pylist():
+        if row["defacing"] == "toolkit":
+            paths[row["image_id"]] = Path(out) / row["image_path"]
+        elif row["derivation"] is not None:
+            if derived_root is None:
+                raise ConfigError(
+                    "derived images need derived_root, the folder they were written to"
+                )
+            paths[row["image_id"]] = Path(derived_root) / row["image_path"]
+        elif row["dataset_id"] in datasets:
+            paths[row["image_id"]] = datasets[row["dataset_id"]] / row["source_path"]
+        else:
+            raise ConfigError(f"dataset {row['dataset_id']} of the table is not under the roots")
+    return paths
 
 
 def _gz(path: str) -> str:

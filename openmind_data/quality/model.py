@@ -4,10 +4,13 @@ Three steps, each a line of the parameter file (``iqs_default.json``, shipped wi
 ``openmind quality calibrate`` writes new ones):
 
 1. *Badness per metric.* Each metric is turned so that larger is worse (``-log`` of the ratios
-   SNR, CNR and FBER; CJV, EFC, QI1, INU and ghosting as they are) and standardized robustly
-   against its modality's reference: ``z = (x - median) / scale``, ``scale`` the MAD times 1.4826,
-   never below the metric's floor. A modality the model has no reference for uses the pooled one
-   (``"*"``). Only what is worse than the reference counts: ``h = max(z, 0)``.
+   SNR, CNR and FBER; ``log`` of the FWHM; CJV, EFC, QI1, INU and ghosting as they are) and
+   standardized robustly against its modality's reference: ``z = (x - median) / scale``,
+   ``scale`` the MAD times 1.4826, never below the metric's floor. A modality the model has no
+   reference for uses the pooled one (``"*"``). Only what is clearly worse than the reference
+   counts: ``h = max(z - tolerance, 0)``, with a tolerance of one robust standard deviation by
+   default (the spread between good images: head size against the field of view moves EFC,
+   the scanner's own coil profile INU).
 2. *Monotone combination.* ``s = intercept + sum_k weight_k * h_k`` with every weight >= 0, so
    no metric can make an image look better by being worse. A null metric (it does not apply to
    the modality) adds nothing.
@@ -44,7 +47,8 @@ __all__ = [
     "rating_to_badness",
 ]
 
-#: Metric column -> how it is made "larger is worse": 'neglog' (-log x) or 'identity'.
+#: Metric column -> how it is made "larger is worse": 'neglog' (-log x), 'log' (log x, for a
+#: width in mm, where changes are relative) or 'identity'.
 METRICS: dict[str, str] = {
     "iqm_snr": "neglog",
     "iqm_cnr": "neglog",
@@ -54,6 +58,7 @@ METRICS: dict[str, str] = {
     "iqm_qi1": "identity",
     "iqm_inu": "identity",
     "iqm_ghost": "identity",
+    "iqm_fwhm": "log",
 }
 #: The smallest scale a metric is standardized by (in its turned units): below it differences
 #: are within what the metric itself resolves. -log units are relative changes.
@@ -66,6 +71,7 @@ SCALE_FLOORS: dict[str, float] = {
     "iqm_qi1": 0.005,
     "iqm_inu": 0.01,
     "iqm_ghost": 0.005,
+    "iqm_fwhm": 0.03,
 }
 POOLED = "*"
 MAD_TO_SD = 1.4826
@@ -84,6 +90,8 @@ def rating_to_badness(rating: float) -> float:
 def _turn(column: str, value: float) -> float | None:
     if METRICS[column] == "neglog":
         return -math.log(value) if value > 0 else None
+    if METRICS[column] == "log":
+        return math.log(value) if value > 0 else None
     return value
 
 
@@ -103,6 +111,7 @@ class IqsModel:
     weights: dict[str, float]
     intercept: float
     references: dict[str, dict[str, Reference]]  # modality -> metric -> reference
+    tolerance: float = 1.0  # robust standard deviations of badness that count as normal
     description: str = ""
     fitted_on: dict[str, Any] = field(default_factory=dict)
 
@@ -110,8 +119,10 @@ class IqsModel:
         unknown = set(self.weights) - set(METRICS)
         if unknown:
             raise ConfigError(f"IQS model {self.name}: unknown metrics {sorted(unknown)}")
-        if any(w < 0 for w in self.weights.values()) or self.intercept < 0:
-            raise ConfigError(f"IQS model {self.name}: weights and intercept must be >= 0")
+        if any(w < 0 for w in self.weights.values()) or min(self.intercept, self.tolerance) < 0:
+            raise ConfigError(
+                f"IQS model {self.name}: weights, intercept and tolerance must be >= 0"
+            )
         if POOLED not in self.references:
             raise ConfigError(f"IQS model {self.name}: no pooled ('*') reference")
 
@@ -120,7 +131,8 @@ class IqsModel:
         return f"{self.name}/{self.version}"
 
     def badness(self, metrics: Mapping[str, Any], modality: str) -> dict[str, float]:
-        """Metric -> h = max(z, 0) for the metrics present; absent and null ones are left out."""
+        """Metric -> h = max(z - tolerance, 0) for the metrics present; absent and null ones
+        are left out."""
         references = self.references.get(modality, {})
         pooled = self.references[POOLED]
         out: dict[str, float] = {}
@@ -132,7 +144,8 @@ class IqsModel:
             reference = references.get(column) or pooled.get(column)
             if turned is None or reference is None:
                 continue
-            out[column] = max((turned - reference.median) / reference.scale, 0.0)
+            z = (turned - reference.median) / reference.scale
+            out[column] = max(z - self.tolerance, 0.0)
         return out
 
     def contributions(self, metrics: Mapping[str, Any], modality: str) -> dict[str, float]:
@@ -156,6 +169,7 @@ class IqsModel:
             "description": self.description,
             "fitted_on": self.fitted_on,
             "transforms": {k: METRICS[k] for k in self.weights},
+            "tolerance": _round(self.tolerance),
             "intercept": _round(self.intercept),
             "weights": {k: _round(w) for k, w in self.weights.items()},
             "references": {
@@ -189,6 +203,7 @@ class IqsModel:
                 description=str(values.get("description", "")),
                 fitted_on=dict(values.get("fitted_on", {})),
                 intercept=float(values["intercept"]),
+                tolerance=float(values.get("tolerance", 1.0)),
                 weights={str(k): float(v) for k, v in values["weights"].items()},
                 references={
                     str(modality): {
@@ -259,6 +274,7 @@ def fit_model(
     name: str,
     version: str,
     min_images: int = 5,
+    tolerance: float = 1.0,
     description: str = "",
     fitted_on: Mapping[str, Any] | None = None,
 ) -> IqsModel:
@@ -269,7 +285,7 @@ def fit_model(
     if len(targets) < 3:
         raise ConfigError(f"calibration needs at least 3 rated images, got {len(targets)}")
     references = _references(rows, min_images)
-    unfitted = IqsModel(name, version, dict.fromkeys(METRICS, 1.0), 0.0, references)
+    unfitted = IqsModel(name, version, dict.fromkeys(METRICS, 1.0), 0.0, references, tolerance)
     design = np.zeros((len(targets), len(METRICS) + 1))
     goal = np.zeros(len(targets))
     for i, (index, rating, weight) in enumerate(targets):
@@ -286,6 +302,7 @@ def fit_model(
         intercept=float(solution[0]),
         weights={column: float(w) for column, w in zip(METRICS, solution[1:], strict=True)},
         references=references,
+        tolerance=tolerance,
         description=description,
         fitted_on=dict(fitted_on or {}),
     )

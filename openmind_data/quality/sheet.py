@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,11 +50,23 @@ def _select(rows: list[dict[str, Any]], per_modality: int) -> dict[str, list[tup
     return chosen
 
 
+def _driver(row: dict[str, Any]) -> str | None:
+    """The metric that added most to the score, from the row's quality provenance step."""
+    for step in reversed(row.get("provenance") or []):
+        if step["step"] == "quality" and step.get("parameters"):
+            parts = json.loads(step["parameters"]).get("contributions") or {}
+            if parts:
+                return str(max(parts, key=parts.__getitem__)).removeprefix("iqm_")
+    return None
+
+
 def _caption(row: dict[str, Any]) -> list[str]:
-    """Caption lines: dataset and modality, the score, and the shown metrics that are present."""
+    """Caption lines: dataset and modality, the score (and the metric that drove it), and the
+    shown metrics that are present."""
+    driver = _driver(row)
     lines = [
         f"{row['dataset_id']} {row['modality']}",
-        f"IQS {float(row['image_quality_score']):.2f}",
+        f"IQS {float(row['image_quality_score']):.2f}" + (f" ({driver})" if driver else ""),
     ]
     metrics = [
         f"{name} {float(row[f'iqm_{name}']):.3g}"

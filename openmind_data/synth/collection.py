@@ -43,6 +43,19 @@ class Collection:
         """Truth records, all or of one role ('image', 'excluded', 'ignored', 'metadata')."""
         return [f for f in self.truth["files"] if role is None or f["role"] == role]
 
+    def quality_ratings(self) -> list[dict[str, Any]]:
+        """What a rater who knew the truth would say: ``image_path`` (the released layout) and
+        ``rating``, 1 for every clean 3D image and ``1 + 4 * severity / 3`` for the quality
+        ladder's degraded ones (3, the most severe, rated 5)."""
+        return [
+            {
+                "image_path": f["path"] if f["path"].endswith(".gz") else f"{f['path']}.gz",
+                "rating": 1.0 + 4.0 * f["severity"] / 3.0 if f.get("degradation") else 1.0,
+            }
+            for f in self.files("image")
+            if f["modality"] != "DWI"
+        ]
+
 
 def load_truth(root: str | Path) -> Collection:
     path = Path(root) / TRUTH_FILE

@@ -523,8 +523,19 @@ def diffusion(b: DatasetBuilder, cfg: SynthConfig) -> None:
 
 
 # -- 5 ----------------------------------------------------------------------------------------
+#: The quality ladder's contrast in successive copies of the recipes, with its acquisition
+#: (TR, TE, TI, flip angle): copy 0 (the default collection) is T1w.
+LADDER_CONTRASTS: tuple[tuple[str, tuple[float, float, float | None, float]], ...] = (
+    ("T1w", (2.4, 0.00214, 1.0, 8.0)),
+    ("T2w", (3.2, 0.409, None, 120.0)),
+    ("FLAIR", (5.0, 0.388, 1.8, 120.0)),
+)
+
+
 def quality(b: DatasetBuilder, cfg: SynthConfig) -> None:
     _describe(b, "Image quality ladder (synthetic)", "CC0", "CC0-1.0", "1.0.0", "plain")
+    copy = (int(b.dataset_id.removeprefix("ds")) - 1) // len(RECIPES)
+    contrast, (tr, te, ti, flip) = LADDER_CONTRASTS[copy % len(LADDER_CONTRASTS)]
     kinds = ["noise", "blur", "bias", "ghosting", "motion"]
     cases: list[tuple[str | None, int]] = [(None, 0), (None, 0)]
     if cfg.quality:
@@ -534,16 +545,14 @@ def quality(b: DatasetBuilder, cfg: SynthConfig) -> None:
     people = make_participants(labels, "months", b.rng("participants"))
     b.write_text("participants.tsv", participants_tsv(people))
     b.write_json("participants.json", participants_json("months"))
-    sidecar, expected = _acquisition(
-        "s", "Siemens", "Siemens", "Skyra", 3.0, 2.4, 0.00214, 1.0, 8.0
-    )
-    t1w = b.sidecar("T1w.json", sidecar)
+    sidecar, expected = _acquisition("s", "Siemens", "Siemens", "Skyra", 3.0, tr, te, ti, flip)
+    top = b.sidecar(f"{contrast}.json", sidecar)
     for p, case in zip(people, order, strict=True):
         kind, severity = cases[int(case)]
-        rel = f"sub-{p.label}/anat/sub-{p.label}_T1w.nii.gz"
+        rel = f"sub-{p.label}/anat/sub-{p.label}_{contrast}.nii.gz"
         grid = _grid(b, cfg, rel, (1.0, 1.0, 1.0), "RAS")
         spec = AnatomySpec(
-            "T1w",
+            contrast,
             grid,
             subject_transform(b.rng(f"sub-{p.label}/pose")),
             snr=30.0,
@@ -553,10 +562,10 @@ def quality(b: DatasetBuilder, cfg: SynthConfig) -> None:
         )
         b.image(
             rel,
-            modality="T1w",
+            modality=contrast,
             dtype="int16",
             anatomy=spec,
-            sidecars=[t1w],
+            sidecars=[top],
             expected=expected,
             subject=p.label,
             participant=_person(p),
