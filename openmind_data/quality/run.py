@@ -50,20 +50,16 @@ class QualityResult:
     excluded: pa.Table
 
     def counts(self) -> dict[str, object]:
-        by_modality: dict[str, list[float]] = {}
+        scores: dict[str, list[float]] = {}
+        unscored: Counter[str] = Counter()
         for row in self.images.select(["modality", "image_quality_score"]).to_pylist():
-            if row["image_quality_score"] is not None:
-                by_modality.setdefault(str(row["modality"]), []).append(row["image_quality_score"])
-        unscored = Counter(
-            str(r["modality"])
-            for r in self.images.select(["modality", "image_quality_score"]).to_pylist()
-            if r["image_quality_score"] is None
-        )
+            if row["image_quality_score"] is None:
+                unscored[str(row["modality"])] += 1
+            else:
+                scores.setdefault(str(row["modality"]), []).append(row["image_quality_score"])
         return {
-            "scored images": sum(len(v) for v in by_modality.values()),
-            "median IQS": {
-                m: round(float(np.median(v)), 2) for m, v in sorted(by_modality.items())
-            },
+            "scored images": sum(len(v) for v in scores.values()),
+            "median IQS": {m: round(float(np.median(v)), 2) for m, v in sorted(scores.items())},
             "unscored (no metric applies)": dict(sorted(unscored.items())),
             "quality excluded": self.excluded.num_rows,
         }
