@@ -26,7 +26,7 @@ and CJV are null. No metric is ever made up.
   estimator of AFNI's 3dFWHMx that MRIQC reports as fwhm_avg); the mean over the axes in mm.
   Blur raises it; noise lowers it (the noise has its own metrics).
 
-Every metric is computed on a sampling grid of about 4 mm (every fourth voxel of a 1 mm image,
+Every metric is computed on a sampling grid of about 5 mm (every fifth voxel of a 1 mm image,
 every second of a 2.4 mm one), the smoothness from voxel pairs about 2 mm apart taken at that
 grid's points: means, medians, percentiles and variances of millions of voxels do not need all
 of them (sampling keeps each voxel's value; it does not blur), and the metrics then cost less
@@ -50,7 +50,7 @@ __all__ = ["NO_TISSUE_CLASSES", "image_quality_metrics"]
 NO_TISSUE_CLASSES = frozenset({"FA", "MD"})
 #: Fewest background voxels the noise is learnt from.
 MIN_BACKGROUND = 1000
-SAMPLE_MM = 4.0  # spacing of the sampling grid the metrics are computed on
+SAMPLE_MM = 5.0  # spacing of the sampling grid the metrics are computed on
 LAG_MM = 2.0  # distance of the voxel pairs the smoothness is measured from
 NEAR_MM = 4.0  # background starts this far from the anatomy
 INU_SIGMA_MM = 15.0
