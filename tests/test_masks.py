@@ -8,6 +8,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import pyarrow as pa
 import pytest
 from numpy.typing import NDArray
 
@@ -21,9 +22,11 @@ from openmind_data.masks import (
     mask_image,
     mask_paths,
     quickshear,
+    run_masks,
     write_mask_figure,
 )
 from openmind_data.masks.anatomy import fill_holes, zero_padding
+from openmind_data.schema import IMAGE_SCHEMA
 from openmind_data.synth import Collection
 
 ANATOMY_DICE = 0.95
@@ -253,6 +256,27 @@ def test_written_masks_are_binary_in_the_image_grid_and_never_swapped(
         if truth["anon"].any():
             assert dice(masks["anon"], truth["anon"]) >= ANON_DICE, row["image_path"]
         assert not (masks["anon"] & masks["anatomy"]).any()
+
+
+@pytest.mark.parametrize("cut", [200, 5000])  # inside the header; inside the voxels
+def test_a_cut_file_is_excluded_as_truncated(
+    tmp_path: Path, collection: Collection, crawled: CrawlResult, cut: int
+) -> None:
+    row = next(r for r in crawled.candidates.to_pylist() if r["modality"] == "T1w")
+    image_path = f"{row['dataset_id']}/{row['source_path']}"
+    source = (collection.root / image_path).read_bytes()
+    (tmp_path / image_path).parent.mkdir(parents=True)
+    (tmp_path / image_path).write_bytes(source[:cut])
+    derived = pa.Table.from_pylist([{**row, "image_path": image_path}], schema=IMAGE_SCHEMA)
+    result = run_masks(
+        crawled.candidates.slice(0, 0),
+        collection.root,
+        tmp_path / "out",
+        derived=derived,
+        derived_root=tmp_path,
+    )
+    (excluded,) = result.excluded.to_pylist()
+    assert (excluded["reason"], excluded["stage"]) == ("truncated", "load")
 
 
 def test_toolkit_defacing_is_written_and_recorded(

@@ -24,6 +24,7 @@ import nibabel as nib
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from nibabel.filebasedimages import ImageFileError
 from numpy.typing import NDArray
 
 from openmind_data.crawl.api import find_datasets
@@ -205,7 +206,7 @@ def _mask_one(
     try:
         image = nib.load(source)
         data = image.get_fdata(dtype=np.float32)
-    except (OSError, EOFError, ValueError) as error:
+    except (OSError, EOFError, ValueError, ImageFileError) as error:
         raise InvalidInputError(source, R.TRUNCATED, f"voxels cannot be read: {error}") from error
     if data.ndim != 3:
         raise InvalidInputError(
