@@ -1,0 +1,11 @@
+"""The build: from BIDS roots to the OpenMind dataset folder.
+
+So far: the subject-disjoint split (:func:`assign_splits`) and duplicate detection by source
+checksum (:func:`drop_duplicates`, :func:`file_sha256`), pure functions over the image table that
+the build's finalize step runs.
+"""
+
+from openmind_data.build.dedup import drop_duplicates, file_sha256
+from openmind_data.build.splits import SPLITS, assign_splits, split_of
+
+__all__ = ["SPLITS", "assign_splits", "drop_duplicates", "file_sha256", "split_of"]
