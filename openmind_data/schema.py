@@ -29,6 +29,7 @@ __all__ = [
     "IGNORED_SCHEMA",
     "IMAGE_SCHEMA",
     "IQM_COLUMNS",
+    "KEY_VALUE",
     "PROVENANCE_TYPE",
     "RELEASED_COLUMNS",
     "SCHEMA_VERSION",
@@ -36,6 +37,7 @@ __all__ = [
     "SOURCES_SCHEMA",
     "VOXEL_COLUMNS",
     "describe",
+    "key_values",
     "read_table",
     "table_from_records",
     "write_table",
@@ -43,7 +45,7 @@ __all__ = [
 
 #: Bumped in its major part when a column is removed, renamed or changes type; in its minor part
 #: when a column is added. Readers accept tables of the same major version.
-SCHEMA_VERSION = "1.2.0"
+SCHEMA_VERSION = "2.0.0"
 #: The BIDS specification version whose entities and suffixes the tables follow.
 BIDS_VERSION = "1.10.0"
 
@@ -66,7 +68,11 @@ def _schema(table: str, fields: Sequence[pa.Field]) -> pa.Schema:
 _STR = pa.string()
 _CAT = pa.dictionary(pa.int32(), pa.string())
 _F32 = pa.float32()
-_MAP = pa.map_(pa.string(), pa.string())
+#: String-to-string metadata as key/value pairs: what an Arrow map is underneath, and unlike a map
+#: a type the ``datasets`` library (and so the Hub and ``load_dataset``) can represent.
+KEY_VALUE = pa.list_(
+    pa.struct([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.string())])
+)
 
 #: One processing step: what was done, how, with which parameters (JSON) and software versions.
 PROVENANCE_TYPE = pa.struct(
@@ -112,9 +118,9 @@ _IMAGE_FIELDS: list[pa.Field] = [
     _f("run", pa.int32(), "BIDS run index; null when the file has none."),
     _f(
         "entities",
-        _MAP,
+        KEY_VALUE,
         "Every other BIDS entity of the source file (acq, ce, rec, dir, echo, "
-        "part, inv, ...), label without its key.",
+        "part, inv, ...) as key/value pairs sorted by key, label without its key.",
     ),
     _f(
         "source_path",
@@ -216,9 +222,9 @@ _IMAGE_FIELDS: list[pa.Field] = [
     ),
     _f(
         "extra_metadata",
-        _MAP,
-        "Sidecar and participant fields that fit no column, as JSON "
-        "values; identifying fields are never kept.",
+        KEY_VALUE,
+        "Sidecar and participant fields that fit no column, as key/value pairs "
+        "sorted by key, values as JSON; identifying fields are never kept.",
     ),
     # -- licence and split ---------------------------------------------------------------------
     _f(
@@ -355,13 +361,32 @@ def describe(schema: pa.Schema) -> list[tuple[str, str, str]]:
     ]
 
 
+def key_values(value: Any) -> dict[str, str | None]:
+    """A key/value column's cell (pairs, as a table gives them) as a dict; null as empty."""
+    return {pair["key"]: pair["value"] for pair in value or []}
+
+
+def _as_pairs(row: Mapping[str, Any], columns: list[str]) -> Mapping[str, Any]:
+    """``row`` with dict values of key/value columns turned into sorted key/value pairs."""
+    if not any(isinstance(row.get(c), Mapping) for c in columns):
+        return row
+    out = dict(row)
+    for column in columns:
+        value = out.get(column)
+        if isinstance(value, Mapping):
+            out[column] = [{"key": k, "value": value[k]} for k in sorted(value)]
+    return out
+
+
 def table_from_records(records: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
     """Build a table of ``schema`` from dict rows.
 
     A key that is not a column is an error (a typo must not drop data silently); a missing key is
-    null; a null in a non-nullable column is an error naming the column.
+    null; a null in a non-nullable column is an error naming the column. A key/value column
+    (``KEY_VALUE``) takes a dict, stored as its pairs sorted by key.
     """
-    rows = list(records)
+    pairs = [field.name for field in schema if field.type == KEY_VALUE]
+    rows = [_as_pairs(row, pairs) for row in records]
     names = set(schema.names)
     for i, row in enumerate(rows):
         if not names.issuperset(row):

@@ -11,6 +11,7 @@ import pytest
 
 from openmind_data.crawl import CrawlResult, crawl, read_index
 from openmind_data.crawl.privacy import IDENTIFYING_FIELDS
+from openmind_data.schema import key_values
 from openmind_data.synth import Collection
 from openmind_data.synth.builder import IDENTIFYING_FIELDS as WRITTEN_BY_SYNTH
 from tests.conftest import file_digests
@@ -110,9 +111,11 @@ def test_participants_are_normalised(collection: Collection, crawled: CrawlResul
         else:
             assert row["age"] == pytest.approx(truth["age"], abs=1e-3), record["path"]
     messy = [r for r in crawled.candidates.to_pylist() if r["dataset_id"] == "ds000002"]
-    extras = {k: v for r in messy for k, v in r["extra_metadata"]}
+    extras = {k: v for r in messy for k, v in key_values(r["extra_metadata"]).items()}
     assert extras["participants.site"] == "B" and "participants.iq" in extras
-    assert {"20-25", "89+"} <= {dict(r["extra_metadata"]).get("participants.age") for r in messy}
+    assert {"20-25", "89+"} <= {
+        key_values(r["extra_metadata"]).get("participants.age") for r in messy
+    }
 
 
 def test_sources_carry_licence_and_attribution(

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -17,6 +18,7 @@ from openmind_data.schema import (
     SOURCES_SCHEMA,
     VOXEL_COLUMNS,
     describe,
+    key_values,
     read_table,
     table_from_records,
     write_table,
@@ -97,7 +99,7 @@ def test_parquet_round_trip_keeps_descriptions_and_version(tmp_path: Path) -> No
     back = read_table(path, IMAGE_SCHEMA)
     assert back.schema.equals(IMAGE_SCHEMA, check_metadata=True)
     assert describe(back.schema) == describe(IMAGE_SCHEMA)
-    assert back.to_pylist()[0]["entities"] == [("acq", "MPRAGE")]
+    assert key_values(back.to_pylist()[0]["entities"]) == {"acq": "MPRAGE"}
     assert back.column("run").to_pylist() == [1, None]
     # Also what any Parquet reader sees, without this toolkit:
     raw = pq.read_schema(path)
@@ -132,7 +134,10 @@ def test_read_table_checks_which_table_and_version(tmp_path: Path) -> None:
     with pytest.raises(SchemaError, match="'excluded' table, expected 'images'"):
         read_table(path, IMAGE_SCHEMA)
     future = excluded.replace_schema_metadata(
-        {**excluded.schema.metadata, b"openmind.schema_version": b"2.0.0"}
+        {
+            **excluded.schema.metadata,
+            b"openmind.schema_version": f"{int(SCHEMA_VERSION.split('.')[0]) + 1}.0.0".encode(),
+        }
     )
     pq.write_table(future, tmp_path / "future.parquet")
     with pytest.raises(SchemaError, match="not readable"):
@@ -144,3 +149,28 @@ def test_read_table_checks_which_table_and_version(tmp_path: Path) -> None:
 def test_vocabularies_fit_the_schema() -> None:
     table = table_from_records([_image_row(modality=m) for m in modality_names()], IMAGE_SCHEMA)
     assert table.column("modality").to_pylist() == modality_names()
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [IMAGE_SCHEMA, SHARD_SCHEMA, EXCLUDED_SCHEMA, SOURCES_SCHEMA],
+    ids=lambda s: s.metadata[b"openmind.table"].decode(),
+)
+def test_every_table_has_a_datasets_feature_for_every_column(schema: pa.Schema) -> None:
+    """What the Hub and load_dataset need: datasets has no feature for an Arrow map, hence the
+    key/value pair lists."""
+    features = datasets.Features.from_arrow_schema(schema)
+    assert list(features) == schema.names
+    if "entities" in features:
+        assert features["entities"] == datasets.List(
+            {"key": datasets.Value("string"), "value": datasets.Value("string")}
+        )
+
+
+def test_key_value_columns_take_dicts_and_give_them_back() -> None:
+    table = table_from_records(
+        [_image_row(entities={"run": "2", "acq": "x"}), _image_row(entities=None)], IMAGE_SCHEMA
+    )
+    first, second = table.column("entities").to_pylist()
+    assert first == [{"key": "acq", "value": "x"}, {"key": "run", "value": "2"}]  # sorted
+    assert key_values(first) == {"acq": "x", "run": "2"} and key_values(second) == {}
