@@ -2,10 +2,21 @@
 
 So far: the subject-disjoint split (:func:`assign_splits`) and duplicate detection by source
 checksum (:func:`drop_duplicates`, :func:`file_sha256`), pure functions over the image table that
-the build's finalize step runs.
+the build's finalize step runs; and the data shards of one config (:func:`write_shards`).
 """
 
 from openmind_data.build.dedup import drop_duplicates, file_sha256
+from openmind_data.build.shards import ShardOptions, shard_name, shard_schema, write_shards
 from openmind_data.build.splits import SPLITS, assign_splits, split_of
 
-__all__ = ["SPLITS", "assign_splits", "drop_duplicates", "file_sha256", "split_of"]
+__all__ = [
+    "SPLITS",
+    "ShardOptions",
+    "assign_splits",
+    "drop_duplicates",
+    "file_sha256",
+    "shard_name",
+    "shard_schema",
+    "split_of",
+    "write_shards",
+]

@@ -1,0 +1,141 @@
+"""Data shards: one config's rows as Parquet files that ``datasets.load_dataset`` decodes.
+
+A config's rows (image-table columns plus the voxel columns, each a NIfTI ``.nii.gz`` in the
+``{"bytes", "path"}`` layout of the ``datasets.Nifti`` feature) are sorted by image quality
+score (best first, unscored last, ties by image id), cut into shards of about ``shard_bytes`` of
+voxels and, inside a shard, row groups of about ``row_group_bytes``; each file is named
+``train-NNNNN-of-MMMMM.parquet`` as the Hub's data-file conventions expect. The schema carries
+the ``datasets`` features (``Nifti`` for the voxel columns) in its ``huggingface`` metadata, so
+the folder loads without a loading script.
+
+A shard appears atomically: written under a hidden temporary name in the same folder, flushed
+to disk (fsync), renamed, and the folder's entry flushed too; a half-written file is never
+visible under its final name. The same rows always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from openmind_data.errors import ConfigError
+from openmind_data.schema import SHARD_SCHEMA, VOXEL_COLUMNS, table_from_records
+
+__all__ = ["ShardOptions", "shard_name", "shard_schema", "write_shards"]
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ShardOptions:
+    """Target sizes in bytes of voxel payload (the compressed NIfTI bytes dominate a row)."""
+
+    row_group_bytes: int = 100 * MIB
+    shard_bytes: int = 500 * MIB
+
+    def __post_init__(self) -> None:
+        if self.row_group_bytes <= 0 or self.shard_bytes < self.row_group_bytes:
+            raise ConfigError(
+                "shard sizes: need 0 < row_group_bytes <= shard_bytes, got "
+                f"{self.row_group_bytes} and {self.shard_bytes}"
+            )
+
+
+def shard_name(index: int, count: int, split: str = "train") -> str:
+    return f"{split}-{index:05d}-of-{count:05d}.parquet"
+
+
+@lru_cache(maxsize=1)
+def shard_schema() -> pa.Schema:
+    """The shard schema with the ``datasets`` features in its metadata (``Nifti`` voxels)."""
+    import datasets  # noqa: PLC0415 - only the build needs it
+
+    features = datasets.Features.from_arrow_schema(SHARD_SCHEMA)
+    for column in VOXEL_COLUMNS:
+        features[column] = datasets.Nifti()
+    info = {"info": {"features": features.to_dict()}}
+    return SHARD_SCHEMA.with_metadata(
+        {**(SHARD_SCHEMA.metadata or {}), b"huggingface": json.dumps(info).encode()}
+    )
+
+
+def _voxel_bytes(row: dict[str, Any]) -> int:
+    return sum(len((row.get(c) or {}).get("bytes") or b"") for c in VOXEL_COLUMNS)
+
+
+def _order(row: dict[str, Any]) -> tuple[bool, float, str]:
+    score = row.get("image_quality_score")
+    return (score is None, score if score is not None else 0.0, str(row["image_id"]))
+
+
+def _cut(rows: Sequence[dict[str, Any]], limit: int) -> list[list[dict[str, Any]]]:
+    """Consecutive groups of rows of at most ``limit`` voxel bytes (at least one row each)."""
+    groups: list[list[dict[str, Any]]] = []
+    size = 0
+    for row in rows:
+        n = _voxel_bytes(row)
+        if not groups or (size + n > limit and groups[-1]):
+            groups.append([])
+            size = 0
+        groups[-1].append(row)
+        size += n
+    return groups
+
+
+def write_shards(
+    rows: Sequence[dict[str, Any]],
+    folder: str | Path,
+    options: ShardOptions | None = None,
+    *,
+    split: str = "train",
+) -> list[Path]:
+    """Write one config's rows into ``folder`` (e.g. ``data/T1w``); returns the shard paths.
+    Shards of an earlier run of this config that the new set does not name are removed, so
+    the folder holds exactly one consistent set."""
+    options = options or ShardOptions()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(rows, key=_order)
+    shards = _cut(ordered, options.shard_bytes) if ordered else []
+    schema = shard_schema()
+    paths = []
+    for index, shard in enumerate(shards):
+        path = folder / shard_name(index, len(shards), split)
+        _write_atomic(
+            path,
+            [table_from_records(g, schema) for g in _cut(shard, options.row_group_bytes)],
+            schema,
+        )
+        paths.append(path)
+    for stale in folder.glob(f"{split}-*-of-*.parquet"):
+        if stale not in paths:
+            stale.unlink()
+    _fsync_folder(folder)
+    return paths
+
+
+def _write_atomic(path: Path, groups: list[pa.Table], schema: pa.Schema) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    with partial.open("wb") as handle:
+        with pq.ParquetWriter(handle, schema, compression="zstd", write_statistics=True) as writer:
+            for group in groups:
+                writer.write_table(group, row_group_size=max(group.num_rows, 1))
+        handle.flush()
+        os.fsync(handle.fileno())
+    partial.replace(path)
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

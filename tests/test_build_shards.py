@@ -1,0 +1,101 @@
+"""Data shards of the default collection's images, read back with ``datasets`` and pyarrow."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import datasets
+import nibabel as nib
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from openmind_data.build import ShardOptions, shard_name, write_shards
+from openmind_data.errors import ConfigError
+from openmind_data.masks import MasksResult
+from openmind_data.nifti import encode_nifti
+from openmind_data.quality import run_quality
+
+KIB = 1 << 10
+
+
+@pytest.fixture(scope="module")
+def rows(masked: tuple[Path, MasksResult]) -> list[dict[str, Any]]:
+    """The T1w images with their voxels and masks as the shards hold them."""
+    out, result = masked
+    modality = pc.cast(result.images.column("modality"), pa.string())
+    t1w = result.images.filter(pc.equal(modality, "T1w"))
+    scored = run_quality(t1w, result.voxels, out, workers=2).images
+    rows = []
+    for row in scored.to_pylist():
+        image = nib.load(result.voxels[row["image_id"]])
+        voxels = {"image": encode_nifti(np.asanyarray(image.dataobj.get_unscaled()), image)}
+        for column in ("anat_mask", "anon_mask", "brain_mask"):
+            if row[f"{column}_path"]:
+                voxels[column] = (out / row[f"{column}_path"]).read_bytes()
+        paths = {"image": row["image_path"]} | {c: row[f"{c}_path"] for c in voxels if c != "image"}
+        rows.append(row | {c: {"bytes": b, "path": paths[c]} for c, b in voxels.items()})
+    return rows
+
+
+def test_shards_are_sized_sorted_by_score_and_named_for_the_hub(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    options = ShardOptions(row_group_bytes=1024 * KIB, shard_bytes=4096 * KIB)
+    paths = write_shards(rows, tmp_path / "data" / "T1w", options)
+    assert len(paths) >= 3
+    assert [p.name for p in paths] == [shard_name(i, len(paths)) for i in range(len(paths))]
+    assert not list((tmp_path / "data" / "T1w").glob(".*"))  # no temporary file left
+    scores: list[float] = []
+    ids: list[str] = []
+    for path in paths:
+        metadata = pq.ParquetFile(path).metadata
+        assert metadata.num_row_groups >= 2 or metadata.num_rows == 1
+        for g in range(metadata.num_row_groups):
+            group = pq.ParquetFile(path).read_row_group(g, columns=["image", "anat_mask"])
+            payload = sum(len(v["bytes"] or b"") for c in group.columns for v in c.to_pylist())
+            assert payload <= 1024 * KIB or group.num_rows == 1
+        table = pq.read_table(path, columns=["image_id", "image_quality_score"])
+        scores += table.column("image_quality_score").to_pylist()
+        ids += table.column("image_id").to_pylist()
+    assert scores == sorted(scores)  # best first, across shards too
+    assert sorted(ids) == sorted(r["image_id"] for r in rows)  # every row once
+
+
+def test_load_dataset_decodes_the_volumes_and_masks_as_written(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    paths = write_shards(rows, tmp_path / "data" / "T1w")
+    assert len(paths) == 1
+    loaded = datasets.load_dataset(
+        "parquet", data_files=[str(p) for p in paths], split="train", cache_dir=str(tmp_path / "c")
+    )
+    assert isinstance(loaded.features["image"], datasets.Nifti)
+    by_id = {r["image_id"]: r for r in rows}
+    assert {r["dtype"] for r in rows} >= {"int16", "uint16"}  # integer sources
+    for example in loaded:
+        source = by_id[example["image_id"]]
+        image = example["image"]
+        expected = nib.Nifti1Image.from_bytes(gzip.decompress(source["image"]["bytes"]))
+        assert image.get_data_dtype() == expected.get_data_dtype() == np.dtype(source["dtype"])
+        np.testing.assert_array_equal(np.asanyarray(image.dataobj), np.asanyarray(expected.dataobj))
+        np.testing.assert_allclose(image.affine, expected.affine)
+        assert set(np.unique(np.asanyarray(example["anat_mask"].dataobj))) <= {0, 1}
+        assert example["image_quality_score"] == pytest.approx(source["image_quality_score"])
+
+
+def test_the_same_rows_give_the_same_bytes_and_a_rewrite_leaves_one_set(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    small = ShardOptions(row_group_bytes=1024 * KIB, shard_bytes=2048 * KIB)
+    first = [p.read_bytes() for p in write_shards(rows, tmp_path / "a", small)]
+    again = [p.read_bytes() for p in write_shards(rows[::-1], tmp_path / "b", small)]
+    assert first == again
+    fewer = write_shards(rows, tmp_path / "a")  # one big shard replaces the many
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [p.name for p in fewer]
+    with pytest.raises(ConfigError, match="row_group_bytes"):
+        ShardOptions(row_group_bytes=10, shard_bytes=5)
