@@ -111,7 +111,7 @@ def read_ratings(path: str | Path) -> Ratings:
         )
     scores: dict[Any, float] = {}
     rows = table.select([*columns, score_column]).to_pylist()
-    for line, row in enumerate(rows, start=2):
+    for line, row in enumerate(rows, start=1):  # data rows, header not counted
         value = row[score_column]
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue  # unrated
