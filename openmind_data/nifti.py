@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +16,38 @@ from numpy.typing import NDArray
 __all__ = ["encode_nifti", "write_atomic"]
 
 
-def encode_nifti(data: NDArray[Any], like: Any, *, compresslevel: int = 1) -> bytes:
+#: Offsets of scl_slope and scl_inter (float32 each) in a NIfTI-1 header.
+_SCALING_OFFSET = 112
+
+
+def encode_nifti(
+    data: NDArray[Any],
+    like: Any,
+    *,
+    compresslevel: int = 1,
+    scaling: tuple[float, float] | None = None,
+) -> bytes:
     """``data`` as a gzipped NIfTI-1 in the grid of the nibabel image ``like`` (its qform and
     sform with their codes, mm units). No timestamp in the gzip header: same voxels, same bytes.
-    Level 1, as nibabel's own default: noisy voxels compress barely better at higher levels."""
+    Level 1, as nibabel's own default: noisy voxels compress barely better at higher levels.
+    ``scaling`` (slope, intercept) is written as the header's scl_slope and scl_inter, so
+    stored integers keep the meaning the source gave them (nibabel would recompute it)."""
     image = nib.Nifti1Image(np.asarray(data), like.affine)
     image.header.set_xyzt_units("mm", "sec")
     qform, qcode = like.header.get_qform(coded=True)
     sform, scode = like.header.get_sform(coded=True)
     image.set_qform(qform if qcode else like.affine, code=int(qcode) or 1)
     image.set_sform(sform if scode else like.affine, code=int(scode))
+    payload = image.to_bytes()
+    if scaling is not None and tuple(scaling) != (1.0, 0.0):
+        header = bytearray(payload[: _SCALING_OFFSET + 8])
+        struct.pack_into(f"{image.header.endianness}ff", header, _SCALING_OFFSET, *scaling)
+        payload = bytes(header) + payload[len(header) :]
     buffer = io.BytesIO()
     with gzip.GzipFile(
         fileobj=buffer, mode="wb", mtime=0, filename="", compresslevel=compresslevel
     ) as gz:
-        gz.write(image.to_bytes())
+        gz.write(payload)
     return buffer.getvalue()
 
 

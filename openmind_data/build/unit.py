@@ -1,0 +1,213 @@
+"""The build's unit of work: one candidate of the crawl in, its published images out.
+
+Pure: the inputs are a candidate row, the folder of its dataset and the options; the outputs are
+image-table rows with their voxel columns as NIfTI ``.nii.gz`` bytes, and exclusion rows.
+Nothing is written, so any executor can run it and a retry is harmless. An anatomical image
+is read once and goes through the masks (defaced where its defacing is not confirmed) and the
+quality metrics and score; a DWI series goes through the diffusion stage, and each of its maps
+through masks and quality. Voxels keep their stored type and scaling: an int16 image is
+published as int16, with its slope, even when the toolkit defaced it.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from numpy.typing import NDArray
+
+from openmind_data.build.dedup import file_sha256
+from openmind_data.dwi import DwiOptions
+from openmind_data.dwi.stage import process_series
+from openmind_data.errors import InvalidInputError
+from openmind_data.exclusions import ExclusionReason as R
+from openmind_data.exclusions import exclusion_row
+from openmind_data.masks import MaskOptions, brain_masker, encode_mask, mask_image, mask_paths
+from openmind_data.masks.brain import BrainMasker
+from openmind_data.nifti import encode_nifti
+from openmind_data.quality import image_quality_metrics, load_model, score_image
+from openmind_data.quality.model import IqsModel
+
+__all__ = ["Published", "UnitOptions", "UnitResult", "process_candidate"]
+
+log = logging.getLogger(__name__)
+
+_LOAD_REASONS = {str(R.NON_FINITE), str(R.EMPTY_IMAGE), str(R.TRUNCATED), str(R.NOT_NIFTI)}
+
+
+@dataclass(frozen=True)
+class UnitOptions:
+    """Options of every stage the unit runs; ``iqs_model`` is a model file (None: shipped)."""
+
+    masks: MaskOptions = field(default_factory=MaskOptions)
+    dwi: DwiOptions = field(default_factory=DwiOptions)
+    iqs_model: str | None = None
+
+
+@dataclass
+class Published:
+    """One image to publish: its image-table row and voxel columns (``image``, ``anat_mask``,
+    ``anon_mask``, ``brain_mask`` where made) as NIfTI bytes."""
+
+    row: dict[str, Any]
+    voxels: dict[str, bytes]
+
+
+@dataclass
+class UnitResult:
+    published: list[Published] = field(default_factory=list)
+    excluded: list[dict[str, Any]] = field(default_factory=list)
+
+
+def process_candidate(
+    row: Mapping[str, Any], dataset_root: str | Path, options: UnitOptions | None = None
+) -> UnitResult:
+    """Everything the build does to one candidate row (see the module's docstring). Bad input
+    and unexpected errors become exclusion rows; this never raises for one image's sake."""
+    options = options or UnitOptions()
+    root = Path(dataset_root)
+    try:
+        if row["modality"] == "DWI":
+            return _diffusion(row, root, options)
+        return UnitResult(published=[_anatomical(row, root, options)])
+    except InvalidInputError as error:
+        stage = "load" if error.reason in _LOAD_REASONS else "masks"
+        return UnitResult(excluded=[exclusion_row(row, error.reason, error.detail, stage=stage)])
+    except Exception as error:  # noqa: BLE001 - one image must not stop a build; recorded
+        log.debug("build: %s failed:\n%s", row["source_path"], traceback.format_exc())
+        detail = f"{type(error).__name__}: {error}"
+        return UnitResult(excluded=[exclusion_row(row, R.PROCESSING_ERROR, detail, stage="build")])
+
+
+@lru_cache(maxsize=4)
+def _masker(options: MaskOptions) -> BrainMasker | None:
+    if options.brain == "none":
+        return None
+    return brain_masker(options.brain, hdbet_params=options.hdbet_params, device=options.device)
+
+
+@lru_cache(maxsize=4)
+def _model(path: str | None) -> IqsModel:
+    return load_model(path)
+
+
+def _load(path: Path) -> tuple[Any, NDArray[Any], float, float]:
+    """(image, stored voxels, slope, intercept); a file that cannot be read is ``truncated``."""
+    try:
+        image = nib.load(path)
+        raw = np.asanyarray(image.dataobj.get_unscaled())
+    except (OSError, EOFError, ValueError, ImageFileError) as error:
+        raise InvalidInputError(path, R.TRUNCATED, f"voxels cannot be read: {error}") from error
+    slope, inter = image.dataobj.slope, image.dataobj.inter
+    slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
+    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    return image, raw, slope, inter
+
+
+def _anatomical(row: Mapping[str, Any], root: Path, options: UnitOptions) -> Published:
+    path = root / row["source_path"]
+    image, raw, slope, inter = _load(path)
+    if raw.ndim != 3:
+        raise InvalidInputError(
+            path, R.TOO_MANY_DIMENSIONS, f"a published image must be 3D, this is {raw.shape}"
+        )
+    data = raw.astype(np.float32) * np.float32(slope) + np.float32(inter)
+    spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
+    masked = mask_image(
+        data, image.affine, spacing, options.masks, _masker(options.masks), where=str(path)
+    )
+    stored = raw
+    if masked.defaced_here:  # the removed voxels, back in the stored type
+        changed = masked.data != data
+        stored = raw.copy()
+        stored[changed] = np.round((masked.data[changed] - inter) / slope).astype(raw.dtype)
+    image_path = posixpath.join(row["dataset_id"], _gz(row["source_path"]))
+    record = {
+        **row,
+        **masked.fields,
+        "image_path": image_path,
+        "source_sha256": file_sha256(path),
+        "provenance": [*(row.get("provenance") or []), *masked.provenance],
+    }
+    return _finish(record, masked, image, stored, (slope, inter), spacing, options)
+
+
+def _diffusion(row: Mapping[str, Any], root: Path, options: UnitOptions) -> UnitResult:
+    outcome = process_series(row, root, options.dwi)
+    result = UnitResult(excluded=list(outcome.excluded))
+    if not outcome.images:
+        return result
+    checksum = file_sha256(root / row["source_path"])
+    like = outcome.like
+    spacing = tuple(float(z) for z in like.header.get_zooms()[:3])
+    for record in outcome.images:
+        data = outcome.arrays[record["image_id"]]
+        where = f"{root / row['source_path']} ({record['derivation']})"
+        try:
+            masked = mask_image(
+                data,
+                like.affine,
+                spacing,
+                options.masks,
+                _masker(options.masks),
+                where=where,
+                derived=True,
+            )
+        except InvalidInputError as error:
+            result.excluded.append(exclusion_row(record, error.reason, error.detail, stage="masks"))
+            continue
+        merged = {
+            **record,
+            **masked.fields,
+            "source_sha256": checksum,
+            "provenance": [*(record.get("provenance") or []), *masked.provenance],
+        }
+        stored = masked.data.astype(np.float32)
+        result.published.append(_finish(merged, masked, like, stored, (1.0, 0.0), spacing, options))
+    return result
+
+
+def _finish(
+    record: dict[str, Any],
+    masked: Any,
+    like: Any,
+    stored: NDArray[Any],
+    scaling: tuple[float, float],
+    spacing: tuple[float, ...],
+    options: UnitOptions,
+) -> Published:
+    """Quality fields, mask paths and the voxel bytes of one masked image."""
+    metrics = image_quality_metrics(
+        masked.data,
+        masked.anatomy,
+        masked.anon,
+        masked.brain,
+        modality=str(record["modality"]),
+        spacing=spacing,
+    )
+    record.update(metrics)
+    record.update(score_image(record, _model(options.iqs_model)))
+    paths = mask_paths(record["image_path"])
+    voxels = {"image": encode_nifti(stored, like, scaling=scaling)}
+    for column, mask in (
+        ("anat_mask", masked.anatomy),
+        ("anon_mask", masked.anon),
+        ("brain_mask", masked.brain),
+    ):
+        if mask is not None:
+            voxels[column] = encode_mask(mask, like)
+            record[f"{column}_path"] = paths[f"{column}_path"]
+    return Published(row=record, voxels=voxels)
+
+
+def _gz(path: str) -> str:
+    return path if path.endswith(".gz") else f"{path}.gz"
