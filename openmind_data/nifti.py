@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["encode_nifti", "write_atomic"]
+__all__ = ["edit_stored", "encode_nifti", "scaling_of", "write_atomic"]
 
 
 #: Offsets of scl_slope and scl_inter (float32 each) in a NIfTI-1 header.
@@ -49,6 +49,34 @@ def encode_nifti(
     ) as gz:
         gz.write(payload)
     return buffer.getvalue()
+
+
+def scaling_of(image: Any) -> tuple[float, float]:
+    """(slope, intercept) of a nibabel image's stored voxels; (1, 0) where the header has none."""
+    slope, inter = image.dataobj.slope, image.dataobj.inter
+    slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
+    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    return slope, inter
+
+
+def edit_stored(
+    raw: NDArray[Any],
+    before: NDArray[Any],
+    after: NDArray[Any],
+    scaling: tuple[float, float],
+) -> NDArray[Any]:
+    """The stored voxels ``raw`` with the edit from ``before`` to ``after`` (scaled values,
+    e.g. a defacing) written back in stored units; untouched voxels keep their exact bits."""
+    changed = after != before
+    if not changed.any():
+        return raw
+    slope, inter = scaling
+    values = (after[changed] - inter) / slope
+    if np.issubdtype(raw.dtype, np.integer):
+        values = np.round(values)
+    out = raw.copy()
+    out[changed] = values.astype(raw.dtype)
+    return out
 
 
 def write_atomic(path: str | Path, payload: bytes) -> None:

@@ -54,10 +54,8 @@ def test_the_unit_gives_what_the_stages_give(
     for row in staged.images.to_pylist():
         unit = units[row["image_id"]]
         assert not unit.excluded, unit.excluded
-        # The masks stage writes the images it defaced through nibabel, which rescales them
-        # into the stored type (a relative error ~1e-4); the unit keeps the stored integers.
-        # Elsewhere only float32 against float64 scaling of the same voxels differs (~1e-5).
-        tolerance = 1e-3 if row["defacing"] == "toolkit" else 1e-4
+        # Only float32 against float64 scaling of the same voxels differs (~1e-5).
+        tolerance = 1e-4
         (published,) = unit.published
         mine = published.row
         for column in (*IQM_COLUMNS, "image_quality_score"):
@@ -81,7 +79,7 @@ def test_the_unit_gives_what_the_stages_give(
             np.asanyarray(image.dataobj),
             reference.get_fdata(),
             rtol=tolerance,
-            atol=0.05 if row["defacing"] == "toolkit" else tolerance,  # the stage's rescaling
+            atol=tolerance,
         )
         if row["defacing"] == "toolkit":  # outside the removed face: the source's integers
             source = nib.load(collection.root / row["dataset_id"] / row["source_path"])

@@ -33,7 +33,7 @@ from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.exclusions import exclusion_row
 from openmind_data.masks import MaskOptions, brain_masker, encode_mask, mask_image, mask_paths
 from openmind_data.masks.brain import BrainMasker
-from openmind_data.nifti import encode_nifti
+from openmind_data.nifti import edit_stored, encode_nifti, scaling_of
 from openmind_data.quality import image_quality_metrics, load_model, score_image
 from openmind_data.quality.model import IqsModel
 
@@ -107,9 +107,7 @@ def _load(path: Path) -> tuple[Any, NDArray[Any], float, float]:
         raw = np.asanyarray(image.dataobj.get_unscaled())
     except (OSError, EOFError, ValueError, ImageFileError) as error:
         raise InvalidInputError(path, R.TRUNCATED, f"voxels cannot be read: {error}") from error
-    slope, inter = image.dataobj.slope, image.dataobj.inter
-    slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
-    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    slope, inter = scaling_of(image)
     return image, raw, slope, inter
 
 
@@ -125,11 +123,8 @@ def _anatomical(row: Mapping[str, Any], root: Path, options: UnitOptions) -> Pub
     masked = mask_image(
         data, image.affine, spacing, options.masks, _masker(options.masks), where=str(path)
     )
-    stored = raw
-    if masked.defaced_here:  # the removed voxels, back in the stored type
-        changed = masked.data != data
-        stored = raw.copy()
-        stored[changed] = np.round((masked.data[changed] - inter) / slope).astype(raw.dtype)
+    # Where the toolkit defaced, the removed voxels go back in the stored type.
+    stored = edit_stored(raw, data, masked.data, (slope, inter)) if masked.defaced_here else raw
     image_path = posixpath.join(row["dataset_id"], _gz(row["source_path"]))
     record = {
         **row,

@@ -9,7 +9,6 @@ defaced is written there too, since its published voxels are no longer the sourc
 
 from __future__ import annotations
 
-import gzip
 import logging
 import posixpath
 import traceback
@@ -33,7 +32,7 @@ from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.exclusions import exclusion_row
 from openmind_data.masks.brain import BrainMasker, brain_masker
 from openmind_data.masks.stage import MaskOptions, mask_image
-from openmind_data.nifti import encode_nifti, write_atomic
+from openmind_data.nifti import edit_stored, encode_nifti, scaling_of, write_atomic
 from openmind_data.parallel import run_jobs
 from openmind_data.schema import EXCLUDED_SCHEMA, IMAGE_SCHEMA, table_from_records, write_table
 
@@ -225,11 +224,11 @@ def _mask_one(
     for column, mask in volumes.items():
         if mask is not None:
             write_atomic(out / paths[column], encode_mask(mask, image))
-    if masked.defaced_here:
-        defaced = nib.Nifti1Image(masked.data, image.affine, header=image.header)
-        defaced.set_data_dtype(image.get_data_dtype())
-        payload = gzip.compress(defaced.to_bytes(), compresslevel=1, mtime=0)
-        write_atomic(out / row["image_path"], payload)
+    if masked.defaced_here:  # in the stored type and scaling: untouched voxels keep their bits
+        scaling = scaling_of(image)
+        raw = np.asanyarray(image.dataobj.get_unscaled())
+        stored = edit_stored(raw, data, masked.data, scaling)
+        write_atomic(out / row["image_path"], encode_nifti(stored, image, scaling=scaling))
     return {
         **row,
         **masked.fields,
