@@ -372,6 +372,9 @@ class TemplateBrainMasker:
     ) -> float:
         """Optimise ``transform`` in place over one stage; returns the final metric value."""
         reg = sitk.ImageRegistrationMethod()
+        # One thread: ITK sums the metric per thread, so its result (and the mask) would depend
+        # on the thread count and scheduling; a build parallelises over images instead.
+        reg.SetNumberOfThreads(1)
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=HISTOGRAM_BINS)
         reg.SetMetricSamplingStrategy(reg.RANDOM)
         reg.SetMetricSamplingPercentage(stage.sampling, self.seed)
