@@ -27,25 +27,14 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
+from timing import best
 
 from openmind_data.masks import brain_masker, foreground
 from openmind_data.synth import SynthConfig, load_truth, synthesize
-
-
-def best(job: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        job()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

@@ -28,26 +28,16 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
+from timing import best
 
 from openmind_data.masks import MaskOptions, brain_masker, mask_image
 from openmind_data.quality import image_quality_metrics, load_model
 from openmind_data.synth import SynthConfig, load_truth, synthesize
-
-
-def best(job: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        job()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

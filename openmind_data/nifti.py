@@ -11,9 +11,20 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
 from numpy.typing import NDArray
 
-__all__ = ["edit_stored", "encode_nifti", "scaling_of", "write_atomic"]
+from openmind_data.errors import InvalidInputError
+from openmind_data.exclusions import ExclusionReason as R
+
+__all__ = [
+    "edit_stored",
+    "encode_nifti",
+    "read_stored",
+    "scaled",
+    "scaling_of",
+    "write_atomic",
+]
 
 
 #: Offsets of scl_slope and scl_inter (float32 each) in a NIfTI-1 header.
@@ -57,6 +68,27 @@ def scaling_of(image: Any) -> tuple[float, float]:
     slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
     inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
     return slope, inter
+
+
+def read_stored(path: str | Path) -> tuple[Any, NDArray[Any], tuple[float, float]]:
+    """(nibabel image, its voxels as stored, (slope, intercept)), the file read once. A file that
+    cannot be read, cut inside its header or its voxels, is ``truncated``, naming the file."""
+    try:
+        image = nib.load(path)
+        raw = np.asanyarray(image.dataobj.get_unscaled())
+    except (OSError, EOFError, ValueError, ImageFileError) as error:
+        raise InvalidInputError(path, R.TRUNCATED, f"voxels cannot be read: {error}") from error
+    return image, raw, scaling_of(image)
+
+
+def scaled(raw: NDArray[Any], scaling: tuple[float, float]) -> NDArray[Any]:
+    """Stored voxels in their scaled values: float32, or, as nibabel does, the stored array
+    itself when there is no scaling (no copy of a volume that needs none)."""
+    slope, inter = scaling
+    if (slope, inter) == (1.0, 0.0):
+        return raw
+    out: NDArray[np.float32] = raw.astype(np.float32) * np.float32(slope) + np.float32(inter)
+    return out
 
 
 def edit_stored(

@@ -12,7 +12,6 @@ published as int16, with its slope, even when the toolkit defaced it.
 from __future__ import annotations
 
 import logging
-import posixpath
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,9 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
-from nibabel.filebasedimages import ImageFileError
 from numpy.typing import NDArray
 
 from openmind_data.build.dedup import file_sha256
@@ -31,17 +28,22 @@ from openmind_data.dwi.stage import process_series
 from openmind_data.errors import InvalidInputError
 from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.exclusions import exclusion_row
-from openmind_data.masks import MaskOptions, brain_masker, encode_mask, mask_image, mask_paths
-from openmind_data.masks.brain import BrainMasker
-from openmind_data.nifti import edit_stored, encode_nifti, scaling_of
+from openmind_data.masks import (
+    LOAD_REASONS,
+    MaskOptions,
+    encode_mask,
+    mask_image,
+    mask_paths,
+    masker_for,
+    published_path,
+)
+from openmind_data.nifti import edit_stored, encode_nifti, read_stored, scaled
 from openmind_data.quality import image_quality_metrics, load_model, score_image
 from openmind_data.quality.model import IqsModel
 
 __all__ = ["Published", "UnitOptions", "UnitResult", "process_candidate"]
 
 log = logging.getLogger(__name__)
-
-_LOAD_REASONS = {str(R.NON_FINITE), str(R.EMPTY_IMAGE), str(R.TRUNCATED), str(R.NOT_NIFTI)}
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def process_candidate(
             return _diffusion(row, root, options)
         return UnitResult(published=[_anatomical(row, root, options)])
     except InvalidInputError as error:
-        stage = "load" if error.reason in _LOAD_REASONS else "masks"
+        stage = "load" if error.reason in LOAD_REASONS else "masks"
         return UnitResult(excluded=[exclusion_row(row, error.reason, error.detail, stage=stage)])
     except Exception as error:  # noqa: BLE001 - one image must not stop a build; recorded
         log.debug("build: %s failed:\n%s", row["source_path"], traceback.format_exc())
@@ -89,51 +91,32 @@ def process_candidate(
 
 
 @lru_cache(maxsize=4)
-def _masker(options: MaskOptions) -> BrainMasker | None:
-    if options.brain == "none":
-        return None
-    return brain_masker(options.brain, hdbet_params=options.hdbet_params, device=options.device)
-
-
-@lru_cache(maxsize=4)
 def _model(path: str | None) -> IqsModel:
     return load_model(path)
 
 
-def _load(path: Path) -> tuple[Any, NDArray[Any], float, float]:
-    """(image, stored voxels, slope, intercept); a file that cannot be read is ``truncated``."""
-    try:
-        image = nib.load(path)
-        raw = np.asanyarray(image.dataobj.get_unscaled())
-    except (OSError, EOFError, ValueError, ImageFileError) as error:
-        raise InvalidInputError(path, R.TRUNCATED, f"voxels cannot be read: {error}") from error
-    slope, inter = scaling_of(image)
-    return image, raw, slope, inter
-
-
 def _anatomical(row: Mapping[str, Any], root: Path, options: UnitOptions) -> Published:
     path = root / row["source_path"]
-    image, raw, slope, inter = _load(path)
+    image, raw, scaling = read_stored(path)
     if raw.ndim != 3:
         raise InvalidInputError(
             path, R.TOO_MANY_DIMENSIONS, f"a published image must be 3D, this is {raw.shape}"
         )
-    data = raw.astype(np.float32) * np.float32(slope) + np.float32(inter)
+    data = scaled(raw, scaling)
     spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
     masked = mask_image(
-        data, image.affine, spacing, options.masks, _masker(options.masks), where=str(path)
+        data, image.affine, spacing, options.masks, masker_for(options.masks), where=str(path)
     )
     # Where the toolkit defaced, the removed voxels go back in the stored type.
-    stored = edit_stored(raw, data, masked.data, (slope, inter)) if masked.defaced_here else raw
-    image_path = posixpath.join(row["dataset_id"], _gz(row["source_path"]))
+    stored = edit_stored(raw, data, masked.data, scaling) if masked.defaced_here else raw
     record = {
         **row,
         **masked.fields,
-        "image_path": image_path,
+        "image_path": published_path(row["dataset_id"], row["source_path"]),
         "source_sha256": file_sha256(path),
         "provenance": [*(row.get("provenance") or []), *masked.provenance],
     }
-    return _finish(record, masked, image, stored, (slope, inter), spacing, options)
+    return _finish(record, masked, image, stored, scaling, spacing, options)
 
 
 def _diffusion(row: Mapping[str, Any], root: Path, options: UnitOptions) -> UnitResult:
@@ -153,7 +136,7 @@ def _diffusion(row: Mapping[str, Any], root: Path, options: UnitOptions) -> Unit
                 like.affine,
                 spacing,
                 options.masks,
-                _masker(options.masks),
+                masker_for(options.masks),
                 where=where,
                 derived=True,
             )
@@ -202,7 +185,3 @@ def _finish(
             voxels[column] = encode_mask(mask, like)
             record[f"{column}_path"] = paths[f"{column}_path"]
     return Published(row=record, voxels=voxels)
-
-
-def _gz(path: str) -> str:
-    return path if path.endswith(".gz") else f"{path}.gz"

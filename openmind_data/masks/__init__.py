@@ -8,10 +8,20 @@ from openmind_data.masks.anatomy import Foreground, foreground
 from openmind_data.masks.brain import BrainMasker, brain_masker
 from openmind_data.masks.deface import brain_overlap, quickshear
 from openmind_data.masks.figure import write_mask_figure
-from openmind_data.masks.run import MasksResult, encode_mask, mask_paths, run_masks, voxel_paths
+from openmind_data.masks.run import (
+    LOAD_REASONS,
+    MasksResult,
+    encode_mask,
+    mask_paths,
+    masker_for,
+    published_path,
+    run_masks,
+    voxel_paths,
+)
 from openmind_data.masks.stage import MaskedImage, MaskOptions, mask_image
 
 __all__ = [
+    "LOAD_REASONS",
     "BrainMasker",
     "Foreground",
     "MaskOptions",
@@ -23,6 +33,8 @@ __all__ = [
     "foreground",
     "mask_image",
     "mask_paths",
+    "masker_for",
+    "published_path",
     "quickshear",
     "run_masks",
     "voxel_paths",

@@ -19,11 +19,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from nibabel.filebasedimages import ImageFileError
 from numpy.typing import NDArray
 
 from openmind_data.crawl.api import find_datasets
@@ -32,15 +30,18 @@ from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.exclusions import exclusion_row
 from openmind_data.masks.brain import BrainMasker, brain_masker
 from openmind_data.masks.stage import MaskOptions, mask_image
-from openmind_data.nifti import edit_stored, encode_nifti, scaling_of, write_atomic
+from openmind_data.nifti import edit_stored, encode_nifti, read_stored, scaled, write_atomic
 from openmind_data.parallel import run_jobs
 from openmind_data.schema import EXCLUDED_SCHEMA, IMAGE_SCHEMA, table_from_records, write_table
 
 __all__ = [
+    "LOAD_REASONS",
     "MASK_SUFFIXES",
     "MasksResult",
     "encode_mask",
     "mask_paths",
+    "masker_for",
+    "published_path",
     "run_masks",
     "voxel_paths",
 ]
@@ -53,7 +54,10 @@ MASK_SUFFIXES: dict[str, str] = {
     "anon_mask_path": "_anonmask.nii.gz",
     "brain_mask_path": "_brainmask.nii.gz",
 }
-_LOAD_REASONS = {str(R.NON_FINITE), str(R.EMPTY_IMAGE), str(R.TRUNCATED), str(R.NOT_NIFTI)}
+#: Reasons that mean the voxels could not be loaded: exclusions at stage 'load', not 'masks'.
+LOAD_REASONS = frozenset(
+    {str(R.NON_FINITE), str(R.EMPTY_IMAGE), str(R.TRUNCATED), str(R.NOT_NIFTI)}
+)
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,7 @@ def run_masks(
         if row["dataset_id"] not in datasets:
             raise ConfigError(f"dataset {row['dataset_id']} of the index is not under the roots")
         source = datasets[row["dataset_id"]] / row["source_path"]
-        image_path = posixpath.join(row["dataset_id"], _gz(row["source_path"]))
+        image_path = published_path(row["dataset_id"], row["source_path"])
         jobs.append(({**row, "image_path": image_path}, str(source), str(out), options, False))
     if derived is not None:
         if derived_root is None:
@@ -173,12 +177,15 @@ def voxel_paths(
     return paths
 
 
-def _gz(path: str) -> str:
-    return path if path.endswith(".gz") else f"{path}.gz"
+def published_path(dataset_id: str, source_path: str) -> str:
+    """Where an image acquired as ``source_path`` sits in the released layout, gzipped."""
+    gz = source_path if source_path.endswith(".gz") else f"{source_path}.gz"
+    return posixpath.join(dataset_id, gz)
 
 
 @lru_cache(maxsize=4)
-def _masker(options: MaskOptions) -> BrainMasker | None:
+def masker_for(options: MaskOptions) -> BrainMasker | None:
+    """The brain masker ``options`` ask for, made once per process; None for brain='none'."""
     if options.brain == "none":
         return None
     return brain_masker(options.brain, hdbet_params=options.hdbet_params, device=options.device)
@@ -191,7 +198,7 @@ def _one(
     try:
         return [_mask_one(row, source, Path(out), options, derived)], []
     except InvalidInputError as error:
-        stage = "load" if error.reason in _LOAD_REASONS else "masks"
+        stage = "load" if error.reason in LOAD_REASONS else "masks"
         return [], [exclusion_row(row, error.reason, error.detail, stage=stage)]
     except Exception as error:  # noqa: BLE001 - one image must not stop the others; recorded
         log.debug("masks: %s failed:\n%s", source, traceback.format_exc())
@@ -202,18 +209,15 @@ def _one(
 def _mask_one(
     row: Mapping[str, Any], source: str, out: Path, options: MaskOptions, derived: bool
 ) -> dict[str, Any]:
-    try:
-        image = nib.load(source)
-        data = image.get_fdata(dtype=np.float32)
-    except (OSError, EOFError, ValueError, ImageFileError) as error:
-        raise InvalidInputError(source, R.TRUNCATED, f"voxels cannot be read: {error}") from error
+    image, raw, scaling = read_stored(source)
+    data = scaled(raw, scaling)
     if data.ndim != 3:
         raise InvalidInputError(
             source, R.TOO_MANY_DIMENSIONS, f"masks need a 3D image, this is {data.shape}"
         )
     spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
     masked = mask_image(
-        data, image.affine, spacing, options, _masker(options), where=source, derived=derived
+        data, image.affine, spacing, options, masker_for(options), where=source, derived=derived
     )
     paths = mask_paths(row["image_path"])
     volumes = {
@@ -225,8 +229,6 @@ def _mask_one(
         if mask is not None:
             write_atomic(out / paths[column], encode_mask(mask, image))
     if masked.defaced_here:  # in the stored type and scaling: untouched voxels keep their bits
-        scaling = scaling_of(image)
-        raw = np.asanyarray(image.dataobj.get_unscaled())
         stored = edit_stored(raw, data, masked.data, scaling)
         write_atomic(out / row["image_path"], encode_nifti(stored, image, scaling=scaling))
     return {

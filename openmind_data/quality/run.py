@@ -19,14 +19,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pyarrow as pa
-from nibabel.filebasedimages import ImageFileError
 
 from openmind_data.errors import InvalidInputError
 from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.exclusions import exclusion_row
+from openmind_data.nifti import read_stored, scaled
 from openmind_data.parallel import run_jobs
 from openmind_data.quality.metrics import image_quality_metrics
 from openmind_data.quality.model import IqsModel, load_model
@@ -173,21 +172,13 @@ def _one(
         return [], [exclusion_row(row, R.PROCESSING_ERROR, detail, stage="quality")]
 
 
-def _read(path: Path) -> tuple[Any, Any]:
-    """(image, voxels in their stored type, scaled where the header says so)."""
-    try:
-        image = nib.load(path)
-        return image, np.asanyarray(image.dataobj)
-    except (OSError, EOFError, ValueError, ImageFileError) as error:
-        raise InvalidInputError(path, R.TRUNCATED, f"cannot be read: {error}") from error
-
-
 def _metrics(row: Mapping[str, Any], source: str, masks_root: Path) -> dict[str, float | None]:
-    image, data = _read(Path(source))
+    image, raw, scaling = read_stored(source)
+    data = scaled(raw, scaling)
     masks: dict[str, Any] = {}
     for column in ("anat_mask_path", "anon_mask_path", "brain_mask_path"):
         if row.get(column):
-            _, mask = _read(masks_root / row[column])
+            _, mask, _ = read_stored(masks_root / row[column])
             if mask.shape != data.shape[:3]:
                 raise InvalidInputError(
                     masks_root / row[column],
