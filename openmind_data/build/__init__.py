@@ -1,29 +1,62 @@
-"""The build: from BIDS roots to the OpenMind dataset folder.
+"""The build: from BIDS roots to the OpenMind dataset folder (:func:`build`).
 
-So far: the subject-disjoint split (:func:`assign_splits`) and duplicate detection by source
-checksum (:func:`drop_duplicates`, :func:`file_sha256`), pure functions over the image table that
-the build's finalize step runs; the data shards of one config (:func:`write_shards`); and the
-unit of work, one candidate to its published images and their NIfTI bytes
-(:func:`process_candidate`).
+- :mod:`~openmind_data.build.unit`: the unit of work, one candidate to its published images
+  and their NIfTI bytes (:func:`process_candidate`), pure, so any executor runs it;
+- :mod:`~openmind_data.build.executors`: who runs it (serial, local processes, Dask);
+- :mod:`~openmind_data.build.journal`: finished units on disk, so a killed build resumes;
+- :mod:`~openmind_data.build.folder`: the dataset folder written from the journal, with
+  duplicates dropped (:mod:`~openmind_data.build.dedup`), the subject-disjoint split
+  (:mod:`~openmind_data.build.splits`), the data shards (:mod:`~openmind_data.build.shards`)
+  and, on request, the released layout (:mod:`~openmind_data.build.tree`);
+- :mod:`~openmind_data.build.run`: :func:`build`, which ties them together.
 """
 
 from openmind_data.build.dedup import drop_duplicates, file_sha256
-from openmind_data.build.shards import ShardOptions, shard_name, shard_schema, write_shards
+from openmind_data.build.executors import (
+    DaskExecutor,
+    Executor,
+    ProcessExecutor,
+    SerialExecutor,
+    WorkerDied,
+    jobqueue_cluster,
+    make_executor,
+)
+from openmind_data.build.run import BuildOptions, BuildResult, build
+from openmind_data.build.shards import (
+    ShardOptions,
+    ShardRow,
+    shard_name,
+    shard_schema,
+    write_shard_rows,
+    write_shards,
+)
 from openmind_data.build.splits import SPLITS, assign_splits, split_of
 from openmind_data.build.unit import Published, UnitOptions, UnitResult, process_candidate
 
 __all__ = [
     "SPLITS",
+    "BuildOptions",
+    "BuildResult",
+    "DaskExecutor",
+    "Executor",
+    "ProcessExecutor",
     "Published",
+    "SerialExecutor",
     "ShardOptions",
+    "ShardRow",
     "UnitOptions",
     "UnitResult",
+    "WorkerDied",
     "assign_splits",
+    "build",
     "drop_duplicates",
     "file_sha256",
+    "jobqueue_cluster",
+    "make_executor",
     "process_candidate",
     "shard_name",
     "shard_schema",
     "split_of",
+    "write_shard_rows",
     "write_shards",
 ]

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,14 @@ import pyarrow.parquet as pq
 from openmind_data.errors import ConfigError
 from openmind_data.schema import SHARD_SCHEMA, VOXEL_COLUMNS, table_from_records
 
-__all__ = ["ShardOptions", "shard_name", "shard_schema", "write_shards"]
+__all__ = [
+    "ShardOptions",
+    "ShardRow",
+    "shard_name",
+    "shard_schema",
+    "write_shard_rows",
+    "write_shards",
+]
 
 MIB = 1 << 20
 
@@ -67,53 +74,83 @@ def shard_schema() -> pa.Schema:
     )
 
 
-def _voxel_bytes(row: dict[str, Any]) -> int:
+@dataclass(frozen=True)
+class ShardRow:
+    """One row of a shard before its voxels are read: its image-table columns, the size of its
+    voxel columns in bytes, and how to read them (called when its row group is written, so
+    only one row group's voxels are in memory at a time)."""
+
+    row: Mapping[str, Any]
+    size: int
+    voxels: Callable[[], Mapping[str, Any]]
+
+
+def _voxel_bytes(row: Mapping[str, Any]) -> int:
     return sum(len((row.get(c) or {}).get("bytes") or b"") for c in VOXEL_COLUMNS)
 
 
-def _order(row: dict[str, Any]) -> tuple[bool, float, str]:
-    score = row.get("image_quality_score")
-    return (score is None, score if score is not None else 0.0, str(row["image_id"]))
+def _order(entry: ShardRow) -> tuple[bool, float, str]:
+    score = entry.row.get("image_quality_score")
+    return (score is None, score if score is not None else 0.0, str(entry.row["image_id"]))
 
 
-def _cut(rows: Sequence[dict[str, Any]], limit: int) -> list[list[dict[str, Any]]]:
+def _cut(entries: Sequence[ShardRow], limit: int) -> list[list[ShardRow]]:
     """Consecutive groups of rows of at most ``limit`` voxel bytes (at least one row each)."""
-    groups: list[list[dict[str, Any]]] = []
+    groups: list[list[ShardRow]] = []
     size = 0
-    for row in rows:
-        n = _voxel_bytes(row)
-        if not groups or (size + n > limit and groups[-1]):
+    for entry in entries:
+        if not groups or (size + entry.size > limit and groups[-1]):
             groups.append([])
             size = 0
-        groups[-1].append(row)
-        size += n
+        groups[-1].append(entry)
+        size += entry.size
     return groups
 
 
+def _voxels_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {column: row.get(column) for column in VOXEL_COLUMNS}
+
+
 def write_shards(
-    rows: Sequence[dict[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
     folder: str | Path,
     options: ShardOptions | None = None,
     *,
     split: str = "train",
 ) -> list[Path]:
-    """Write one config's rows into ``folder`` (e.g. ``data/T1w``); returns the shard paths.
-    Shards of an earlier run of this config that the new set does not name are removed, so
-    the folder holds exactly one consistent set."""
+    """Write one config's rows, voxel columns included, into ``folder`` (e.g. ``data/T1w``);
+    returns the shard paths. See :func:`write_shard_rows`."""
+    entries = [ShardRow(row, _voxel_bytes(row), partial(_voxels_of, row)) for row in rows]
+    return write_shard_rows(entries, folder, options, split=split)
+
+
+def write_shard_rows(
+    entries: Sequence[ShardRow],
+    folder: str | Path,
+    options: ShardOptions | None = None,
+    *,
+    split: str = "train",
+) -> list[Path]:
+    """Write one split of one config into ``folder``; returns the shard paths. Shards of this
+    split that the new set does not name (an earlier run's) are removed, so the folder holds
+    exactly one consistent set; no rows leave none."""
     options = options or ShardOptions()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    ordered = sorted(rows, key=_order)
+    ordered = sorted(entries, key=_order)
     shards = _cut(ordered, options.shard_bytes) if ordered else []
     schema = shard_schema()
     paths = []
     for index, shard in enumerate(shards):
         path = folder / shard_name(index, len(shards), split)
-        _write_atomic(
-            path,
-            [table_from_records(g, schema) for g in _cut(shard, options.row_group_bytes)],
-            schema,
+        groups = (
+            table_from_records(
+                [_materialise(entry) for entry in group],
+                schema,
+            )
+            for group in _cut(shard, options.row_group_bytes)
         )
+        _write_atomic(path, groups, schema)
         paths.append(path)
     for stale in folder.glob(f"{split}-*-of-*.parquet"):
         if stale not in paths:
@@ -122,7 +159,12 @@ def write_shards(
     return paths
 
 
-def _write_atomic(path: Path, groups: list[pa.Table], schema: pa.Schema) -> None:
+def _materialise(entry: ShardRow) -> dict[str, Any]:
+    voxels = entry.voxels()
+    return {**entry.row, **{column: voxels.get(column) for column in VOXEL_COLUMNS}}
+
+
+def _write_atomic(path: Path, groups: Iterable[pa.Table], schema: pa.Schema) -> None:
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     with partial.open("wb") as handle:
         with pq.ParquetWriter(handle, schema, compression="zstd", write_statistics=True) as writer:

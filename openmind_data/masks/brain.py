@@ -372,9 +372,15 @@ class TemplateBrainMasker:
     ) -> float:
         """Optimise ``transform`` in place over one stage; returns the final metric value."""
         reg = sitk.ImageRegistrationMethod()
-        # One thread: ITK sums the metric per thread, so its result (and the mask) would depend
-        # on the thread count and scheduling; a build parallelises over images instead.
+        # One thread and one work unit: ITK sums the metric per work unit, so its result (and
+        # the mask) would depend on the thread count and scheduling; a build parallelises over
+        # images instead. The thread count alone is not enough: the metric splits its domain
+        # into work units (by default as many as the machine has cores) and Mattes MI adds each
+        # unit's joint-histogram derivatives into a shared buffer under a try-lock, in whatever
+        # order the units get there. Those sums differ in the last bits from run to run, the
+        # optimiser's path drifts, and a mask could flip voxels between processes.
         reg.SetNumberOfThreads(1)
+        reg.SetNumberOfWorkUnits(1)
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=HISTOGRAM_BINS)
         reg.SetMetricSamplingStrategy(reg.RANDOM)
         reg.SetMetricSamplingPercentage(stage.sampling, self.seed)

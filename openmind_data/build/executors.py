@@ -1,0 +1,280 @@
+"""Who runs the build's unit of work: this process, local processes, or Dask distributed.
+
+An executor maps a picklable function over jobs and yields ``(index, outcome)`` as each job
+finishes, with at most ``window`` jobs in flight, so memory stays bounded however many images
+there are. The build orders results itself, so its output never depends on the executor or on
+the order of arrival.
+
+A worker that dies (killed for memory, a segfault in a native library) does not stop a build:
+the jobs it held are run again one at a time, and the one that kills a worker again comes back
+as :class:`WorkerDied`, which the build records as an exclusion.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from openmind_data.errors import ConfigError
+
+__all__ = [
+    "DaskExecutor",
+    "Executor",
+    "ProcessExecutor",
+    "SerialExecutor",
+    "WorkerDied",
+    "jobqueue_cluster",
+    "make_executor",
+]
+
+log = logging.getLogger(__name__)
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class WorkerDied:
+    """The outcome of a job whose worker died twice running it."""
+
+    detail: str
+
+
+class Executor(Protocol):
+    name: str
+    workers: int
+
+    def imap_unordered(
+        self, function: Callable[[J], R], jobs: Iterable[J]
+    ) -> Iterator[tuple[int, R | WorkerDied]]: ...
+
+    def close(self) -> None: ...
+
+
+class SerialExecutor:
+    """Every job in this process, in order: for debugging (a breakpoint works)."""
+
+    name = "serial"
+    workers = 1
+
+    def imap_unordered(
+        self, function: Callable[[J], R], jobs: Iterable[J]
+    ) -> Iterator[tuple[int, R | WorkerDied]]:
+        for index, job in enumerate(jobs):
+            yield index, function(job)
+
+    def close(self) -> None:
+        pass
+
+
+class ProcessExecutor:
+    """Local worker processes (the default)."""
+
+    name = "processes"
+
+    def __init__(self, workers: int, *, window: int | None = None) -> None:
+        if workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
+        self.window = window or 2 * workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _fresh_pool(self) -> ProcessPoolExecutor:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = ProcessPoolExecutor(max_workers=self.workers)
+        return self._pool
+
+    def imap_unordered(
+        self, function: Callable[[J], R], jobs: Iterable[J]
+    ) -> Iterator[tuple[int, R | WorkerDied]]:
+        pool = self._pool or self._fresh_pool()
+        pending: dict[Future[R], tuple[int, J]] = {}
+        suspects: list[tuple[int, J]] = []
+        queue = enumerate(jobs)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < self.window:
+                item = next(queue, None)
+                if item is None:
+                    exhausted = True
+                    break
+                pending[pool.submit(function, item[1])] = item
+            if not pending:
+                break
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            broken = False
+            for future in done:
+                index, job = pending.pop(future)
+                try:
+                    yield index, future.result()
+                except BrokenProcessPool:
+                    suspects.append((index, job))
+                    broken = True
+            if broken:
+                # Every job still in flight died with the pool; which one killed it is unknown.
+                suspects.extend(pending.values())
+                pending.clear()
+                pool = self._fresh_pool()
+                yield from self._one_at_a_time(function, suspects)
+                suspects.clear()
+                pool = self._pool or self._fresh_pool()
+
+    def _one_at_a_time(
+        self, function: Callable[[J], R], suspects: list[tuple[int, J]]
+    ) -> Iterator[tuple[int, R | WorkerDied]]:
+        log.warning("a worker process died; running its %d jobs one at a time", len(suspects))
+        for index, job in sorted(suspects, key=lambda s: s[0]):
+            pool = self._pool or self._fresh_pool()
+            try:
+                yield index, pool.submit(function, job).result()
+            except BrokenProcessPool:
+                yield index, WorkerDied("the worker process died while processing this image")
+                self._fresh_pool()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class DaskExecutor:
+    """Dask distributed: a scheduler address (``tcp://host:8786``), a ``Client`` or a cluster
+    object (``LocalCluster``, a dask-jobqueue cluster). Results come back to this process,
+    which alone writes; nothing assumes a shared filesystem for the output, but the workers
+    must see the source datasets under the same paths."""
+
+    name = "dask"
+
+    def __init__(
+        self, target: Any, *, window: int | None = None, owns_cluster: bool = False
+    ) -> None:
+        try:
+            from distributed import Client  # noqa: PLC0415 - an optional extra
+        except ImportError as error:  # pragma: no cover - depends on the install
+            raise ConfigError(
+                "Dask needs the cluster extra: pip install -c constraints.txt '.[cluster]'"
+            ) from error
+        self._own = not isinstance(target, Client)
+        self._cluster = target if owns_cluster else None
+        self.client = Client(target) if self._own else target
+        self.workers = max(1, sum(self.client.nthreads().values()))
+        self.window = window or 2 * self.workers
+
+    def imap_unordered(
+        self, function: Callable[[J], R], jobs: Iterable[J]
+    ) -> Iterator[tuple[int, R | WorkerDied]]:
+        from distributed import as_completed  # noqa: PLC0415
+        from distributed.scheduler import KilledWorker  # noqa: PLC0415
+
+        queue = enumerate(jobs)
+        index_of: dict[Any, int] = {}
+        stream = as_completed()
+        in_flight = 0
+        exhausted = False
+        while True:
+            while not exhausted and in_flight < self.window:
+                item = next(queue, None)
+                if item is None:
+                    exhausted = True
+                    break
+                # pure=False: a job is run even when an identical one ran before (a retry).
+                future = self.client.submit(function, item[1], pure=False)
+                index_of[future.key] = item[0]
+                stream.add(future)
+                in_flight += 1
+            if in_flight == 0:
+                break
+            future = next(stream)
+            in_flight -= 1
+            index = index_of.pop(future.key)
+            try:
+                outcome: R | WorkerDied = future.result()
+            except KilledWorker:
+                # The scheduler already retried it on fresh workers (distributed's
+                # allowed-failures); every one died.
+                outcome = WorkerDied("every Dask worker that ran this image died")
+            finally:
+                future.release()
+            yield index, outcome
+
+    def close(self) -> None:
+        if self._own:
+            self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+def jobqueue_cluster(config: str | Path) -> Any:
+    """A dask-jobqueue cluster from a small TOML file, scaled to its ``jobs``::
+
+    kind = "slurm"          # slurm, pbs, sge, lsf, htcondor, moab, oar
+    jobs = 8                # batch jobs to start
+    [cluster]               # keyword arguments of the dask-jobqueue cluster class
+    cores = 16
+    memory = "64GB"
+    processes = 8
+    walltime = "04:00:00"
+    queue = "cpu"
+    job_extra_directives = ["--account=my-lab"]
+    """
+    path = Path(config)
+    try:
+        settings = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the cluster config: {error}") from error
+    kinds = {
+        "slurm": "SLURMCluster",
+        "pbs": "PBSCluster",
+        "sge": "SGECluster",
+        "lsf": "LSFCluster",
+        "htcondor": "HTCondorCluster",
+        "moab": "MoabCluster",
+        "oar": "OARCluster",
+    }
+    kind = str(settings.get("kind", "slurm")).lower()
+    if kind not in kinds:
+        raise ConfigError(f"{path}: kind must be one of {sorted(kinds)}, got {kind!r}")
+    jobs = settings.get("jobs", 1)
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"{path}: jobs must be a positive integer, got {jobs!r}")
+    arguments = settings.get("cluster", {})
+    if not isinstance(arguments, dict):
+        raise ConfigError(f"{path}: [cluster] must be a table of keyword arguments")
+    try:
+        import dask_jobqueue  # noqa: PLC0415 - an optional extra
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise ConfigError(
+            "dask-jobqueue clusters need the cluster extra: "
+            "pip install -c constraints.txt '.[cluster]'"
+        ) from error
+    try:
+        cluster = getattr(dask_jobqueue, kinds[kind])(**arguments)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(
+            f"{path}: {kinds[kind]} rejects the [cluster] settings: {error}"
+        ) from error
+    cluster.scale(jobs=jobs)
+    return cluster
+
+
+def make_executor(
+    *, workers: int = 1, dask: str | None = None, jobqueue: str | Path | None = None
+) -> Executor:
+    """The executor the command line asks for: ``dask`` (a scheduler address) or ``jobqueue``
+    (a cluster config file) if given, else ``workers`` local processes (serial at 1)."""
+    if dask and jobqueue:
+        raise ConfigError("give either a Dask scheduler address or a jobqueue config, not both")
+    if dask:
+        return DaskExecutor(dask)
+    if jobqueue:
+        return DaskExecutor(jobqueue_cluster(jobqueue), owns_cluster=True)
+    if workers <= 1:
+        return SerialExecutor()
+    return ProcessExecutor(workers)

@@ -1,0 +1,233 @@
+"""The dataset folder, written from the build's journal alone.
+
+::
+
+    README.md                                  configs (all, one per modality, metadata)
+    data/<modality>/<split>-NNNNN-of-MMMMM.parquet
+    metadata/images.parquet                    the image table, no voxels
+    metadata/excluded.parquet                  every candidate or image left out, with a reason
+    metadata/sources.parquet                   one row per source dataset
+    metadata/openneuro_metadata.csv            the released OpenMind columns
+
+The ``all`` config is every modality's shards together, so no voxel is stored twice. Every
+file is written under a hidden name, flushed and renamed; writing the folder again from the
+same journal gives the same bytes, which is what makes a killed build resumable at any point.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from openmind_data.build.dedup import drop_duplicates
+from openmind_data.build.journal import Journal
+from openmind_data.build.shards import ShardOptions, ShardRow, write_shard_rows
+from openmind_data.build.splits import SPLITS, assign_splits
+from openmind_data.build.tree import write_nifti_tree
+from openmind_data.crawl import CrawlResult
+from openmind_data.schema import (
+    EXCLUDED_SCHEMA,
+    IMAGE_SCHEMA,
+    RELEASED_COLUMNS,
+    SOURCES_SCHEMA,
+    table_from_records,
+    write_table,
+)
+
+__all__ = ["FolderResult", "released_csv", "write_folder"]
+
+
+@dataclass
+class FolderResult:
+    images: pa.Table
+    excluded: pa.Table
+    sources: pa.Table
+    shards: dict[str, list[Path]]  # "<modality>/<split>" -> paths
+    tables: dict[str, Path]
+
+
+def write_folder(
+    out: str | Path,
+    crawled: CrawlResult,
+    journal: Journal,
+    keys: Mapping[tuple[str, str], str],
+    shard_options: ShardOptions,
+    *,
+    validation: float,
+    seed: int,
+    roots: Mapping[str, str],
+    nifti_tree: str | Path | None = None,
+) -> FolderResult:
+    """Write the folder for the candidates ``keys`` from what ``journal`` holds of them."""
+    out = Path(out)
+    journaled = journal.rows(keys)
+    located = journaled.published
+    where = {
+        image_id: (batch, row)
+        for image_id, batch, row in zip(
+            located.column("image_id").to_pylist(),
+            located.column("_batch").to_pylist(),
+            located.column("_row").to_pylist(),
+            strict=True,
+        )
+    }
+    sizes = dict(
+        zip(
+            located.column("image_id").to_pylist(),
+            located.column("_bytes").to_pylist(),
+            strict=True,
+        )
+    )
+    kept, duplicates = drop_duplicates(located.select(IMAGE_SCHEMA.names).cast(IMAGE_SCHEMA))
+    images = assign_splits(kept, validation=validation, seed=seed).sort_by("image_id")
+    excluded = _sorted_exclusions(
+        [
+            *_relative_details(crawled.excluded.to_pylist(), roots),
+            *journaled.excluded.to_pylist(),
+            *duplicates.to_pylist(),
+        ]
+    )
+    sources = crawled.sources.sort_by("dataset_id").cast(SOURCES_SCHEMA)
+
+    metadata = out / "metadata"
+    tables = {
+        "images": metadata / "images.parquet",
+        "excluded": metadata / "excluded.parquet",
+        "sources": metadata / "sources.parquet",
+        "openneuro_metadata": metadata / "openneuro_metadata.csv",
+    }
+    _atomic(tables["images"], lambda path: write_table(images, path))
+    _atomic(tables["excluded"], lambda path: write_table(excluded, path))
+    _atomic(tables["sources"], lambda path: write_table(sources, path))
+    released = released_csv(images)
+    _atomic(tables["openneuro_metadata"], lambda path: path.write_text(released))
+
+    def voxels(image_id: str) -> Callable[[], dict[str, Any]]:
+        return lambda: journal.voxels(*where[image_id])
+
+    rows = images.to_pylist()
+    shards: dict[str, list[Path]] = {}
+    modalities = sorted({str(row["modality"]) for row in rows})
+    for modality in modalities:
+        for split in SPLITS:
+            entries = [
+                ShardRow(row, sizes[row["image_id"]], voxels(row["image_id"]))
+                for row in rows
+                if row["modality"] == modality and row["split"] == split
+            ]
+            paths = write_shard_rows(entries, out / "data" / modality, shard_options, split=split)
+            if paths:
+                shards[f"{modality}/{split}"] = paths
+    _remove_stale_configs(out / "data", modalities)
+    readme = dataset_readme(shards, sources)
+    _atomic(out / "README.md", lambda path: path.write_text(readme))
+    if nifti_tree is not None:
+        write_nifti_tree(
+            nifti_tree, rows, lambda row: journal.voxels(*where[row["image_id"]]), released
+        )
+    return FolderResult(images, excluded, sources, shards, tables)
+
+
+def released_csv(images: pa.Table) -> str:
+    """``openneuro_metadata.csv``: the released OpenMind columns, one row per image by path;
+    floats to float32 precision, empty cells for nulls."""
+    rows = sorted(images.select(list(RELEASED_COLUMNS)).to_pylist(), key=lambda r: r["image_path"])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(RELEASED_COLUMNS)
+    for row in rows:
+        writer.writerow([_cell(row[column]) for column in RELEASED_COLUMNS])
+    return buffer.getvalue()
+
+
+def dataset_readme(shards: Mapping[str, Sequence[Path]], sources: pa.Table) -> str:
+    """The folder's README: the YAML header that makes every config loadable with
+    ``datasets.load_dataset`` (``all``, one per modality, ``metadata``) and a short body.
+    ``openmind card`` renders the full dataset card over it."""
+    modalities = sorted({key.split("/")[0] for key in shards})
+    splits = [s for s in SPLITS if any(key.endswith(f"/{s}") for key in shards)]
+    licences = sorted({str(x) for x in sources.column("license").to_pylist() if x})
+    licence = licences[0].lower() if len(licences) == 1 else "other"
+    lines = ["---", f"license: {licence}", "configs:"]
+    lines += _config("all", [(s, f"data/*/{s}-*.parquet") for s in splits], default=True)
+    for modality in modalities:
+        lines += _config(
+            modality,
+            [(s, f"data/{modality}/{s}-*.parquet") for s in SPLITS if f"{modality}/{s}" in shards],
+        )
+    lines += _config("metadata", [("train", "metadata/images.parquet")])
+    lines += ["---", "", "# OpenMind-style dataset", ""]
+    plural = "s" if sources.num_rows != 1 else ""
+    body = (
+        f"Built with `openmind build` from {sources.num_rows} BIDS dataset{plural}: "
+        f"{', '.join(modalities) or 'no images'}. `metadata/` holds the image table, the "
+        "exclusions and the sources."
+    )
+    lines += [body, ""]
+    return "\n".join(lines)
+
+
+def _config(name: str, files: Sequence[tuple[str, str]], *, default: bool = False) -> list[str]:
+    if not files:
+        return []
+    lines = [f"- config_name: {name}"] + (["  default: true"] if default else [])
+    lines.append("  data_files:")
+    for split, pattern in files:
+        lines += [f"  - split: {split}", f"    path: {pattern}"]
+    return lines
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.7g}"
+    return str(value)
+
+
+def _relative_details(rows: list[dict[str, Any]], roots: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Exclusion details with the builder's absolute dataset folders replaced by dataset ids."""
+    for row in rows:
+        root = roots.get(row["dataset_id"])
+        if root and row.get("detail"):
+            row["detail"] = row["detail"].replace(root, row["dataset_id"])
+    return rows
+
+
+def _sorted_exclusions(rows: list[dict[str, Any]]) -> pa.Table:
+    def order(row: Mapping[str, Any]) -> tuple[str, ...]:
+        return tuple(
+            str(row.get(c) or "")
+            for c in ("dataset_id", "source_path", "image_id", "stage", "reason", "detail")
+        )
+
+    return table_from_records(sorted(rows, key=order), EXCLUDED_SCHEMA)
+
+
+def _remove_stale_configs(data: Path, modalities: Sequence[str]) -> None:
+    """Shard folders of modalities an earlier build had and this one has not."""
+    if not data.is_dir():
+        return
+    for folder in data.iterdir():
+        if folder.is_dir() and folder.name not in modalities:
+            for shard in folder.glob("*-*-of-*.parquet"):
+                shard.unlink()
+            if not any(folder.iterdir()):
+                folder.rmdir()
+
+
+def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(partial)`` then flush and rename: never a half-written file under ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    write(partial)
+    with partial.open("rb+") as handle:
+        os.fsync(handle.fileno())
+    partial.replace(path)

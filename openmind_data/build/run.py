@@ -1,0 +1,261 @@
+"""``build(roots, out)``: BIDS datasets in, the OpenMind dataset folder out.
+
+The build crawls the roots, runs the unit of work (:func:`process_candidate`) over every
+candidate on an executor, journals finished units as they come back, and then writes the
+folder from the journal (:mod:`openmind_data.build.folder`): duplicates dropped, the split
+drawn, shards per modality and split, the metadata tables. Only this process writes.
+
+Killed at any moment, the same call finishes the job: units already journaled are not run
+again, and the folder is written from the journal alone, so its bytes do not depend on how
+often the build was interrupted or which executor ran it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from tqdm import tqdm
+
+from openmind_data.build.executors import Executor, SerialExecutor, WorkerDied
+from openmind_data.build.folder import FolderResult, write_folder
+from openmind_data.build.journal import Journal, candidate_key
+from openmind_data.build.shards import ShardOptions
+from openmind_data.build.unit import UnitOptions, UnitResult, process_candidate
+from openmind_data.crawl import CrawlResult, crawl, find_datasets
+from openmind_data.errors import ConfigError
+from openmind_data.exclusions import ExclusionReason as R
+from openmind_data.exclusions import exclusion_row
+from openmind_data.quality import load_model
+from openmind_data.schema import SCHEMA_VERSION
+
+__all__ = ["BuildOptions", "BuildResult", "build"]
+
+log = logging.getLogger(__name__)
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything that shapes a build's output, and how often it journals.
+
+    ``validation``/``seed``: the subject-disjoint split. ``licenses``: SPDX ids a dataset must
+    carry (None: any). ``journal_units``/``journal_bytes``: a batch of finished units is
+    committed to the journal once it holds this many units or voxel bytes, whichever comes
+    first; a kill loses at most one batch of work.
+    """
+
+    unit: UnitOptions = field(default_factory=UnitOptions)
+    shards: ShardOptions = field(default_factory=ShardOptions)
+    validation: float = 0.1
+    seed: int = 0
+    licenses: tuple[str, ...] | None = None
+    journal_units: int = 16
+    journal_bytes: int = 256 * MIB
+
+    def __post_init__(self) -> None:
+        if self.journal_units < 1 or self.journal_bytes < 1:
+            raise ConfigError("journal_units and journal_bytes must be positive")
+        if not 0.0 <= self.validation < 1.0:
+            raise ConfigError(f"the validation share must be in [0, 1), got {self.validation}")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What the journaled units depend on: a resume with another fingerprint is refused.
+        The split, the shard sizes and the licence filter are applied when the folder is
+        written, so changing them re-uses every finished unit."""
+        from openmind_data import __version__  # noqa: PLC0415 - a cycle at import time
+
+        model = json.dumps(load_model(self.unit.iqs_model).to_dict(), sort_keys=True)
+        return {
+            "openmind_data": __version__,
+            "schema": SCHEMA_VERSION,
+            "masks": asdict(self.unit.masks),
+            "dwi": asdict(self.unit.dwi),
+            "iqs_model_sha256": hashlib.sha256(model.encode()).hexdigest(),
+        }
+
+
+@dataclass
+class BuildResult:
+    """What a build wrote and did. ``run``: units this call ran; ``resumed``: units it found
+    in the journal."""
+
+    out: Path
+    crawl: CrawlResult
+    folder: FolderResult
+    run: int
+    resumed: int
+
+    @property
+    def images(self) -> pa.Table:
+        return self.folder.images
+
+    @property
+    def excluded(self) -> pa.Table:
+        return self.folder.excluded
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for people: published per modality and split, excluded by reason."""
+        images = self.folder.images.select(["modality", "split"]).to_pylist()
+        excluded = self.folder.excluded.column("reason").to_pylist()
+        return {
+            "candidates": self.crawl.candidates.num_rows,
+            "published": len(images),
+            "published_by_modality": dict(sorted(Counter(r["modality"] for r in images).items())),
+            "published_by_split": dict(sorted(Counter(r["split"] for r in images).items())),
+            "excluded": len(excluded),
+            "excluded_by_reason": dict(sorted(Counter(excluded).items())),
+            "units_run": self.run,
+            "units_resumed": self.resumed,
+            "shards": sum(len(paths) for paths in self.folder.shards.values()),
+        }
+
+
+def build(
+    roots: str | Path | Sequence[str | Path],
+    out: str | Path,
+    options: BuildOptions | None = None,
+    *,
+    executor: Executor | None = None,
+    fresh: bool = False,
+    nifti_tree: str | Path | None = None,
+    progress: bool = False,
+) -> BuildResult:
+    """Build the dataset folder ``out`` from the BIDS datasets under ``roots``.
+
+    ``executor`` runs the units (default: this process; see
+    :func:`~openmind_data.build.executors.make_executor`). ``fresh`` discards the journal of
+    an earlier build in ``out``; otherwise its finished units are re-used (a resume).
+    ``nifti_tree`` also writes the released OpenMind layout there.
+    """
+    options = options or BuildOptions()
+    executor = executor or SerialExecutor()
+    if isinstance(roots, str | Path):
+        roots = [roots]
+    out = Path(out)
+    datasets = {path.name: path for path in find_datasets(roots)}
+    _check_separate(out, datasets.values(), nifti_tree)
+    crawled = crawl(
+        roots,
+        workers=1 if executor.name == "serial" else min(executor.workers, len(datasets)),
+        licenses=options.licenses,
+        progress=progress,
+    )
+    candidates = crawled.candidates.to_pylist()
+    keys = {(row["dataset_id"], row["source_path"]): candidate_key(row) for row in candidates}
+    with Journal(out, options.fingerprint()).open(fresh=fresh) as journal:
+        done = journal.done()
+        todo = [
+            row
+            for row in candidates
+            if done.get((row["dataset_id"], row["source_path"]), ("",))[0]
+            != keys[(row["dataset_id"], row["source_path"])]
+        ]
+        jobs = [(row, str(datasets[row["dataset_id"]]), options.unit) for row in todo]
+        _run_units(journal, executor, jobs, keys, options, progress)
+        folder = write_folder(
+            out,
+            crawled,
+            journal,
+            keys,
+            options.shards,
+            validation=options.validation,
+            seed=options.seed,
+            roots={name: str(path) for name, path in datasets.items()},
+            nifti_tree=nifti_tree,
+        )
+    return BuildResult(
+        out=out, crawl=crawled, folder=folder, run=len(todo), resumed=len(candidates) - len(todo)
+    )
+
+
+def _unit(job: tuple[dict[str, Any], str, UnitOptions]) -> UnitResult:
+    row, root, options = job
+    return process_candidate(row, root, options)
+
+
+def _run_units(
+    journal: Journal,
+    executor: Executor,
+    jobs: list[tuple[dict[str, Any], str, UnitOptions]],
+    keys: Mapping[tuple[str, str], str],
+    options: BuildOptions,
+    progress: bool,
+) -> None:
+    """Run ``jobs`` on ``executor``, committing finished units to the journal in batches."""
+    bar = tqdm(total=len(jobs), desc="build", unit="image", disable=None if progress else True)
+    batch = _Batch()
+    for index, outcome in executor.imap_unordered(_unit, jobs):
+        row, root, _ = jobs[index]
+        result = (
+            UnitResult(
+                excluded=[exclusion_row(row, R.PROCESSING_ERROR, outcome.detail, stage="build")]
+            )
+            if isinstance(outcome, WorkerDied)
+            else outcome
+        )
+        batch.add(row, keys[(row["dataset_id"], row["source_path"])], result, root)
+        bar.update()
+        if len(batch.units) >= options.journal_units or batch.size >= options.journal_bytes:
+            batch.commit(journal)
+    batch.commit(journal)
+    bar.close()
+
+
+@dataclass
+class _Batch:
+    units: list[dict[str, str]] = field(default_factory=list)
+    published: list[dict[str, Any]] = field(default_factory=list)
+    excluded: list[dict[str, Any]] = field(default_factory=list)
+    size: int = 0
+
+    def add(self, row: Mapping[str, Any], key: str, result: UnitResult, root: str) -> None:
+        self.units.append(
+            {
+                "dataset_id": row["dataset_id"],
+                "source_path": row["source_path"],
+                "candidate_key": key,
+            }
+        )
+        for item in result.published:
+            paths = {"image": item.row["image_path"]} | {
+                column: item.row[f"{column}_path"] for column in item.voxels if column != "image"
+            }
+            self.published.append(
+                item.row | {c: {"bytes": b, "path": paths[c]} for c, b in item.voxels.items()}
+            )
+            self.size += sum(len(b) for b in item.voxels.values())
+        # A message may quote the file by its absolute path: keep the dataset-relative one.
+        self.excluded.extend(
+            excluded | {"detail": _relative(excluded["detail"], root, row["dataset_id"])}
+            for excluded in result.excluded
+        )
+
+    def commit(self, journal: Journal) -> None:
+        journal.commit(self.units, self.published, self.excluded)
+        self.units, self.published, self.excluded, self.size = [], [], [], 0
+
+
+def _relative(detail: str | None, root: str, dataset_id: str) -> str | None:
+    return detail.replace(root, dataset_id) if detail else detail
+
+
+def _check_separate(out: Path, datasets: Iterator[Path] | Any, tree: str | Path | None) -> None:
+    """The build never writes into the collection it reads, nor reads what it writes."""
+    targets = [out.resolve()] + ([Path(tree).resolve()] if tree is not None else [])
+    for dataset in datasets:
+        source = dataset.resolve()
+        for target in targets:
+            if target == source or source in target.parents or target in source.parents:
+                raise ConfigError(
+                    f"{target}: the output must lie outside the datasets it is built from "
+                    f"(overlaps {source})"
+                )
