@@ -18,7 +18,7 @@ install: $(STAMP)
 ## The main job on the embedded default: a synthetic OpenNeuro-like collection,
 ## curated into ./openmind.
 demo: $(STAMP)
-	$(BIN)/openmind demo --out openmind --sources openmind-sources
+	$(BIN)/openmind demo --out openmind --sources openmind-sources --nifti-tree openmind-nifti
 
 ## The whole test suite, lint and type checks included.
 test: lint $(STAMP)
@@ -30,4 +30,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) openmind openmind-sources .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) openmind openmind-sources openmind-nifti .mypy_cache .ruff_cache .pytest_cache

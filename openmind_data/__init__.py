@@ -34,6 +34,8 @@ _EXPORTS = {
     "run_dwi": "openmind_data.dwi",
     "MaskOptions": "openmind_data.masks",
     "run_masks": "openmind_data.masks",
+    "build": "openmind_data.curate",
+    "BuildOptions": "openmind_data.curate",
 }
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SHARD_SCHEMA",
     "SOURCES_SCHEMA",
+    "BuildOptions",
     "ConfigError",
     "DwiOptions",
     "ExclusionReason",
@@ -54,6 +57,7 @@ __all__ = [
     "SynthConfig",
     "SynthError",
     "__version__",
+    "build",
     "modality_for",
     "read_index",
     "run_dwi",
@@ -63,6 +67,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from openmind_data.crawl import read_index
+    from openmind_data.curate import BuildOptions, build
     from openmind_data.dwi import DwiOptions, run_dwi
     from openmind_data.errors import (
         ConfigError,

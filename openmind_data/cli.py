@@ -81,67 +81,133 @@ def synth(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Where the curated dataset goes.")] = Path("openmind"),
+    out: Annotated[Path, typer.Option(help="Where the dataset folder goes.")] = Path("openmind"),
     sources: Annotated[Path, typer.Option(help="Where the synthetic BIDS collection goes.")] = Path(
         "openmind-sources"
     ),
+    nifti_tree: Annotated[
+        Path, typer.Option(help="Where the released OpenMind layout goes.")
+    ] = Path("openmind-nifti"),
     workers: Annotated[int, typer.Option(help="Processes.")] = 2,
 ) -> None:
-    """The main job on the embedded default: synthesize a collection and curate it.
+    """The main job on the embedded default: synthesize a collection and build it.
 
-    Today: synthesize the collection, crawl it into OUT/crawl/index.parquet (with its
-    companions), turn its DWI series into maps under OUT/dwi, mask (and where needed deface)
-    every image under OUT/masks, measure and score every image under OUT/quality, and draw the
-    collection's montage, the masks over middle slices and the quality contact sheet into
-    OUT/assets; the other build stages join as they land.
+    Synthesizes the collection into SOURCES, builds the dataset folder OUT from it (data
+    shards, metadata tables, README), writes the released layout into NIFTI_TREE, and draws
+    the collection's montage, the masks over middle slices and the quality contact sheet into
+    OUT/assets.
     """
-    from openmind_data.crawl import crawl as run_crawl  # noqa: PLC0415
-    from openmind_data.dwi import run_dwi  # noqa: PLC0415
-    from openmind_data.masks import run_masks, write_mask_figure  # noqa: PLC0415
-    from openmind_data.quality import run_quality, write_quality_sheet  # noqa: PLC0415
+    from openmind_data.curate import BuildOptions, make_executor  # noqa: PLC0415
+    from openmind_data.curate import build as run_build  # noqa: PLC0415
+    from openmind_data.masks import write_mask_figure  # noqa: PLC0415
+    from openmind_data.quality import write_quality_sheet  # noqa: PLC0415
     from openmind_data.synth import SynthConfig, synthesize, write_montage  # noqa: PLC0415
 
     collection = synthesize(
         sources, SynthConfig(), workers=workers, overwrite=True, progress=_State.progress
     )
     _summarise(collection.files())
-    result = run_crawl(sources, workers=workers, progress=_State.progress)
-    paths = result.write(out / "crawl" / "index.parquet")
-    _print_counts(result.counts())
-    maps = run_dwi(
-        result.candidates, sources, out / "dwi", workers=workers, progress=_State.progress
-    )
-    tables = maps.write(out / "dwi")
-    _print_counts(maps.counts())
-    masked = run_masks(
-        result.candidates,
-        sources,
-        out / "masks",
-        derived=maps.images,
-        derived_root=out / "dwi",
-        workers=workers,
-        progress=_State.progress,
-    )
-    mask_tables = masked.write(out / "masks")
-    _print_counts(masked.counts())
-    scored = run_quality(
-        masked.images, masked.voxels, out / "masks", workers=workers, progress=_State.progress
-    )
-    quality_tables = scored.write(out / "quality")
-    _print_counts(scored.counts())
-    picture = write_montage(collection, out / "assets" / "synthetic_sources.png")
-    overlays = write_mask_figure(
-        masked.images, masked.voxels, out / "masks", out / "assets" / "masks.png"
-    )
-    sheet = write_quality_sheet(
-        scored.images, masked.voxels, out / "assets" / "quality_sheet.png", per_modality=3
-    )
+    executor = make_executor(workers=workers)
+    try:
+        result = run_build(
+            sources,
+            out,
+            BuildOptions(),
+            executor=executor,
+            nifti_tree=nifti_tree,
+            progress=_State.progress,
+        )
+    finally:
+        executor.close()
+    _print_counts(result.summary())
+    images = result.images
+    located = {row["image_id"]: nifti_tree / row["image_path"] for row in images.to_pylist()}
+    assets = out / "assets"
+    picture = write_montage(collection, assets / "synthetic_sources.png")
+    overlays = write_mask_figure(images, located, nifti_tree, assets / "masks.png")
+    sheet = write_quality_sheet(images, located, assets / "quality_sheet.png", per_modality=3)
     typer.echo(
-        f"sources: {sources}/  truth: {sources}/truth/  crawl: {paths['candidates']}  "
-        f"dwi: {tables['images']}  masks: {mask_tables['images']}  "
-        f"quality: {quality_tables['images']}  montage: {picture}  mask overlays: {overlays}  "
-        f"quality sheet: {sheet}"
+        f"sources: {sources}/  truth: {sources}/truth/  dataset: {out}/  released layout: "
+        f"{nifti_tree}/  montage: {picture}  mask overlays: {overlays}  quality sheet: {sheet}"
     )
+
+
+@app.command()
+def build(
+    roots: Annotated[list[Path], typer.Argument(help="BIDS datasets, or folders of them.")],
+    out: Annotated[Path, typer.Option(help="The dataset folder to write.")] = Path("openmind"),
+    workers: Annotated[int, typer.Option(help="Local processes (1: this process).")] = 1,
+    dask: Annotated[
+        str | None, typer.Option(help="A Dask scheduler address (tcp://host:8786).")
+    ] = None,
+    jobqueue: Annotated[
+        Path | None, typer.Option(help="A dask-jobqueue cluster config (TOML), e.g. SLURM.")
+    ] = None,
+    fresh: Annotated[
+        bool, typer.Option(help="Discard an earlier build's journal instead of resuming it.")
+    ] = False,
+    nifti_tree: Annotated[
+        Path | None, typer.Option(help="Also write the released OpenMind layout here.")
+    ] = None,
+    validation: Annotated[float, typer.Option(help="Share of subjects in validation.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed of the subject split.")] = 0,
+    license: Annotated[
+        list[str] | None, typer.Option(help="Only datasets under these SPDX licences (repeatable).")
+    ] = None,
+    brain: Annotated[str, typer.Option(help="auto | template | hd-bet | none.")] = "auto",
+    hdbet_params: Annotated[
+        str | None, typer.Option(help="HD-BET parameter folder (default: HD-BET's own).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="Device for HD-BET: cpu | cuda.")] = "cpu",
+    deface: Annotated[
+        str, typer.Option(help="Images not confirmed defaced: deface | exclude | off.")
+    ] = "deface",
+    iqs_model: Annotated[
+        Path | None, typer.Option(help="An IQS model file (default: the shipped one).")
+    ] = None,
+    row_group_mb: Annotated[int, typer.Option(help="Row group size, MiB of voxels.")] = 100,
+    shard_mb: Annotated[int, typer.Option(help="Shard size, MiB of voxels.")] = 500,
+) -> None:
+    """Build the OpenMind dataset folder OUT from BIDS datasets: crawl, DWI maps, masks and
+    defacing, quality, duplicates, the split, data shards and metadata tables.
+
+    Killed, the same command resumes: finished images are not processed again, and the result
+    is the same bytes as an uninterrupted build.
+    """
+    from openmind_data.curate import (  # noqa: PLC0415
+        BuildOptions,
+        ShardOptions,
+        UnitOptions,
+        make_executor,
+    )
+    from openmind_data.curate import build as run_build  # noqa: PLC0415
+    from openmind_data.masks import MaskOptions  # noqa: PLC0415
+
+    options = BuildOptions(
+        unit=UnitOptions(
+            masks=MaskOptions(brain=brain, hdbet_params=hdbet_params, device=device, deface=deface),
+            iqs_model=str(iqs_model) if iqs_model else None,
+        ),
+        shards=ShardOptions(row_group_bytes=row_group_mb << 20, shard_bytes=shard_mb << 20),
+        validation=validation,
+        seed=seed,
+        licenses=tuple(license) if license else None,
+    )
+    executor = make_executor(workers=workers, dask=dask, jobqueue=jobqueue)
+    try:
+        result = run_build(
+            roots,
+            out,
+            options,
+            executor=executor,
+            fresh=fresh,
+            nifti_tree=nifti_tree,
+            progress=_State.progress,
+        )
+    finally:
+        executor.close()
+    _print_counts(result.summary())
+    typer.echo(f"wrote {out}/ ({', '.join(str(p) for p in result.folder.tables.values())})")
 
 
 @app.command()

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from openmind_data.build import ShardOptions, shard_name, write_shards
+from openmind_data.curate import ShardOptions, shard_name, write_shards
 from openmind_data.errors import ConfigError
 from openmind_data.masks import MasksResult
 from openmind_data.nifti import encode_nifti

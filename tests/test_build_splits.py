@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from openmind_data.build import assign_splits, drop_duplicates, file_sha256, split_of
 from openmind_data.crawl import CrawlResult
+from openmind_data.curate import assign_splits, drop_duplicates, file_sha256, split_of
 from openmind_data.errors import ConfigError
 from openmind_data.ids import image_id
 from openmind_data.schema import IMAGE_SCHEMA, table_from_records

@@ -11,8 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from openmind_data.build import UnitResult, process_candidate
 from openmind_data.crawl import CrawlResult
+from openmind_data.curate import UnitResult, process_candidate
 from openmind_data.masks import MasksResult
 from openmind_data.parallel import run_jobs
 from openmind_data.quality import QualityResult, run_quality
@@ -118,12 +118,6 @@ def test_a_dwi_series_publishes_its_three_maps_with_masks_and_scores(
             assert _decode(published.voxels["image"]).get_data_dtype() == np.float32
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect, not yet found: in about one full run in three, one image's brain "
-    "mask differs between the two processes that make it (INU 0.1171 against 0.1182), though "
-    "it is reproducible within a process; see the issue-7 note",
-)
 def test_the_unit_measures_and_scores_as_the_stages_do(
     units: dict[str, UnitResult], staged: QualityResult
 ) -> None:

@@ -217,6 +217,9 @@ def _check_broken(path: Path, record: dict[str, Any]) -> None:
     elif reason is ExclusionReason.INVALID_TSV:
         rows = [line.split("\t") for line in path.read_text().splitlines()]
         assert len({len(r) for r in rows}) > 1
+    elif reason is ExclusionReason.DUPLICATE:
+        original = path.parents[3] / record["duplicate_of"]
+        assert path.read_bytes() == original.read_bytes()
     elif reason is ExclusionReason.UNMAPPED_MODALITY:
         datatype, suffix, entities = _parse(record["path"])
         assert modality_for(datatype, suffix, entities) is None
@@ -244,8 +247,9 @@ def test_broken_files_break_as_the_truth_says(collection: Collection) -> None:
         "not_utf8",
         "invalid_tsv",
         "unmapped_modality",
+        "duplicate",
     }
-    assert {r["earliest_stage"] for r in excluded} == {"crawl", "load"}
+    assert {r["earliest_stage"] for r in excluded} == {"crawl", "load", "build"}
 
 
 def test_no_broken_files_on_request(tmp_path: Path, tiny_config: SynthConfig) -> None:

@@ -80,6 +80,7 @@ class DatasetBuilder:
     tasks: list[ImageTask] = field(default_factory=list)
     truth: list[dict[str, Any]] = field(default_factory=list)
     sidecars: dict[str, dict[str, Any]] = field(default_factory=dict)
+    copies: list[tuple[str, str]] = field(default_factory=list)  # (collection path, of path)
 
     @property
     def base(self) -> str:
@@ -120,6 +121,19 @@ class DatasetBuilder:
             )
         else:
             self.record(rel, "excluded", reason=str(reason), earliest_stage=stage, **truth)
+
+    def duplicate(self, rel: str, *, of: str, modality: str) -> None:
+        """A byte-for-byte copy of another dataset's image (``of``, relative to the collection
+        root), made once every image is written: a build publishes it once."""
+        self.copies.append((f"{self.base}/{rel}", of))
+        self.record(
+            rel,
+            "excluded",
+            modality=modality,
+            reason=str(ExclusionReason.DUPLICATE),
+            earliest_stage="build",
+            duplicate_of=of,
+        )
 
     def record(self, rel: str, role: Role, **truth: Any) -> None:
         self.truth.append(

@@ -94,6 +94,10 @@ def synthesize(
             builders.append(builder)
     tasks = [task for b in builders for task in b.tasks]
     results = _run(root, tasks, workers, progress)
+    for path, of in (copy for b in builders for copy in b.copies):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / of, root / path)
+        results[path] = results[of]  # same voxels, same truth (shape, masks, ...)
 
     files = [record for b in builders for record in b.truth]
     for record in files:

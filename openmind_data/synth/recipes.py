@@ -520,6 +520,14 @@ def diffusion(b: DatasetBuilder, cfg: SynthConfig) -> None:
             reason=R.GRADIENT_MISMATCH if mismatch else None,
             stage="crawl",
         )
+    if cfg.broken:
+        # A study re-sharing another's scan byte for byte, as OpenNeuro datasets do.
+        first = (int(b.dataset_id.removeprefix("ds")) - 1) // len(RECIPES) * len(RECIPES) + 1
+        b.duplicate(
+            "sub-03/anat/sub-03_T1w.nii.gz",
+            of=f"ds{first:06d}/sub-01/ses-1/anat/sub-01_ses-1_acq-MPRAGE_T1w.nii.gz",
+            modality="T1w",
+        )
 
 
 # -- 5 ----------------------------------------------------------------------------------------

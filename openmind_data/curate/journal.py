@@ -226,6 +226,7 @@ def _voxel_sizes(folder: Path) -> list[int]:
     return [
         sum(metadata.row_group(g).column(i).total_uncompressed_size for i in voxel)
         for g in range(metadata.num_row_groups)
+        if metadata.row_group(g).num_rows  # an empty table is written as one empty group
     ]
 
 

@@ -2,7 +2,7 @@
 
 The build crawls the roots, runs the unit of work (:func:`process_candidate`) over every
 candidate on an executor, journals finished units as they come back, and then writes the
-folder from the journal (:mod:`openmind_data.build.folder`): duplicates dropped, the split
+folder from the journal (:mod:`openmind_data.curate.folder`): duplicates dropped, the split
 drawn, shards per modality and split, the metadata tables. Only this process writes.
 
 Killed at any moment, the same call finishes the job: units already journaled are not run
@@ -24,12 +24,12 @@ from typing import Any
 import pyarrow as pa
 from tqdm import tqdm
 
-from openmind_data.build.executors import Executor, SerialExecutor, WorkerDied
-from openmind_data.build.folder import FolderResult, write_folder
-from openmind_data.build.journal import Journal, candidate_key
-from openmind_data.build.shards import ShardOptions
-from openmind_data.build.unit import UnitOptions, UnitResult, process_candidate
 from openmind_data.crawl import CrawlResult, crawl, find_datasets
+from openmind_data.curate.executors import Executor, SerialExecutor, WorkerDied
+from openmind_data.curate.folder import FolderResult, write_folder
+from openmind_data.curate.journal import Journal, candidate_key
+from openmind_data.curate.shards import ShardOptions
+from openmind_data.curate.unit import UnitOptions, UnitResult, process_candidate
 from openmind_data.errors import ConfigError
 from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.exclusions import exclusion_row
@@ -132,7 +132,7 @@ def build(
     """Build the dataset folder ``out`` from the BIDS datasets under ``roots``.
 
     ``executor`` runs the units (default: this process; see
-    :func:`~openmind_data.build.executors.make_executor`). ``fresh`` discards the journal of
+    :func:`~openmind_data.curate.executors.make_executor`). ``fresh`` discards the journal of
     an earlier build in ``out``; otherwise its finished units are re-used (a resume).
     ``nifti_tree`` also writes the released OpenMind layout there.
     """

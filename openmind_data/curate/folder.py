@@ -26,12 +26,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from openmind_data.build.dedup import drop_duplicates
-from openmind_data.build.journal import Journal
-from openmind_data.build.shards import ShardOptions, ShardRow, write_shard_rows
-from openmind_data.build.splits import SPLITS, assign_splits
-from openmind_data.build.tree import write_nifti_tree
 from openmind_data.crawl import CrawlResult
+from openmind_data.curate.dedup import drop_duplicates
+from openmind_data.curate.journal import Journal
+from openmind_data.curate.shards import ShardOptions, ShardRow, write_shard_rows
+from openmind_data.curate.splits import SPLITS, assign_splits
+from openmind_data.curate.tree import write_nifti_tree
 from openmind_data.schema import (
     EXCLUDED_SCHEMA,
     IMAGE_SCHEMA,

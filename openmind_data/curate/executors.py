@@ -12,7 +12,11 @@ as :class:`WorkerDied`, which the build records as an exclusion.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
+import sys
 import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -88,7 +92,7 @@ class ProcessExecutor:
     def _fresh_pool(self) -> ProcessPoolExecutor:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        self._pool = ProcessPoolExecutor(max_workers=self.workers)
+        self._pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_die_with_parent)
         return self._pool
 
     def imap_unordered(
@@ -142,6 +146,18 @@ class ProcessExecutor:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this worker when the process that started it dies. A build killed
+    with SIGKILL would otherwise leave its workers waiting forever on a queue nobody feeds."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
 
 
 class DaskExecutor:
@@ -211,8 +227,9 @@ class DaskExecutor:
             self._cluster.close()
 
 
-def jobqueue_cluster(config: str | Path) -> Any:
-    """A dask-jobqueue cluster from a small TOML file, scaled to its ``jobs``::
+def jobqueue_cluster(config: str | Path, *, scale: bool = True) -> Any:
+    """A dask-jobqueue cluster from a small TOML file, scaled to its ``jobs`` (which submits
+    them) unless ``scale`` is false::
 
     kind = "slurm"          # slurm, pbs, sge, lsf, htcondor, moab, oar
     jobs = 8                # batch jobs to start
@@ -260,7 +277,8 @@ def jobqueue_cluster(config: str | Path) -> Any:
         raise ConfigError(
             f"{path}: {kinds[kind]} rejects the [cluster] settings: {error}"
         ) from error
-    cluster.scale(jobs=jobs)
+    if scale:
+        cluster.scale(jobs=jobs)
     return cluster
 
 

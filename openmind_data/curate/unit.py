@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from openmind_data.build.dedup import file_sha256
+from openmind_data.curate.dedup import file_sha256
 from openmind_data.dwi import DwiOptions
 from openmind_data.dwi.stage import process_series
 from openmind_data.errors import InvalidInputError
