@@ -147,14 +147,18 @@ def test_serial_and_dask_builds_are_byte_identical_to_local_processes(
 
 def test_a_resume_reuses_every_unit_and_fresh_starts_over(tiny_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "openmind"
-    first = build(tiny_root, out, OPTIONS)
-    digests = _output(out)
-    again = build(tiny_root, out, OPTIONS)
-    assert (again.run, again.resumed) == (0, first.run)
-    assert _output(out) == digests
-    fresh = build(tiny_root, out, OPTIONS, fresh=True)
-    assert (fresh.run, fresh.resumed) == (first.run, 0)
-    assert _output(out) == digests
+    executor = ProcessExecutor(2)
+    try:
+        first = build(tiny_root, out, OPTIONS, executor=executor)
+        digests = _output(out)
+        again = build(tiny_root, out, OPTIONS, executor=executor)
+        assert (again.run, again.resumed) == (0, first.run)
+        assert _output(out) == digests
+        fresh = build(tiny_root, out, OPTIONS, executor=executor, fresh=True)
+        assert (fresh.run, fresh.resumed) == (first.run, 0)
+        assert _output(out) == digests
+    finally:
+        executor.close()
 
 
 def test_one_journal_one_writer(tmp_path: Path) -> None:

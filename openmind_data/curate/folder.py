@@ -86,7 +86,10 @@ def write_folder(
         )
     )
     kept, duplicates = drop_duplicates(located.select(IMAGE_SCHEMA.names).cast(IMAGE_SCHEMA))
-    images = assign_splits(kept, validation=validation, seed=seed).sort_by("image_id")
+    rows = assign_splits(kept, validation=validation, seed=seed).sort_by("image_id").to_pylist()
+    # Made anew from the rows: the journal's batches give chunks and dictionaries that depend
+    # on how the work was scheduled, and Parquet would write them into the file.
+    images = table_from_records(rows, IMAGE_SCHEMA)
     excluded = _sorted_exclusions(
         [
             *_relative_details(crawled.excluded.to_pylist(), roots),
@@ -112,7 +115,6 @@ def write_folder(
     def voxels(image_id: str) -> Callable[[], dict[str, Any]]:
         return lambda: journal.voxels(*where[image_id])
 
-    rows = images.to_pylist()
     shards: dict[str, list[Path]] = {}
     modalities = sorted({str(row["modality"]) for row in rows})
     for modality in modalities:

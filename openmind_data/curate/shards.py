@@ -133,10 +133,13 @@ def write_shard_rows(
 ) -> list[Path]:
     """Write one split of one config into ``folder``; returns the shard paths. Shards of this
     split that the new set does not name (an earlier run's) are removed, so the folder holds
-    exactly one consistent set; no rows leave none."""
+    exactly one consistent set; no rows leave none. One writer per folder at a time (the
+    build's journal lock sees to it): a temporary file left by a killed writer is removed."""
     options = options or ShardOptions()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    for partial in folder.glob(f".{split}-*.partial"):  # what a killed writer left
+        partial.unlink()
     ordered = sorted(entries, key=_order)
     shards = _cut(ordered, options.shard_bytes) if ordered else []
     schema = shard_schema()
@@ -165,7 +168,7 @@ def _materialise(entry: ShardRow) -> dict[str, Any]:
 
 
 def _write_atomic(path: Path, groups: Iterable[pa.Table], schema: pa.Schema) -> None:
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial = path.with_name(f".{path.name}.partial")
     with partial.open("wb") as handle:
         with pq.ParquetWriter(handle, schema, compression="zstd", write_statistics=True) as writer:
             for group in groups:
