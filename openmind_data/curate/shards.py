@@ -138,8 +138,8 @@ def write_shard_rows(
     options = options or ShardOptions()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for partial in folder.glob(f".{split}-*.partial"):  # what a killed writer left
-        partial.unlink()
+    for leftover in folder.glob(f".{split}-*.partial"):  # what a killed writer left
+        leftover.unlink()
     ordered = sorted(entries, key=_order)
     shards = _cut(ordered, options.shard_bytes) if ordered else []
     schema = shard_schema()
