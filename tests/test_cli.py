@@ -67,3 +67,24 @@ def test_schema_and_modalities_commands() -> None:
     result = runner.invoke(app, ["modalities"])
     assert result.exit_code == 0
     assert "UNIT1" in result.output and "anat/MP2RAGE inv~." in result.output
+
+
+def test_build_command_builds_then_resumes(tmp_path: Path) -> None:
+    import openmind_data
+    from openmind_data.synth import SynthConfig, synthesize
+
+    assert callable(openmind_data.build)  # the function, though openmind_data.curate holds it
+    config = SynthConfig(seed=5, resolution="tiny", subjects=2, quality=False, diffusion=False)
+    root = synthesize(tmp_path / "sources", config).root
+    out = tmp_path / "openmind"
+    command = ["--no-progress", "build", str(root), "--out", str(out), "--workers", "2"]
+    first = runner.invoke(app, [*command, "--nifti-tree", str(tmp_path / "tree")])
+    assert first.exit_code == 0, first.output
+    assert "units_resumed: 0" in first.output and "duplicate 1" in first.output
+    assert (out / "metadata" / "images.parquet").is_file()
+    assert (tmp_path / "tree" / "openneuro_metadata.csv").is_file()
+    again = runner.invoke(app, command)
+    assert again.exit_code == 0, again.output
+    assert "units_run: 0" in again.output
+    refused = runner.invoke(app, [*command, "--deface", "off"])
+    assert refused.exit_code != 0 and "--fresh" in str(refused.exception)
