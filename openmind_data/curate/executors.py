@@ -92,7 +92,9 @@ class ProcessExecutor:
     def _fresh_pool(self) -> ProcessPoolExecutor:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        self._pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_die_with_parent)
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.workers, initializer=_die_with_parent, initargs=(os.getpid(),)
+        )
         return self._pool
 
     def imap_unordered(
@@ -148,7 +150,7 @@ class ProcessExecutor:
             self._pool = None
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """Ask Linux to kill this worker when the process that started it dies. A build killed
     with SIGKILL would otherwise leave its workers waiting forever on a queue nobody feeds."""
     if sys.platform != "linux":
@@ -156,7 +158,7 @@ def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_pdeathsig = 1
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() == 1:  # the parent died before the request took effect
+    if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
 
 

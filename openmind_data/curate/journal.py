@@ -33,6 +33,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from openmind_data.curate.shards import parquet_options
 from openmind_data.errors import ConfigError
 from openmind_data.schema import (
     EXCLUDED_SCHEMA,
@@ -146,7 +147,9 @@ class Journal:
             pa.Table.from_pylist(list(units), schema=UNITS_SCHEMA), partial / "units.parquet"
         )
         table = table_from_records(published, SHARD_SCHEMA)
-        pq.write_table(table, partial / "published.parquet", row_group_size=1, compression="zstd")
+        pq.write_table(
+            table, partial / "published.parquet", row_group_size=1, **parquet_options(table.schema)
+        )
         pq.write_table(table_from_records(excluded, EXCLUDED_SCHEMA), partial / "excluded.parquet")
         for path in partial.iterdir():
             _fsync_path(path)

@@ -32,6 +32,7 @@ from openmind_data.schema import SHARD_SCHEMA, VOXEL_COLUMNS, table_from_records
 __all__ = [
     "ShardOptions",
     "ShardRow",
+    "parquet_options",
     "shard_name",
     "shard_schema",
     "write_shard_rows",
@@ -167,10 +168,39 @@ def _materialise(entry: ShardRow) -> dict[str, Any]:
     return {**entry.row, **{column: voxels.get(column) for column in VOXEL_COLUMNS}}
 
 
+def parquet_options(schema: pa.Schema) -> dict[str, Any]:
+    """Writer options for a table with voxel columns: zstd, dictionaries and statistics for
+    every column but the NIfTI bytes, which are gzip already, unique and megabytes long (zstd
+    would gain nothing, a dictionary would hash them whole, and min/max statistics of them
+    mean nothing)."""
+    leaves = _leaf_paths(schema)
+    plain = [p for p in leaves if not _is_voxel_payload(p)]
+    return {
+        "compression": {p: "zstd" if p in plain else "none" for p in leaves},
+        "use_dictionary": plain,
+        "write_statistics": plain,
+    }
+
+
+def _is_voxel_payload(path: str) -> bool:
+    column, _, leaf = path.partition(".")
+    return column in VOXEL_COLUMNS and leaf == "bytes"
+
+
+@lru_cache(maxsize=4)
+def _leaf_paths(schema: pa.Schema) -> tuple[str, ...]:
+    """Dotted paths of a schema's Parquet leaf columns (``image.bytes``, ``provenance.list.
+    element.step``, ...): per-column writer options are keyed by them."""
+    buffer = pa.BufferOutputStream()
+    pq.write_table(schema.empty_table(), buffer)
+    found = pq.ParquetFile(pa.BufferReader(buffer.getvalue())).schema
+    return tuple(found.column(i).path for i in range(len(found)))
+
+
 def _write_atomic(path: Path, groups: Iterable[pa.Table], schema: pa.Schema) -> None:
     partial = path.with_name(f".{path.name}.partial")
     with partial.open("wb") as handle:
-        with pq.ParquetWriter(handle, schema, compression="zstd", write_statistics=True) as writer:
+        with pq.ParquetWriter(handle, schema, **parquet_options(schema)) as writer:
             for group in groups:
                 writer.write_table(group, row_group_size=max(group.num_rows, 1))
         handle.flush()
