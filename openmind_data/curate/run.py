@@ -156,19 +156,14 @@ def build(
         progress=progress,
     )
     candidates = crawled.candidates.to_pylist()
-    keys = {(row["dataset_id"], row["source_path"]): candidate_key(row) for row in candidates}
+    keys = {_where(row): candidate_key(row) for row in candidates}
     with Journal(out, options.fingerprint()).open(fresh=fresh) as journal:
         done = journal.done()
-        todo = [
-            row
-            for row in candidates
-            if done.get((row["dataset_id"], row["source_path"]), ("",))[0]
-            != keys[(row["dataset_id"], row["source_path"])]
-        ]
+        todo = [row for row in candidates if done.get(_where(row), ("",))[0] != keys[_where(row)]]
         jobs = [(row, str(datasets[row["dataset_id"]]), options.unit) for row in todo]
-        crawled_at = time.perf_counter()
+        units_from = time.perf_counter()
         _run_units(journal, executor, jobs, keys, options, progress)
-        units_at = time.perf_counter()
+        folder_from = time.perf_counter()
         folder = write_folder(
             out,
             crawled,
@@ -184,15 +179,20 @@ def build(
     log.info(
         "build of %s: crawl %.1f s, %d units on %s %.1f s, folder %.1f s",
         out,
-        crawled_at - clock,
+        units_from - clock,
         len(todo),
         executor.name,
-        units_at - crawled_at,
-        time.perf_counter() - units_at,
+        folder_from - units_from,
+        time.perf_counter() - folder_from,
     )
     return BuildResult(
         out=out, crawl=crawled, folder=folder, run=len(todo), resumed=len(candidates) - len(todo)
     )
+
+
+def _where(row: Mapping[str, Any]) -> tuple[str, str]:
+    """A candidate's place: its dataset and its path in it."""
+    return (row["dataset_id"], row["source_path"])
 
 
 def _unit(job: tuple[dict[str, Any], str, UnitOptions]) -> UnitResult:
@@ -236,7 +236,7 @@ def _run_units(
             if isinstance(outcome, WorkerDied)
             else outcome
         )
-        batch.add(row, keys[(row["dataset_id"], row["source_path"])], result, root)
+        batch.add(row, keys[_where(row)], result, root)
         bar.update()
         if len(batch.units) >= options.journal_units or batch.size >= options.journal_bytes:
             batch.commit(journal)
