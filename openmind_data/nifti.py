@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ __all__ = [
     "read_stored",
     "scaled",
     "scaling_of",
-    "write_atomic",
 ]
 
 
@@ -109,12 +107,3 @@ def edit_stored(
     out = raw.copy()
     out[changed] = values.astype(raw.dtype)
     return out
-
-
-def write_atomic(path: str | Path, payload: bytes) -> None:
-    """Write through a temporary name in the same folder, so a crash leaves no half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_bytes(payload)
-    partial.replace(path)

@@ -4,7 +4,8 @@
 and a journal batch per unit, and SIGKILL this process:
 
 - ``commit``: right after the N-th journal batch is committed (between images);
-- ``in-commit``: inside the N-th commit, its files written but not yet renamed into place;
+- ``in-commit``: after the journal's N-th flush (a commit flushes its three files and its
+  folder, renames it into place, then flushes the batches folder: 5 flushes a commit);
 - ``in-shard``: inside the first shard with more than N row groups, after the N-th;
 - ``in-metadata``: after the N-th metadata table is written under its temporary name;
 - ``never``: not at all.
@@ -66,7 +67,7 @@ def main(root: str, out: str, point: str, n: int) -> None:
         journal.Journal.commit = _after(n, journal.Journal.commit)  # type: ignore[method-assign]
     elif point == "in-commit":
         # The batch's files are flushed one by one before the folder is renamed into place.
-        journal._fsync_path = _after(n, journal._fsync_path)
+        journal.fsync_path = _after(n, journal.fsync_path)
     elif point == "in-shard":
         shards._write_atomic = _killing_after_groups(n, shards._write_atomic)
     elif point == "in-metadata":

@@ -96,7 +96,7 @@ def _journaled(out: Path) -> int:
     ("point", "n"),
     [
         ("commit", 3),  # between images
-        ("in-commit", 6),  # a journal batch half-written
+        ("in-commit", 9),  # the 2nd journal batch written, not yet renamed into place
         ("in-shard", 2),  # a shard half-written, its earlier row groups on disk
         ("in-metadata", 2),  # the metadata tables half-written
     ],

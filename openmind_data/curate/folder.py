@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from openmind_data.curate.journal import Journal
 from openmind_data.curate.shards import ShardOptions, ShardRow, write_shard_rows
 from openmind_data.curate.splits import SPLITS, assign_splits
 from openmind_data.curate.tree import write_nifti_tree
+from openmind_data.durable import write_with
 from openmind_data.schema import (
     EXCLUDED_SCHEMA,
     IMAGE_SCHEMA,
@@ -106,11 +106,11 @@ def write_folder(
         "sources": metadata / "sources.parquet",
         "openneuro_metadata": metadata / "openneuro_metadata.csv",
     }
-    _atomic(tables["images"], lambda path: write_table(images, path))
-    _atomic(tables["excluded"], lambda path: write_table(excluded, path))
-    _atomic(tables["sources"], lambda path: write_table(sources, path))
+    write_with(tables["images"], lambda path: write_table(images, path))
+    write_with(tables["excluded"], lambda path: write_table(excluded, path))
+    write_with(tables["sources"], lambda path: write_table(sources, path))
     released = released_csv(images)
-    _atomic(tables["openneuro_metadata"], lambda path: path.write_text(released))
+    write_with(tables["openneuro_metadata"], lambda path: path.write_text(released))
 
     def voxels(image_id: str) -> Callable[[], dict[str, Any]]:
         return lambda: journal.voxels(*where[image_id])
@@ -129,7 +129,7 @@ def write_folder(
                 shards[f"{modality}/{split}"] = paths
     _remove_stale_configs(out / "data", modalities)
     readme = dataset_readme(shards, sources)
-    _atomic(out / "README.md", lambda path: path.write_text(readme))
+    write_with(out / "README.md", lambda path: path.write_text(readme))
     if nifti_tree is not None:
         write_nifti_tree(
             nifti_tree, rows, lambda row: journal.voxels(*where[row["image_id"]]), released
@@ -223,13 +223,3 @@ def _remove_stale_configs(data: Path, modalities: Sequence[str]) -> None:
                 shard.unlink()
             if not any(folder.iterdir()):
                 folder.rmdir()
-
-
-def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    """``write(partial)`` then flush and rename: never a half-written file under ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    write(partial)
-    with partial.open("rb+") as handle:
-        os.fsync(handle.fileno())
-    partial.replace(path)

@@ -19,11 +19,9 @@ the order they were written, which depends on scheduling, but the output never d
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from openmind_data.curate.shards import parquet_options
+from openmind_data.durable import fsync_path, write_atomic
 from openmind_data.errors import ConfigError
 from openmind_data.schema import (
     EXCLUDED_SCHEMA,
@@ -107,7 +106,7 @@ class Journal:
             if found != wanted:
                 raise ConfigError(_mismatch(header, found, wanted))
         else:
-            _write_file(header, (json.dumps(wanted, indent=2, sort_keys=True) + "\n").encode())
+            write_atomic(header, (json.dumps(wanted, indent=2, sort_keys=True) + "\n").encode())
         self.batches.mkdir(exist_ok=True)
         for partial in self.batches.glob(".*"):
             shutil.rmtree(partial, ignore_errors=True)
@@ -152,10 +151,10 @@ class Journal:
         )
         pq.write_table(table_from_records(excluded, EXCLUDED_SCHEMA), partial / "excluded.parquet")
         for path in partial.iterdir():
-            _fsync_path(path)
-        _fsync_path(partial)
+            fsync_path(path)
+        fsync_path(partial)
         partial.rename(self.batches / name)
-        _fsync_path(self.batches)
+        fsync_path(self.batches)
         self._next += 1
 
     # -- reading -------------------------------------------------------------------------
@@ -235,26 +234,6 @@ def _voxel_sizes(folder: Path) -> list[int]:
 
 def _concat(tables: list[pa.Table], empty: pa.Schema) -> pa.Table:
     return pa.concat_tables(tables) if tables else empty.empty_table()
-
-
-def _write_file(path: Path, payload: bytes) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    with partial.open("wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
-    _fsync_path(path.parent)
-
-
-def _fsync_path(path: Path) -> None:
-    """Flush a file's or a folder's entry to disk."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        with contextlib.suppress(OSError):  # some filesystems refuse fsync on folders
-            os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _mismatch(header: Path, found: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:

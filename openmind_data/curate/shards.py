@@ -16,7 +16,6 @@ visible under its final name. The same rows always give the same bytes.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
@@ -26,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from openmind_data.durable import fsync_path, write_with
 from openmind_data.errors import ConfigError
 from openmind_data.schema import SHARD_SCHEMA, VOXEL_COLUMNS, table_from_records
 
@@ -159,7 +159,7 @@ def write_shard_rows(
     for stale in folder.glob(f"{split}-*-of-*.parquet"):
         if stale not in paths:
             stale.unlink()
-    _fsync_folder(folder)
+    fsync_path(folder)
     return paths
 
 
@@ -198,19 +198,9 @@ def _leaf_paths(schema: pa.Schema) -> tuple[str, ...]:
 
 
 def _write_atomic(path: Path, groups: Iterable[pa.Table], schema: pa.Schema) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    with partial.open("wb") as handle:
-        with pq.ParquetWriter(handle, schema, **parquet_options(schema)) as writer:
+    def write(partial: Path) -> None:
+        with pq.ParquetWriter(partial, schema, **parquet_options(schema)) as writer:
             for group in groups:
                 writer.write_table(group, row_group_size=max(group.num_rows, 1))
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
 
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    write_with(path, write)

@@ -12,11 +12,11 @@ there with the same bytes are left alone, so writing the tree again after a resu
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from openmind_data.durable import write_atomic
 from openmind_data.schema import VOXEL_COLUMNS
 
 __all__ = ["write_nifti_tree"]
@@ -46,11 +46,4 @@ def write_nifti_tree(
 def _write(path: Path, payload: bytes) -> Path:
     if path.is_file() and path.stat().st_size == len(payload) and path.read_bytes() == payload:
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    with partial.open("wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
-    return path
+    return write_atomic(path, payload)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from openmind_data.durable import write_atomic
 from openmind_data.dwi.gradients import read_gradients, select_volumes, validate_gradients
 from openmind_data.dwi.maps import Step, compute_maps, load_series, software
 from openmind_data.dwi.options import DwiOptions
@@ -27,7 +28,7 @@ from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.exclusions import exclusion_row
 from openmind_data.ids import image_id
 from openmind_data.modalities import DWI_DERIVED
-from openmind_data.nifti import encode_nifti, write_atomic
+from openmind_data.nifti import encode_nifti
 
 __all__ = [
     "DERIVED_SUFFIXES",

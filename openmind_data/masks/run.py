@@ -25,12 +25,13 @@ import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from openmind_data.crawl.api import find_datasets
+from openmind_data.durable import write_atomic
 from openmind_data.errors import ConfigError, InvalidInputError
 from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.exclusions import exclusion_row
 from openmind_data.masks.brain import BrainMasker, brain_masker
 from openmind_data.masks.stage import MaskOptions, mask_image
-from openmind_data.nifti import edit_stored, encode_nifti, read_stored, scaled, write_atomic
+from openmind_data.nifti import edit_stored, encode_nifti, read_stored, scaled
 from openmind_data.parallel import run_jobs
 from openmind_data.schema import EXCLUDED_SCHEMA, IMAGE_SCHEMA, table_from_records, write_table
 
