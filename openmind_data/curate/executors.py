@@ -52,7 +52,11 @@ class WorkerDied:
 
 class Executor(Protocol):
     name: str
-    workers: int
+
+    @property
+    def workers(self) -> int:
+        """How many jobs run at once."""
+        ...
 
     def imap_unordered(
         self, function: Callable[[J], R], jobs: Iterable[J]
@@ -182,8 +186,17 @@ class DaskExecutor:
         self._own = not isinstance(target, Client)
         self._cluster = target if owns_cluster else None
         self.client = Client(target) if self._own else target
-        self.workers = max(1, sum(self.client.nthreads().values()))
-        self.window = window or 2 * self.workers
+        self._window = window
+
+    @property
+    def workers(self) -> int:
+        """Worker threads now: a batch-system cluster grows as its jobs start."""
+        threads: dict[str, int] = self.client.nthreads()
+        return max(1, sum(threads.values()))
+
+    @property
+    def window(self) -> int:
+        return self._window or 2 * self.workers
 
     def imap_unordered(
         self, function: Callable[[J], R], jobs: Iterable[J]
@@ -197,7 +210,8 @@ class DaskExecutor:
         in_flight = 0
         exhausted = False
         while True:
-            while not exhausted and in_flight < self.window:
+            window = self.window  # asked once a round: it grows with the cluster
+            while not exhausted and in_flight < window:
                 item = next(queue, None)
                 if item is None:
                     exhausted = True
