@@ -39,6 +39,13 @@ def main(
 
 
 Resolution = Annotated[str, typer.Option(help="Voxel sizes: tiny | small | realistic.")]
+# The masks stage's options, shared by `masks` and `build`.
+Brain = Annotated[str, typer.Option(help="auto | template | hd-bet | none.")]
+HdbetParams = Annotated[
+    str | None, typer.Option(help="HD-BET parameter folder (default: HD-BET's own).")
+]
+Device = Annotated[str, typer.Option(help="Device for HD-BET: cpu | cuda.")]
+Deface = Annotated[str, typer.Option(help="Images not confirmed defaced: deface | exclude | off.")]
 
 
 @app.command()
@@ -154,14 +161,10 @@ def build(
     license: Annotated[
         list[str] | None, typer.Option(help="Only datasets under these SPDX licences (repeatable).")
     ] = None,
-    brain: Annotated[str, typer.Option(help="auto | template | hd-bet | none.")] = "auto",
-    hdbet_params: Annotated[
-        str | None, typer.Option(help="HD-BET parameter folder (default: HD-BET's own).")
-    ] = None,
-    device: Annotated[str, typer.Option(help="Device for HD-BET: cpu | cuda.")] = "cpu",
-    deface: Annotated[
-        str, typer.Option(help="Images not confirmed defaced: deface | exclude | off.")
-    ] = "deface",
+    brain: Brain = "auto",
+    hdbet_params: HdbetParams = None,
+    device: Device = "cpu",
+    deface: Deface = "deface",
     iqs_model: Annotated[
         Path | None, typer.Option(help="An IQS model file (default: the shipped one).")
     ] = None,
@@ -286,14 +289,10 @@ def masks(
     dwi: Annotated[
         Path | None, typer.Option(help="Also mask the DWI stage's maps (its --out folder).")
     ] = None,
-    brain: Annotated[str, typer.Option(help="auto | template | hd-bet | none.")] = "auto",
-    hdbet_params: Annotated[
-        str | None, typer.Option(help="HD-BET parameter folder (default: HD-BET's own).")
-    ] = None,
-    device: Annotated[str, typer.Option(help="Device for HD-BET: cpu | cuda.")] = "cpu",
-    deface: Annotated[
-        str, typer.Option(help="Images not confirmed defaced: deface | exclude | off.")
-    ] = "deface",
+    brain: Brain = "auto",
+    hdbet_params: HdbetParams = None,
+    device: Device = "cpu",
+    deface: Deface = "deface",
     workers: Annotated[int, typer.Option(help="Processes (one image each).")] = 1,
 ) -> None:
     """Anatomy, anonymization and brain masks for every image; deface what is not defaced.

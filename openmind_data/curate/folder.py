@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from openmind_data.schema import (
     write_table,
 )
 
-__all__ = ["FolderResult", "released_csv", "write_folder"]
+__all__ = ["FolderResult", "relative_details", "released_csv", "write_folder"]
 
 
 @dataclass
@@ -69,22 +70,11 @@ def write_folder(
     out = Path(out)
     journaled = journal.rows(keys)
     located = journaled.published
+    # image id -> (batch, row, voxel bytes): where its voxels wait in the journal.
     where = {
-        image_id: (batch, row)
-        for image_id, batch, row in zip(
-            located.column("image_id").to_pylist(),
-            located.column("_batch").to_pylist(),
-            located.column("_row").to_pylist(),
-            strict=True,
-        )
+        r["image_id"]: (r["_batch"], r["_row"], r["_bytes"])
+        for r in located.select(["image_id", "_batch", "_row", "_bytes"]).to_pylist()
     }
-    sizes = dict(
-        zip(
-            located.column("image_id").to_pylist(),
-            located.column("_bytes").to_pylist(),
-            strict=True,
-        )
-    )
     kept, duplicates = drop_duplicates(located.select(IMAGE_SCHEMA.names).cast(IMAGE_SCHEMA))
     rows = assign_splits(kept, validation=validation, seed=seed).sort_by("image_id").to_pylist()
     # Made anew from the rows: the journal's batches give chunks and dictionaries that depend
@@ -92,7 +82,7 @@ def write_folder(
     images = table_from_records(rows, IMAGE_SCHEMA)
     excluded = _sorted_exclusions(
         [
-            *_relative_details(crawled.excluded.to_pylist(), roots),
+            *relative_details(crawled.excluded.to_pylist(), roots),
             *journaled.excluded.to_pylist(),
             *duplicates.to_pylist(),
         ]
@@ -112,15 +102,16 @@ def write_folder(
     released = released_csv(images)
     write_with(tables["openneuro_metadata"], lambda path: path.write_text(released))
 
-    def voxels(image_id: str) -> Callable[[], dict[str, Any]]:
-        return lambda: journal.voxels(*where[image_id])
+    def voxels(image_id: str) -> dict[str, Any]:
+        batch, row, _ = where[image_id]
+        return journal.voxels(batch, row)
 
     shards: dict[str, list[Path]] = {}
     modalities = sorted({str(row["modality"]) for row in rows})
     for modality in modalities:
         for split in SPLITS:
             entries = [
-                ShardRow(row, sizes[row["image_id"]], voxels(row["image_id"]))
+                ShardRow(row, where[row["image_id"]][2], partial(voxels, row["image_id"]))
                 for row in rows
                 if row["modality"] == modality and row["split"] == split
             ]
@@ -131,9 +122,7 @@ def write_folder(
     readme = dataset_readme(shards, sources)
     write_with(out / "README.md", lambda path: path.write_text(readme))
     if nifti_tree is not None:
-        write_nifti_tree(
-            nifti_tree, rows, lambda row: journal.voxels(*where[row["image_id"]]), released
-        )
+        write_nifti_tree(nifti_tree, rows, lambda row: voxels(row["image_id"]), released)
     return FolderResult(images, excluded, sources, shards, tables)
 
 
@@ -194,8 +183,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _relative_details(rows: list[dict[str, Any]], roots: Mapping[str, str]) -> list[dict[str, Any]]:
-    """Exclusion details with the builder's absolute dataset folders replaced by dataset ids."""
+def relative_details(rows: list[dict[str, Any]], roots: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Exclusion rows with the builder's absolute dataset folders in their details replaced by
+    the dataset ids (a message may quote a file by its absolute path), changed in place."""
     for row in rows:
         root = roots.get(row["dataset_id"])
         if root and row.get("detail"):

@@ -19,7 +19,7 @@ import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from openmind_data.crawl import CrawlResult, crawl, find_datasets
 from openmind_data.curate.executors import Executor, SerialExecutor, WorkerDied
-from openmind_data.curate.folder import FolderResult, write_folder
+from openmind_data.curate.folder import FolderResult, relative_details, write_folder
 from openmind_data.curate.journal import Journal, candidate_key
 from openmind_data.curate.shards import ShardOptions
 from openmind_data.curate.unit import UnitOptions, UnitResult, process_candidate
@@ -267,10 +267,8 @@ class _Batch:
                 item.row | {c: {"bytes": b, "path": paths[c]} for c, b in item.voxels.items()}
             )
             self.size += sum(len(b) for b in item.voxels.values())
-        # A message may quote the file by its absolute path: keep the dataset-relative one.
         self.excluded.extend(
-            excluded | {"detail": _relative(excluded["detail"], root, row["dataset_id"])}
-            for excluded in result.excluded
+            relative_details([dict(r) for r in result.excluded], {row["dataset_id"]: root})
         )
 
     def commit(self, journal: Journal) -> None:
@@ -278,11 +276,7 @@ class _Batch:
         self.units, self.published, self.excluded, self.size = [], [], [], 0
 
 
-def _relative(detail: str | None, root: str, dataset_id: str) -> str | None:
-    return detail.replace(root, dataset_id) if detail else detail
-
-
-def _check_separate(out: Path, datasets: Iterator[Path] | Any, tree: str | Path | None) -> None:
+def _check_separate(out: Path, datasets: Iterable[Path], tree: str | Path | None) -> None:
     """The build never writes into the collection it reads, nor reads what it writes."""
     targets = [out.resolve()] + ([Path(tree).resolve()] if tree is not None else [])
     for dataset in datasets:
