@@ -36,6 +36,9 @@ _EXPORTS = {
     "run_masks": "openmind_data.masks",
     "build": "openmind_data.curate",
     "BuildOptions": "openmind_data.curate",
+    "load": "openmind_data.load",
+    "write_card": "openmind_data.card",
+    "publish": "openmind_data.publish",
 }
 
 __all__ = [
@@ -58,14 +61,18 @@ __all__ = [
     "SynthError",
     "__version__",
     "build",
+    "load",
     "modality_for",
+    "publish",
     "read_index",
     "run_dwi",
     "run_masks",
     "synthesize",
+    "write_card",
 ]
 
 if TYPE_CHECKING:
+    from openmind_data.card import write_card
     from openmind_data.crawl import read_index
     from openmind_data.curate import BuildOptions, build
     from openmind_data.dwi import DwiOptions, run_dwi
@@ -77,8 +84,10 @@ if TYPE_CHECKING:
         SynthError,
     )
     from openmind_data.exclusions import ExclusionReason
+    from openmind_data.load import load
     from openmind_data.masks import MaskOptions, run_masks
     from openmind_data.modalities import MODALITIES, Modality, modality_for
+    from openmind_data.publish import publish
     from openmind_data.schema import (
         EXCLUDED_SCHEMA,
         IMAGE_SCHEMA,

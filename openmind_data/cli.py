@@ -465,6 +465,90 @@ def _print_counts(counts: dict[str, object]) -> None:
 
 
 @app.command()
+def card(
+    folder: Annotated[Path, typer.Argument(help="A dataset folder `openmind build` wrote.")],
+    repo_id: Annotated[
+        str | None, typer.Option(help="The repo the card's examples load (default: the folder).")
+    ] = None,
+    check: Annotated[bool, typer.Option(help="Only validate the card that is there.")] = False,
+) -> None:
+    """Render the dataset card (FOLDER/README.md and FOLDER/assets/*.png) from the metadata
+    tables, then validate it offline against the Hub's metadata rules."""
+    from openmind_data.card import validate_card, write_card  # noqa: PLC0415
+
+    if not check:
+        result = write_card(folder, repo_id=repo_id)
+        figures = ", ".join(map(str, result.figures.values()))
+        typer.echo(f"card: {result.readme}  figures: {figures}")
+    problems = validate_card(folder)
+    for problem in problems:
+        typer.echo(f"invalid: {problem}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"{folder / 'README.md'}: valid")
+
+
+@app.command()
+def info(
+    dataset: Annotated[str, typer.Argument(help="A dataset folder, or a Hub repo id.")],
+    revision: Annotated[str | None, typer.Option(help="Hub branch, tag or commit.")] = None,
+) -> None:
+    """Print what a dataset holds (images per modality, subjects, splits, IQS, licences), from
+    its metadata tables alone: no voxel is read."""
+    from openmind_data.card import read_summary, summary_table  # noqa: PLC0415
+
+    summary = read_summary(dataset, revision=revision)
+    typer.echo(summary_table(summary))
+    typer.echo(f"licences: {_listing(summary.licences)}")
+    typer.echo(f"IQS model: {', '.join(summary.iqs_models) or 'none'}")
+    typer.echo(f"excluded: {summary.excluded} ({_listing(summary.exclusions)})")
+
+
+def _listing(counted: dict[str, int]) -> str:
+    return ", ".join(f"{key} {n}" for key, n in counted.items())
+
+
+@app.command()
+def publish(
+    folder: Annotated[Path, typer.Argument(help="A dataset folder `openmind build` wrote.")],
+    repo_id: Annotated[str, typer.Option(help="The dataset repo: ORG/NAME.")],
+    private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
+    revision: Annotated[
+        str | None, typer.Option(help="Branch to commit to (made when missing).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="List what would be uploaded and deleted; change nothing.")
+    ] = False,
+    card: Annotated[
+        bool, typer.Option(help="Render the card for REPO_ID before uploading.")
+    ] = True,
+    commit_gb: Annotated[float, typer.Option(help="About this many GB per commit.")] = 8.0,
+) -> None:
+    """Upload FOLDER to a Hub dataset repo, in several commits, skipping files the repo already
+    holds; run it again to resume. The token comes from HF_TOKEN or `hf auth login`."""
+    from openmind_data.publish import publish as run_publish  # noqa: PLC0415
+
+    result = run_publish(
+        folder,
+        repo_id,
+        private=private,
+        revision=revision,
+        dry_run=dry_run,
+        render_card=card,
+        commit_bytes=int(commit_gb * 1024**3),
+        progress=typer.echo,
+    )
+    if dry_run:
+        typer.echo(result.plan.describe())
+        return
+    plan = result.plan
+    typer.echo(
+        f"{result.url}: {len(plan.upload)} files uploaded in {len(result.commits)} commits, "
+        f"{len(plan.unchanged)} already there, {len(plan.delete)} deleted"
+    )
+
+
+@app.command()
 def schema(
     table: Annotated[
         str, typer.Argument(help="images | shard | excluded | ignored | sources")

@@ -2,7 +2,8 @@
 
 ::
 
-    README.md                                  configs (all, one per modality, metadata)
+    README.md                                  the dataset card (``openmind_data.card``)
+    assets/*.png                               its figures
     data/<modality>/<split>-NNNNN-of-MMMMM.parquet
     metadata/images.parquet                    the image table, no voxels
     metadata/excluded.parquet                  every candidate or image left out, with a reason
@@ -26,6 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from openmind_data.card import write_card
 from openmind_data.crawl import CrawlResult
 from openmind_data.curate.dedup import drop_duplicates
 from openmind_data.curate.journal import Journal
@@ -119,11 +121,28 @@ def write_folder(
             if paths:
                 shards[f"{modality}/{split}"] = paths
     _remove_stale_configs(out / "data", modalities)
-    readme = dataset_readme(shards, sources)
-    write_with(out / "README.md", lambda path: path.write_text(readme))
+    if rows:
+        write_card(out)
+    else:
+        write_with(out / "README.md", lambda path: path.write_text(_EMPTY))
     if nifti_tree is not None:
         write_nifti_tree(nifti_tree, rows, lambda row: voxels(row["image_id"]), released)
     return FolderResult(images, excluded, sources, shards, tables)
+
+
+_EMPTY = """\
+---
+configs:
+- config_name: metadata
+  data_files:
+  - split: train
+    path: metadata/images.parquet
+---
+
+# An empty OpenMind-style dataset
+
+The build published no image: `metadata/excluded.parquet` says why each file was left out.
+"""
 
 
 def released_csv(images: pa.Table) -> str:
@@ -136,43 +155,6 @@ def released_csv(images: pa.Table) -> str:
     for row in rows:
         writer.writerow([_cell(row[column]) for column in RELEASED_COLUMNS])
     return buffer.getvalue()
-
-
-def dataset_readme(shards: Mapping[str, Sequence[Path]], sources: pa.Table) -> str:
-    """The folder's README: the YAML header that makes every config loadable with
-    ``datasets.load_dataset`` (``all``, one per modality, ``metadata``) and a short body.
-    ``openmind card`` renders the full dataset card over it."""
-    modalities = sorted({key.split("/")[0] for key in shards})
-    splits = [s for s in SPLITS if any(key.endswith(f"/{s}") for key in shards)]
-    licences = sorted({str(x) for x in sources.column("license").to_pylist() if x})
-    licence = licences[0].lower() if len(licences) == 1 else "other"
-    lines = ["---", f"license: {licence}", "configs:"]
-    lines += _config("all", [(s, f"data/*/{s}-*.parquet") for s in splits], default=True)
-    for modality in modalities:
-        lines += _config(
-            modality,
-            [(s, f"data/{modality}/{s}-*.parquet") for s in SPLITS if f"{modality}/{s}" in shards],
-        )
-    lines += _config("metadata", [("train", "metadata/images.parquet")])
-    lines += ["---", "", "# OpenMind-style dataset", ""]
-    plural = "s" if sources.num_rows != 1 else ""
-    body = (
-        f"Built with `openmind build` from {sources.num_rows} BIDS dataset{plural}: "
-        f"{', '.join(modalities) or 'no images'}. `metadata/` holds the image table, the "
-        "exclusions and the sources."
-    )
-    lines += [body, ""]
-    return "\n".join(lines)
-
-
-def _config(name: str, files: Sequence[tuple[str, str]], *, default: bool = False) -> list[str]:
-    if not files:
-        return []
-    lines = [f"- config_name: {name}"] + (["  default: true"] if default else [])
-    lines.append("  data_files:")
-    for split, pattern in files:
-        lines += [f"  - split: {split}", f"    path: {pattern}"]
-    return lines
 
 
 def _cell(value: Any) -> str:

@@ -1,0 +1,158 @@
+"""The card's YAML header: what the Hub indexes (licence, task, tags, size) and what makes every
+config loadable (``configs``, ``dataset_info`` with the ``Nifti`` voxel columns)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from huggingface_hub import DatasetCardData
+
+from openmind_data.card.summary import Summary
+
+__all__ = ["HUB_LICENCES", "card_data", "hub_licence", "shard_files", "size_category"]
+
+SPLITS = ("train", "validation")
+
+#: SPDX ids the crawl gives (``crawl.normalize``) -> the Hub's licence ids.
+HUB_LICENCES = {
+    "CC0-1.0": "cc0-1.0",
+    "PDDL-1.0": "pddl",
+    "CC-BY-4.0": "cc-by-4.0",
+    "CC-BY-SA-4.0": "cc-by-sa-4.0",
+    "CC-BY-NC-4.0": "cc-by-nc-4.0",
+    "CC-BY-NC-SA-4.0": "cc-by-nc-sa-4.0",
+}
+TASKS = ["image-feature-extraction", "image-segmentation"]
+TAGS = ["medical", "mri", "3d", "neuroimaging", "nifti", "bids", "self-supervised-learning"]
+#: The Hub's size buckets: (upper bound on rows, label).
+SIZES = (
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+)
+
+
+def shard_files(folder: Path) -> dict[str, dict[str, list[Path]]]:
+    """Modality -> split -> its shard files, sorted, as the build wrote them."""
+    found: dict[str, dict[str, list[Path]]] = {}
+    for path in sorted((folder / "data").glob("*/*-*-of-*.parquet")):
+        split = path.name.split("-", 1)[0]
+        if split in SPLITS:
+            found.setdefault(path.parent.name, {}).setdefault(split, []).append(path)
+    return found
+
+
+def hub_licence(licences: Sequence[str]) -> dict[str, Any]:
+    """The ``license`` fields for images under ``licences`` (SPDX ids; "none" for an image
+    without one): the Hub's ids when it knows them all, else ``other`` pointing at the table
+    that gives each source dataset's licence."""
+    ids = sorted({HUB_LICENCES.get(licence, "") for licence in licences})
+    if ids and "" not in ids:
+        return {"license": ids[0] if len(ids) == 1 else ids}
+    return {
+        "license": "other",
+        "license_name": "per-source-dataset",
+        "license_link": "metadata/sources.parquet",
+    }
+
+
+def size_category(images: int) -> str:
+    return next((label for bound, label in SIZES if images < bound), "n>1T")
+
+
+def card_data(folder: Path, summary: Summary, *, pretty_name: str) -> DatasetCardData:
+    """The header for ``folder``: one config per modality, ``all`` (the default: every
+    modality's shards) and ``metadata``, each with its ``dataset_info``."""
+    shards = shard_files(folder)
+    splits = [s for s in SPLITS if any(s in by_split for by_split in shards.values())]
+    configs = [_config("all", dict.fromkeys(splits, "data/*/"), default=True)]
+    configs += [
+        _config(modality, dict.fromkeys(by_split, f"data/{modality}/"))
+        for modality, by_split in sorted(shards.items())
+    ]
+    configs.append({"config_name": "metadata", "data_files": [{"split": "train", "path": _META}]})
+    infos = [_info("all", _merged(shards))]
+    infos += [_info(modality, by_split) for modality, by_split in sorted(shards.items())]
+    infos.append(_metadata_info(folder / _META))
+    return DatasetCardData(
+        pretty_name=pretty_name,
+        **hub_licence(list(summary.licences)),
+        task_categories=TASKS,
+        tags=TAGS,
+        size_categories=[size_category(summary.images)],
+        configs=configs,
+        dataset_info=infos,
+    )
+
+
+_META = "metadata/images.parquet"
+
+
+def _config(name: str, prefixes: Mapping[str, str], *, default: bool = False) -> dict[str, Any]:
+    config: dict[str, Any] = {"config_name": name}
+    if default:
+        config["default"] = True
+    config["data_files"] = [
+        {"split": split, "path": f"{prefix}{split}-*.parquet"} for split, prefix in prefixes.items()
+    ]
+    return config
+
+
+def _merged(shards: Mapping[str, Mapping[str, list[Path]]]) -> dict[str, list[Path]]:
+    merged: dict[str, list[Path]] = {}
+    for by_split in shards.values():
+        for split, paths in by_split.items():
+            merged.setdefault(split, []).extend(paths)
+    return {split: merged[split] for split in SPLITS if split in merged}
+
+
+def _info(name: str, by_split: Mapping[str, list[Path]]) -> dict[str, Any]:
+    """``dataset_info`` of a config: the features the shards' metadata declare, and per split
+    its rows and bytes as stored (the voxel columns are gzip'd NIfTI, so stored ~ decoded)."""
+    first = next(path for paths in by_split.values() for path in paths)
+    splits = []
+    for split, paths in by_split.items():
+        rows = sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
+        size = sum(path.stat().st_size for path in paths)
+        splits.append({"name": split, "num_bytes": size, "num_examples": rows})
+    total = sum(s["num_bytes"] for s in splits)
+    return {
+        "config_name": name,
+        "features": _features(first),
+        "splits": splits,
+        "download_size": total,
+        "dataset_size": total,
+    }
+
+
+def _metadata_info(path: Path) -> dict[str, Any]:
+    rows = pq.ParquetFile(path).metadata.num_rows
+    size = path.stat().st_size
+    return {
+        "config_name": "metadata",
+        "features": _features(path),
+        "splits": [{"name": "train", "num_bytes": size, "num_examples": rows}],
+        "download_size": size,
+        "dataset_size": size,
+    }
+
+
+def _features(path: Path) -> list[dict[str, Any]]:
+    """The ``datasets`` features of a Parquet file, in the card's YAML list form: the ones its
+    ``huggingface`` metadata declares (``Nifti`` for voxels), else inferred from its schema."""
+    import datasets  # noqa: PLC0415 (datasets takes a second to import)
+
+    schema = pq.read_schema(path)
+    declared = (schema.metadata or {}).get(b"huggingface")
+    if declared:
+        features = datasets.Features.from_dict(json.loads(declared)["info"]["features"])
+    else:
+        features = datasets.Features.from_arrow_schema(schema)
+    yaml_list: list[dict[str, Any]] = features._to_yaml_list()
+    return yaml_list

@@ -1,0 +1,144 @@
+"""``openmind card DIR``: the dataset card (``README.md``) and its figures, from the folder's
+metadata tables and shards, through the Jinja2 template in ``dataset_card/``.
+
+The same folder renders the same bytes (no dates, no version strings in the PNGs), so a
+rebuilt or resumed folder publishes no change it does not have.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import pyarrow as pa
+from huggingface_hub import DatasetCard
+
+from openmind_data import __version__
+from openmind_data.card.figures import FIGURES, write_figures
+from openmind_data.card.header import card_data
+from openmind_data.card.summary import Summary, summarize, summary_table
+from openmind_data.durable import write_with
+from openmind_data.errors import ConfigError
+from openmind_data.schema import (
+    EXCLUDED_SCHEMA,
+    IMAGE_SCHEMA,
+    SCHEMA_VERSION,
+    SHARD_SCHEMA,
+    SOURCES_SCHEMA,
+    read_table,
+)
+from openmind_data.where import metadata_file
+
+__all__ = ["TEMPLATE", "CardResult", "read_summary", "write_card"]
+
+#: The card template, beside the packages in a source checkout.
+TEMPLATE = Path(__file__).resolve().parents[2] / "dataset_card" / "README.md.jinja"
+
+
+@dataclass(frozen=True)
+class CardResult:
+    readme: Path
+    figures: dict[str, Path]
+    summary: Summary
+
+
+def read_summary(path_or_repo: str | Path, *, revision: str | None = None) -> Summary:
+    """The summary of a dataset folder or Hub repo, from its ``metadata/`` tables alone."""
+
+    def table(name: str, schema: pa.Schema) -> pa.Table:
+        return read_table(metadata_file(path_or_repo, f"{name}.parquet", revision=revision), schema)
+
+    return summarize(
+        table("images", IMAGE_SCHEMA),
+        table("sources", SOURCES_SCHEMA),
+        table("excluded", EXCLUDED_SCHEMA),
+    )
+
+
+def write_card(
+    folder: str | Path,
+    *,
+    repo_id: str | None = None,
+    pretty_name: str = "OpenMind-style 3D MRI",
+    template: str | Path = TEMPLATE,
+) -> CardResult:
+    """Render ``folder/README.md`` and ``folder/assets/*.png``. ``repo_id``, when given, is
+    the name the card's code examples load (else the folder's own name)."""
+    folder = Path(folder)
+    summary = read_summary(folder)
+    if not summary.images:
+        raise ConfigError(f"{folder}: the image table is empty; there is nothing to describe")
+    figures = write_figures(folder, summary)
+    text = render_card(folder, summary, repo_id=repo_id, pretty_name=pretty_name, template=template)
+    readme = folder / "README.md"
+    write_with(readme, lambda path: path.write_text(text, encoding="utf-8"))
+    return CardResult(readme, figures, summary)
+
+
+def render_card(
+    folder: Path,
+    summary: Summary,
+    *,
+    repo_id: str | None,
+    pretty_name: str,
+    template: str | Path,
+) -> str:
+    """The card's text (figures are referenced, not drawn)."""
+    ranked = sorted(summary.modalities, key=lambda row: (-row.images, row.modality))
+    by_size = [row.modality for row in ranked]
+    example = "T1w" if "T1w" in by_size else by_size[0]
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(template).parent),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # Markdown, not HTML
+    )
+    environment.filters["counts"] = _counts
+    text = environment.get_template(Path(template).name).render(
+        card_data=card_data(folder, summary, pretty_name=pretty_name).to_yaml(),
+        pretty_name=pretty_name,
+        summary=summary,
+        table=summary_table(summary),
+        figures={name: {"path": path, "alt": alt} for name, (path, alt) in FIGURES.items()},
+        repo=repo_id or folder.resolve().name,
+        example_modality=example,
+        stream_modalities=repr(by_size[:2]),
+        columns=[(f.name, _type_name(f.type), _cell(_description(f))) for f in SHARD_SCHEMA],
+        version=__version__,
+        schema_version=SCHEMA_VERSION,
+    )
+    return str(DatasetCard(text).content)  # parsed as the Hub parses it: a broken header raises
+
+
+def _counts(counted: dict[str, int]) -> str:
+    """``{"a": 3, "b": 1}`` as "a 3, b 1"."""
+    return ", ".join(f"{key} {n}" for key, n in counted.items())
+
+
+def _type_name(kind: pa.DataType) -> str:
+    """A column's type as a reader of the card thinks of it: what ``datasets`` gives back."""
+    if pa.types.is_dictionary(kind):
+        return _type_name(kind.value_type)
+    if pa.types.is_fixed_size_list(kind):
+        return f"{_type_name(kind.value_type)}[{kind.list_size}]"
+    if pa.types.is_list(kind):
+        return f"list<{_type_name(kind.value_type)}>"
+    if pa.types.is_struct(kind):
+        names = [kind.field(i).name for i in range(kind.num_fields)]
+        if names == ["bytes", "path"]:
+            return "nifti"
+        return "struct<" + ", ".join(names) + ">"
+    return {"float": "float32", "double": "float64"}.get(str(kind), str(kind))
+
+
+def _description(field: pa.Field) -> str:
+    description: bytes = (field.metadata or {}).get(b"description", b"")
+    return description.decode()
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return " ".join(text.split()).replace("|", "\\|")
