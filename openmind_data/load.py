@@ -11,7 +11,7 @@ statistics rule it out; shards are sorted by IQS, so a quality threshold skips m
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +37,21 @@ def load(
     streaming: bool = False,
     revision: str | None = None,
     filters: Sequence[Filter] = (),
-    **load_options: Any,
+    columns: Sequence[str] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Any:
     """Load the images of ``modalities`` (all when None) with an IQS at most ``max_iqs``, under
     one of ``licenses`` (SPDX ids, any spelling the crawl understands: "cc0" is "CC0-1.0"),
     from ``split`` (both when None). ``filters`` adds more ``(column, op, value)`` conditions
-    on any image-table column, all of them combined with AND; ``load_options`` go to
-    ``datasets.load_dataset`` as they are."""
+    on any image-table column, all of them combined with AND; ``columns`` reads only those
+    (the voxel columns are the bulk: leave them out to browse); ``options`` go to
+    ``datasets.load_dataset`` as they are. Every argument is keyword-only and named, so a
+    misspelt one is a ``TypeError`` rather than a silently ignored filter."""
     import datasets  # noqa: PLC0415 (datasets takes a second to import)
+
+    load_options = dict(options or {})
+    if columns is not None:
+        load_options["columns"] = list(columns)
 
     where = str(path_or_repo)
     chosen = _modalities(where, modalities, revision)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from openmind_data.crawl import CrawlResult, crawl
+from openmind_data.curate import BuildResult, build, make_executor
 from openmind_data.masks import MasksResult, run_masks
 from openmind_data.synth import Collection, SynthConfig, synthesize
 
@@ -38,6 +39,21 @@ def masked(
     """The default collection's anatomical images through the masks stage: (folder, result)."""
     out = tmp_path_factory.mktemp("masks")
     return out, run_masks(crawled.candidates, collection.root, out, workers=2)
+
+
+@pytest.fixture(scope="session")
+def built(
+    collection: Collection, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[BuildResult, Path]:
+    """The default collection built with two local processes, with the released layout: (the
+    build's result, the layout's folder). Shared by every module: copy it before changing it."""
+    out = tmp_path_factory.mktemp("built") / "openmind"
+    tree = out.parent / "nifti"
+    executor = make_executor(workers=2)
+    try:
+        return build(collection.root, out, executor=executor, nifti_tree=tree), tree
+    finally:
+        executor.close()
 
 
 @pytest.fixture(scope="session")

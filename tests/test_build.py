@@ -17,25 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from openmind_data.crawl import CrawlResult
-from openmind_data.curate import BuildResult, build, make_executor
+from openmind_data.curate import BuildResult, build
 from openmind_data.errors import ConfigError
 from openmind_data.schema import EXCLUDED_SCHEMA, IMAGE_SCHEMA, VOXEL_COLUMNS, read_table
 from openmind_data.synth import Collection
 from openmind_data.synth.recipes import _IDENTIFYING
-
-
-@pytest.fixture(scope="module")
-def built(
-    collection: Collection, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[BuildResult, Path]:
-    """The default collection built with two local processes, with the released layout."""
-    out = tmp_path_factory.mktemp("built") / "openmind"
-    tree = out.parent / "nifti"
-    executor = make_executor(workers=2)
-    try:
-        return build(collection.root, out, executor=executor, nifti_tree=tree), tree
-    finally:
-        executor.close()
 
 
 def test_every_candidate_is_published_or_excluded_with_a_reason(

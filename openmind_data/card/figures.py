@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from openmind_data.card.header import SPLITS, shard_files
 from openmind_data.card.summary import IQS_BINS, Summary
+from openmind_data.durable import write_with
 from openmind_data.slices import middle_sagittal, save_figure, scaled
 
 __all__ = ["FIGURES", "write_figures"]
@@ -60,7 +61,7 @@ def _counts(plt: Any, summary: Summary, out: Path, dpi: int) -> Path:
     )
     ax.legend(loc="lower right", fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
-    return save_figure(figure, out, dpi=dpi, metadata=_PNG)
+    return _save(figure, out, dpi)
 
 
 def _histograms(plt: Any, summary: Summary, out: Path, dpi: int) -> Path:
@@ -86,7 +87,7 @@ def _histograms(plt: Any, summary: Summary, out: Path, dpi: int) -> Path:
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.spines[["top", "right"]].set_visible(False)
     figure.supxlabel("image quality score (1 best, 5 worst)", fontsize=9)
-    return save_figure(figure, out, dpi=dpi, metadata=_PNG)
+    return _save(figure, out, dpi)
 
 
 def _examples(plt: Any, folder: Path, out: Path, dpi: int) -> Path:
@@ -117,7 +118,14 @@ def _examples(plt: Any, folder: Path, out: Path, dpi: int) -> Path:
         ha="center",
         fontsize=8,
     )
-    return save_figure(figure, out, dpi=dpi, metadata=_PNG)
+    return _save(figure, out, dpi)
+
+
+def _save(figure: Any, out: Path, dpi: int) -> Path:
+    """Write a figure whole (hidden name, flush, rename), as every file of the folder is."""
+    return write_with(
+        out, lambda partial: save_figure(figure, partial, dpi=dpi, metadata=_PNG, format="png")
+    )
 
 
 def _first_row(path: Path) -> dict[str, Any]:
