@@ -455,11 +455,11 @@ class HubServer:
     """A Hub-compatible server on 127.0.0.1, serving from a daemon thread while entered.
 
     ``commits``, ``requests`` (method and path as sent, without the query string),
-    ``lfs_bytes_received`` and ``bytes_served`` (per file) let tests check what the client did; ``fail_commit`` interrupts
-    a publish: called with the 0-based index of every commit request (all repos), True
-    answers 500 and lands nothing. A commit's ``deleted`` lists files, a deleted folder
-    expanded. Beyond that: ``errors`` (handler crashes), ``tree_page_size``, and
-    ``head()`` / ``snapshot()`` to read a revision straight from storage.
+    ``lfs_bytes_received`` and ``bytes_served`` (per file) let tests check what the client
+    did; ``fail_commit`` interrupts a publish: called with the 0-based index of every commit
+    request (all repos), True answers 500 and lands nothing. A commit's ``deleted`` lists
+    files, a deleted folder expanded. Beyond that: ``errors`` (handler crashes),
+    ``tree_page_size``, and ``head()`` / ``snapshot()`` to read a revision from storage.
     """
 
     def __init__(self, storage: Path, token: str = "hf_test_token") -> None:
