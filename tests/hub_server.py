@@ -581,7 +581,7 @@ class HubServer:
             case ["api", "whoami-v2"] if method == "GET":
                 return self._whoami(request)
             case ["api", "validate-yaml"] if method == "POST":
-                return _json(200, {"errors": [], "warnings": []})
+                return self._validate_yaml(request)
             case ["api", plural, namespace, name, *tail] if plural in REPO_TYPES:
                 key = RepoKey(REPO_TYPES[plural], f"{unquote(namespace)}/{unquote(name)}")
                 return self._route_repo_api(request, key, tail)
@@ -728,6 +728,18 @@ class HubServer:
             self._writable(request, key)
             self._repos.delete(key)
         return _json(200, {})
+
+    @staticmethod
+    def _validate_yaml(request: _Request) -> _Response:
+        """The card's YAML header must parse as a mapping; the Hub's own rules on its fields
+        are not re-implemented here (``openmind_data.card.validate`` checks those offline)."""
+        from huggingface_hub import RepoCard
+
+        try:
+            RepoCard(str(request.json()["content"]))
+        except ValueError as error:
+            raise HubError(400, f"invalid card metadata: {error}") from error
+        return _json(200, {"errors": [], "warnings": []})
 
     def _whoami(self, request: _Request) -> _Response:
         if not self._authenticated(request):

@@ -127,7 +127,11 @@ def test_private_branch_publish_through_the_command_never_shows_the_token(
     assert "README.md" not in api.list_repo_files(REPO, repo_type="dataset")
     again = runner.invoke(app, [*args, "--dry-run"])
     assert "0 files to upload" in again.output
-    for text in (result.output, again.output, caplog.text):
+    shown = runner.invoke(app, ["info", REPO, "--revision", "v1"])  # the metadata alone
+    assert shown.exit_code == 0, shown.output
+    assert "| **all** |" in shown.output
+    assert not any("/data/" in path for _, path in hub.requests if "/resolve/" in path)
+    for text in (result.output, again.output, shown.output, caplog.text):
         assert hub.token not in text
 
 
