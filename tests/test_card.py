@@ -46,10 +46,10 @@ def test_the_build_writes_a_valid_card(built: tuple[BuildResult, Path]) -> None:
     infos = {info["config_name"]: info for info in data["dataset_info"]}
     assert set(infos) == {*modalities, "all", "metadata"}
     for modality, count in modalities.items():
-        assert sum(s["num_examples"] for s in infos[modality]["splits"]) == count
         voxels = {f["name"]: f.get("dtype") for f in infos[modality]["features"]}
         assert voxels["image"] == voxels["anon_mask"] == "nifti"
-    assert sum(s["num_examples"] for s in infos["all"]["splits"]) == result.images.num_rows
+        assert "splits" not in infos[modality]  # row counts would fail every filtered load
+        assert f"| {modality} | {count} |" in card.text
     # The body: counts, every source with its DOI, every column, the figures.
     text = card.text
     for source in pq.read_table(out / "metadata" / "sources.parquet").to_pylist():
@@ -91,12 +91,35 @@ def test_validation_names_each_broken_rule(folder: Path) -> None:
     assert [p.field for p in validate_card(folder)] == ["README.md"]
 
 
-def test_a_shard_the_card_does_not_count_is_found(folder: Path) -> None:
-    (shard,) = sorted((folder / "data" / "T2w").glob("train-*.parquet"))
-    table = pq.read_table(shard)
-    pq.write_table(table.slice(0, table.num_rows - 1), shard)
+def test_a_card_that_would_break_loading_is_found(folder: Path) -> None:
+    readme = folder / "README.md"
+    text = readme.read_text()
+    # Split sizes in dataset_info: `datasets` would check every filtered load against them.
+    sized = text.replace(
+        "- config_name: T2w\n  features:",
+        "- config_name: T2w\n  splits:\n  - name: train\n    num_examples: 7\n  features:",
+        1,
+    )
+    assert sized != text
+    readme.write_text(sized)
     problems = [str(p) for p in validate_card(folder)]
-    assert any(p.startswith("dataset_info.T2w.train:") for p in problems), problems
+    assert any(p.startswith("dataset_info.T2w: split sizes") for p in problems), problems
+    # Features that are not the files': the voxels declared as plain structs.
+    header, body = text.split("\n---\n", 1)
+    declared = header.replace("dtype: nifti", "dtype: string")
+    readme.write_text(declared + "\n---\n" + body)
+    problems = [str(p) for p in validate_card(folder)]
+    assert any("its features are not those of" in p for p in problems), problems
+
+
+def test_filtered_loads_pass_the_checks_datasets_makes(built: tuple[BuildResult, Path]) -> None:
+    out = str(built[0].out)
+    everything = built[0].images.to_pylist()
+    t1w = [r for r in everything if r["modality"] == "T1w" and r["split"] == "train"]
+    good = datasets.load_dataset(
+        out, "T1w", split="train", filters=[("image_quality_score", "<=", 2.0)]
+    )
+    assert 0 < good.num_rows < len(t1w)  # fewer rows than the files hold, and no error
 
 
 def test_hub_licences() -> None:

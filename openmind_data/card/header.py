@@ -13,7 +13,14 @@ from huggingface_hub import DatasetCardData
 
 from openmind_data.card.summary import Summary
 
-__all__ = ["HUB_LICENCES", "card_data", "hub_licence", "shard_files", "size_category"]
+__all__ = [
+    "HUB_LICENCES",
+    "card_data",
+    "file_features",
+    "hub_licence",
+    "shard_files",
+    "size_category",
+]
 
 SPLITS = ("train", "validation")
 
@@ -113,46 +120,42 @@ def _merged(shards: Mapping[str, Mapping[str, list[Path]]]) -> dict[str, list[Pa
 
 
 def _info(name: str, by_split: Mapping[str, list[Path]]) -> dict[str, Any]:
-    """``dataset_info`` of a config: the features the shards' metadata declare, and per split
-    its rows and bytes as stored (the voxel columns are gzip'd NIfTI, so stored ~ decoded)."""
-    first = next(path for paths in by_split.values() for path in paths)
-    splits = []
-    for split, paths in by_split.items():
-        rows = sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
-        size = sum(path.stat().st_size for path in paths)
-        splits.append({"name": split, "num_bytes": size, "num_examples": rows})
-    total = sum(s["num_bytes"] for s in splits)
+    """``dataset_info`` of a config: the features its shards' metadata declare (``Nifti`` for
+    the voxel columns) and its stored size. No per-split row counts: ``datasets`` checks a
+    finished load against them, and every filtered load would fail that check."""
+    paths = [path for paths in by_split.values() for path in paths]
+    size = sum(path.stat().st_size for path in paths)
     return {
         "config_name": name,
-        "features": _features(first),
-        "splits": splits,
-        "download_size": total,
-        "dataset_size": total,
+        "features": _features(paths[0]),
+        "download_size": size,
+        "dataset_size": size,
     }
 
 
 def _metadata_info(path: Path) -> dict[str, Any]:
-    rows = pq.ParquetFile(path).metadata.num_rows
     size = path.stat().st_size
     return {
         "config_name": "metadata",
         "features": _features(path),
-        "splits": [{"name": "train", "num_bytes": size, "num_examples": rows}],
         "download_size": size,
         "dataset_size": size,
     }
 
 
 def _features(path: Path) -> list[dict[str, Any]]:
-    """The ``datasets`` features of a Parquet file, in the card's YAML list form: the ones its
-    ``huggingface`` metadata declares (``Nifti`` for voxels), else inferred from its schema."""
+    """The features of a Parquet file in the card's YAML list form."""
+    yaml_list: list[dict[str, Any]] = file_features(path)._to_yaml_list()
+    return yaml_list
+
+
+def file_features(path: Path) -> Any:
+    """The ``datasets.Features`` of a Parquet file: the ones its ``huggingface`` metadata
+    declares (``Nifti`` for voxels), else inferred from its schema."""
     import datasets  # noqa: PLC0415 (datasets takes a second to import)
 
     schema = pq.read_schema(path)
     declared = (schema.metadata or {}).get(b"huggingface")
     if declared:
-        features = datasets.Features.from_dict(json.loads(declared)["info"]["features"])
-    else:
-        features = datasets.Features.from_arrow_schema(schema)
-    yaml_list: list[dict[str, Any]] = features._to_yaml_list()
-    return yaml_list
+        return datasets.Features.from_dict(json.loads(declared)["info"]["features"])
+    return datasets.Features.from_arrow_schema(schema)

@@ -7,6 +7,7 @@ rebuilt or resumed folder publishes no change it does not have.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +31,23 @@ from openmind_data.schema import (
 )
 from openmind_data.where import metadata_file
 
-__all__ = ["TEMPLATE", "CardResult", "read_summary", "write_card"]
+__all__ = ["DEFAULT_NAME", "TEMPLATE", "CardResult", "read_summary", "render_card", "write_card"]
 
-#: The card template, beside the packages in a source checkout.
-TEMPLATE = Path(__file__).resolve().parents[2] / "dataset_card" / "README.md.jinja"
+DEFAULT_NAME = "openmind"
+
+#: The card template: beside the packages in a source checkout, under <prefix>/share once
+#: installed from a wheel.
+TEMPLATE = next(
+    (
+        path
+        for path in (
+            Path(__file__).resolve().parents[2] / "dataset_card" / "README.md.jinja",
+            Path(sys.prefix) / "share" / "openmind-toolkit" / "dataset_card" / "README.md.jinja",
+        )
+        if path.is_file()
+    ),
+    Path(__file__).resolve().parents[2] / "dataset_card" / "README.md.jinja",
+)
 
 
 @dataclass(frozen=True)
@@ -63,8 +77,11 @@ def write_card(
     pretty_name: str = "OpenMind-style 3D MRI",
     template: str | Path = TEMPLATE,
 ) -> CardResult:
-    """Render ``folder/README.md`` and ``folder/assets/*.png``. ``repo_id``, when given, is
-    the name the card's code examples load (else the folder's own name)."""
+    """Render ``folder/README.md`` and ``folder/assets/*.png``. ``repo_id`` is the name the
+    card's code examples load: a Hub repo once published (``publish`` renders the card for
+    its repo), else ``openmind``, the name a folder called so loads by from its parent. Not
+    the folder's own name: the card, like everything else in the folder, must not depend on
+    where the folder was written."""
     folder = Path(folder)
     summary = read_summary(folder)
     if not summary.images:
@@ -103,7 +120,7 @@ def render_card(
         summary=summary,
         table=summary_table(summary),
         figures={name: {"path": path, "alt": alt} for name, (path, alt) in FIGURES.items()},
-        repo=repo_id or folder.resolve().name,
+        repo=repo_id or DEFAULT_NAME,
         example_modality=example,
         stream_modalities=repr(by_size[:2]),
         columns=[(f.name, _type_name(f.type), _cell(_description(f))) for f in SHARD_SCHEMA],

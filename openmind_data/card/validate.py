@@ -219,11 +219,13 @@ def _configs(card: DatasetCard, folder: Path) -> list[CardProblem]:
 
 
 def _infos(card: DatasetCard, folder: Path) -> list[CardProblem]:
-    """``dataset_info`` parses, names only configs that exist, and counts the rows the files
-    hold."""
-    import pyarrow.parquet as pq  # noqa: PLC0415
+    """``dataset_info`` parses, names only configs that exist, declares the features the files
+    hold, and carries no split row counts (a filtered load would fail ``datasets``' check of
+    them)."""
     from datasets.info import DatasetInfosDict  # noqa: PLC0415
     from datasets.utils.metadata import MetadataConfigs  # noqa: PLC0415
+
+    from openmind_data.card.header import file_features  # noqa: PLC0415
 
     try:
         infos = DatasetInfosDict.from_dataset_card_data(card.data)
@@ -232,22 +234,19 @@ def _infos(card: DatasetCard, folder: Path) -> list[CardProblem]:
     configs = MetadataConfigs.from_dataset_card_data(card.data)
     problems = []
     for name, info in infos.items():
+        where = f"dataset_info.{name}"
         if name not in configs:
-            problems.append(CardProblem(f"dataset_info.{name}", "no config of that name"))
+            problems.append(CardProblem(where, "no config of that name"))
             continue
-        files = {
-            entry["split"]: sorted(folder.glob(entry["path"]))
+        if info.splits:
+            problems.append(CardProblem(where, "split sizes make every filtered load_dataset fail"))
+        files = [
+            path
             for entry in configs[name].get("data_files", [])
-        }
-        for split, split_info in (info.splits or {}).items():
-            rows = sum(pq.ParquetFile(p).metadata.num_rows for p in files.get(split, []))
-            if rows != split_info.num_examples:
-                problems.append(
-                    CardProblem(
-                        f"dataset_info.{name}.{split}",
-                        f"says {split_info.num_examples} rows, the files hold {rows}",
-                    )
-                )
+            for path in sorted(folder.glob(entry["path"]))
+        ]
+        if files and info.features is not None and info.features != file_features(files[0]):
+            problems.append(CardProblem(where, f"its features are not those of {files[0].name}"))
     return problems
 
 
