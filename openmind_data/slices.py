@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["middle_sagittal", "save_figure", "scaled"]
+__all__ = ["draw_masks", "middle_sagittal", "save_figure", "scaled"]
 
 
 def middle_sagittal(image: Any) -> tuple[NDArray[np.float32], float]:
@@ -30,6 +30,24 @@ def scaled(picture: NDArray[np.float32]) -> NDArray[np.float32]:
     top = float(np.percentile(picture, 99.5)) or 1.0
     out: NDArray[np.float32] = np.clip(picture / top, 0.0, 1.0)
     return out
+
+
+def draw_masks(
+    ax: Any, aspect: float, *, anatomy: Any = None, brain: Any = None, anonymization: Any = None
+) -> None:
+    """Over a middle sagittal slice on ``ax``: the anatomy mask's outline in green, the brain
+    mask's in cyan, the anonymization mask filled in translucent red. Each is a nibabel image,
+    a path, or None where there is none."""
+    for mask_image, colour in ((anatomy, "lime"), (brain, "cyan")):
+        if mask_image is not None:
+            mask, _ = middle_sagittal(mask_image)
+            if mask.any():
+                ax.contour(mask > 0, levels=[0.5], colors=colour, linewidths=0.6)
+    if anonymization is not None:
+        anon, _ = middle_sagittal(anonymization)
+        overlay = np.zeros((*anon.shape, 4), dtype=np.float32)
+        overlay[anon > 0] = (1.0, 0.1, 0.1, 0.45)
+        ax.imshow(overlay, origin="lower", aspect=aspect)
 
 
 def save_figure(figure: Any, out: str | Path, *, dpi: int, **options: Any) -> Path:

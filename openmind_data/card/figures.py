@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from openmind_data.card.header import SPLITS, shard_files
 from openmind_data.card.summary import IQS_BINS, Summary
 from openmind_data.durable import write_with
-from openmind_data.slices import middle_sagittal, save_figure, scaled
+from openmind_data.slices import draw_masks, middle_sagittal, save_figure, scaled
 
 __all__ = ["FIGURES", "write_figures"]
 
@@ -102,14 +102,13 @@ def _examples(plt: Any, folder: Path, out: Path, dpi: int) -> Path:
         row = _first_row(path)
         picture, aspect = middle_sagittal(_decode(row["image"]))
         ax.imshow(scaled(picture), cmap="gray", origin="lower", aspect=aspect)
-        _outline(ax, row.get("anat_mask"), "lime")
-        _outline(ax, row.get("brain_mask"), "cyan")
-        anon = row.get("anon_mask")
-        if anon:
-            mask, _ = middle_sagittal(_decode(anon))
-            overlay = np.zeros((*mask.shape, 4), dtype=np.float32)
-            overlay[mask > 0] = (1.0, 0.1, 0.1, 0.45)
-            ax.imshow(overlay, origin="lower", aspect=aspect)
+        draw_masks(
+            ax,
+            aspect,
+            anatomy=_decoded(row.get("anat_mask")),
+            brain=_decoded(row.get("brain_mask")),
+            anonymization=_decoded(row.get("anon_mask")),
+        )
         ax.set_title(f"{modality}  IQS {row['image_quality_score']:.2f}", fontsize=8)
     figure.text(
         0.5,
@@ -140,9 +139,5 @@ def _decode(payload: bytes) -> Any:
     return nib.Nifti1Image.from_bytes(gzip.decompress(payload))
 
 
-def _outline(ax: Any, payload: bytes | None, colour: str) -> None:
-    if not payload:
-        return
-    mask, _ = middle_sagittal(_decode(payload))
-    if mask.any():
-        ax.contour(mask > 0, levels=[0.5], colors=colour, linewidths=0.6)
+def _decoded(payload: bytes | None) -> Any:
+    return _decode(payload) if payload else None

@@ -7,12 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import nibabel as nib
-import numpy as np
 import pyarrow as pa
 
-from openmind_data.slices import middle_sagittal, save_figure, scaled
+from openmind_data.slices import draw_masks, middle_sagittal, save_figure, scaled
 
 __all__ = ["write_mask_figure"]
+
+_MASK_COLUMNS = {
+    "anatomy": "anat_mask_path",
+    "brain": "brain_mask_path",
+    "anonymization": "anon_mask_path",
+}
 
 
 def write_mask_figure(
@@ -50,15 +55,10 @@ def write_mask_figure(
         image = nib.load(locate[row["image_id"]])
         picture, aspect = middle_sagittal(image)
         ax.imshow(scaled(picture), cmap="gray", origin="lower", aspect=aspect)
-        for column, colour in (("anat_mask_path", "lime"), ("brain_mask_path", "cyan")):
-            if row.get(column):
-                mask, _ = middle_sagittal(nib.load(Path(masks_root) / row[column]))
-                if mask.any():
-                    ax.contour(mask > 0, levels=[0.5], colors=colour, linewidths=0.6)
-        if row.get("anon_mask_path"):
-            anon, _ = middle_sagittal(nib.load(Path(masks_root) / row["anon_mask_path"]))
-            overlay = np.zeros((*anon.shape, 4), dtype=np.float32)
-            overlay[anon > 0] = (1.0, 0.1, 0.1, 0.45)
-            ax.imshow(overlay, origin="lower", aspect=aspect)
+        masks = {
+            name: Path(masks_root) / row[column] if row.get(column) else None
+            for name, column in _MASK_COLUMNS.items()
+        }
+        draw_masks(ax, aspect, **masks)
         ax.set_title(f"{row['dataset_id']} {row['modality']}\n{row['defacing']}", fontsize=7)
     return save_figure(figure, out, dpi=dpi)
