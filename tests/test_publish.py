@@ -5,7 +5,10 @@ itself cannot be reached from here)."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,6 +112,19 @@ def test_dry_run_lists_and_changes_nothing(hub: HubServer, folder: Path) -> None
     files = published_files(folder)
     assert f"{len(files)} files to upload" in described
     assert f"{REPO} will be created" in described
+
+
+def test_a_child_process_finds_the_hub_by_hf_endpoint_alone(hub: HubServer, folder: Path) -> None:
+    """The command as users run it: a new process, the endpoint and the token in the
+    environment (HF_ENDPOINT, HF_TOKEN), nothing patched inside it."""
+    assert os.environ["HF_ENDPOINT"] == hub.endpoint
+    command = [sys.executable, "-m", "openmind_data.cli", "publish", str(folder)]
+    done = subprocess.run(
+        [*command, "--repo-id", REPO, "--no-card"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert hub.token not in done.stdout + done.stderr
+    assert {path for c in hub.commits for path in c["paths"]} == set(published_files(folder))
 
 
 def test_private_branch_publish_through_the_command_never_shows_the_token(
