@@ -36,9 +36,9 @@ _EXPORTS = {
     "run_masks": "openmind_data.masks",
     "build": "openmind_data.curate",
     "BuildOptions": "openmind_data.curate",
-    "load": "openmind_data.load",
+    "load": "openmind_data.loading",
     "write_card": "openmind_data.card",
-    "publish": "openmind_data.publish",
+    "publish": "openmind_data.publishing",
 }
 
 __all__ = [
@@ -84,10 +84,10 @@ if TYPE_CHECKING:
         SynthError,
     )
     from openmind_data.exclusions import ExclusionReason
-    from openmind_data.load import load
+    from openmind_data.loading import load
     from openmind_data.masks import MaskOptions, run_masks
     from openmind_data.modalities import MODALITIES, Modality, modality_for
-    from openmind_data.publish import publish
+    from openmind_data.publishing import publish
     from openmind_data.schema import (
         EXCLUDED_SCHEMA,
         IMAGE_SCHEMA,

@@ -526,7 +526,7 @@ def publish(
 ) -> None:
     """Upload FOLDER to a Hub dataset repo, in several commits, skipping files the repo already
     holds; run it again to resume. The token comes from HF_TOKEN or `hf auth login`."""
-    from openmind_data.publish import publish as run_publish  # noqa: PLC0415
+    from openmind_data.publishing import publish as run_publish  # noqa: PLC0415
 
     result = run_publish(
         folder,

@@ -20,7 +20,7 @@ from openmind_data.card.header import hub_licence
 from openmind_data.cli import app
 from openmind_data.curate import BuildResult
 from openmind_data.errors import ConfigError
-from openmind_data.load import build_filters, load
+from openmind_data.loading import build_filters, load
 from tests.conftest import file_digests
 
 
@@ -200,3 +200,12 @@ def test_a_folder_named_openmind_loads_by_its_name(
     monkeypatch.chdir(out.parent)
     metadata = datasets.load_dataset("openmind", "metadata", split="train")
     assert metadata.num_rows == built[0].images.num_rows
+
+
+def test_the_package_exports_the_functions_not_their_modules() -> None:
+    import openmind_data
+    import openmind_data.loading
+    import openmind_data.publishing
+
+    assert callable(openmind_data.load) and callable(openmind_data.publish)
+    assert callable(openmind_data.build) and callable(openmind_data.write_card)

@@ -11,15 +11,17 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from huggingface_hub import HfApi, snapshot_download
 from typer.testing import CliRunner
 
+from openmind_data import publishing as publish_module
 from openmind_data.cli import app
 from openmind_data.curate import BuildOptions, BuildResult, ShardOptions, build
-from openmind_data.load import load
-from openmind_data.publish import plan_publish, publish
+from openmind_data.loading import load
+from openmind_data.publishing import plan_publish, publish
 from openmind_data.synth import Collection
 from tests.hub_server import HubServer, patch_endpoint
 
@@ -125,6 +127,29 @@ def test_a_child_process_finds_the_hub_by_hf_endpoint_alone(hub: HubServer, fold
     assert done.returncode == 0, done.stderr
     assert hub.token not in done.stdout + done.stderr
     assert {path for c in hub.commits for path in c["paths"]} == set(published_files(folder))
+
+
+def test_hashes_are_read_again_only_for_files_that_changed(
+    hub: HubServer, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = plan_publish(folder, REPO)
+    hashed: list[str] = []
+    original = publish_module._hashed
+
+    def counting(name: str, path: Path) -> Any:
+        hashed.append(name)
+        return original(name, path)
+
+    monkeypatch.setattr(publish_module, "_hashed", counting)
+    again = plan_publish(folder, REPO)
+    assert hashed == [] and again.upload == first.upload  # every hash from the cache
+    csv = folder / "metadata" / "openneuro_metadata.csv"
+    data = bytearray(csv.read_bytes())
+    data[-2] = ord("7") if data[-2] != ord("7") else ord("8")  # same size, other content
+    csv.write_bytes(bytes(data))
+    changed = {f.path: f for f in plan_publish(folder, REPO).upload}
+    assert hashed == ["metadata/openneuro_metadata.csv"]
+    assert changed[hashed[0]].sha256 != {f.path: f for f in first.upload}[hashed[0]].sha256
 
 
 def test_private_branch_publish_through_the_command_never_shows_the_token(

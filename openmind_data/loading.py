@@ -1,6 +1,7 @@
-"""``openmind_data.load``: ``datasets.load_dataset`` on an OpenMind folder or Hub repo with the
-filters people reach for (modalities, IQS, licence, split), checked against the dataset so a typo
-is an error rather than an empty result.
+"""``openmind_data.load``: ``datasets.load_dataset`` on an OpenMind folder or Hub repo with
+the filters people reach for (modalities, IQS, licence, split), checked against the dataset so a
+typo is an error rather than an empty result. (The module is not called ``load``: importing it
+would put the module where the package exports the function.)
 
 It only builds arguments: what comes back is what ``datasets.load_dataset`` returns (a
 ``Dataset``, ``DatasetDict``, ``IterableDataset`` with ``streaming=True``), voxel columns decoded

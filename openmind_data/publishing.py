@@ -1,5 +1,5 @@
-"""``openmind publish DIR --repo-id ORG/NAME``: the dataset folder onto the Hub, through
-``huggingface_hub`` alone.
+"""``openmind publish DIR --repo-id ORG/NAME`` and ``openmind_data.publish``: the dataset
+folder onto the Hub, through ``huggingface_hub`` alone.
 
 The remote tree is compared with the folder first (a file whose content the repo already holds
 is skipped: LFS files by SHA-256, small files by their git blob id), then what differs goes up
@@ -16,18 +16,22 @@ never reads, prints or logs it.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from openmind_data.durable import write_with
 from openmind_data.errors import ConfigError
 
 __all__ = ["LocalFile", "PublishPlan", "PublishResult", "plan_publish", "publish"]
 
 log = logging.getLogger(__name__)
 
+#: Hashes of the folder's files, kept beside them (hidden, so never uploaded).
+HASH_CACHE = Path(".cache") / "openmind-publish-hashes.json"
 COMMIT_BYTES = 8 * 1024**3  # per commit: an interruption costs at most this much again
 COMMIT_FILES = 100
 _CHUNK = 8 * 1024**2
@@ -113,7 +117,7 @@ def publish(
     """Publish ``folder`` to the dataset repo ``repo_id`` (created when missing; ``private``
     applies then). ``revision`` is a branch, made from the default branch when missing.
     ``render_card`` renders the card for ``repo_id`` first, so its examples load this repo.
-    ``dry_run`` only plans (nothing is written, here or there)."""
+    ``dry_run`` only plans: nothing is uploaded, committed or rendered."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi  # noqa: PLC0415
 
     folder = Path(folder)
@@ -164,12 +168,31 @@ def publish(
 
 
 def _local_files(folder: Path) -> Iterator[LocalFile]:
-    """Every file the repo should hold: all of ``folder`` but hidden paths, sorted."""
+    """Every file the repo should hold: all of ``folder`` but hidden paths, sorted. Hashes come
+    from ``HASH_CACHE`` while a file's size, modification time and inode are unchanged (as
+    git's index does): a resumed publish of terabytes does not read them all again."""
+    cache_path = folder / HASH_CACHE
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    fresh: dict[str, list[Any]] = {}
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
         if any(part.startswith(".") for part in relative.parts) or not path.is_file():
             continue
-        yield _hashed(relative.as_posix(), path)
+        name = relative.as_posix()
+        stat = path.stat()
+        key = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        known = cache.get(name)
+        if known and known[:3] == key:
+            entry = LocalFile(name, path, stat.st_size, known[3], known[4])
+        else:
+            entry = _hashed(name, path)
+        fresh[name] = [*key, entry.sha256, entry.git_oid]
+        yield entry
+    if fresh != cache:
+        write_with(cache_path, lambda partial: partial.write_text(json.dumps(fresh)))
 
 
 def _hashed(name: str, path: Path) -> LocalFile:
