@@ -100,9 +100,9 @@ def demo(
     """The main job on the embedded default: synthesize a collection and build it.
 
     Synthesizes the collection into SOURCES, builds the dataset folder OUT from it (data
-    shards, metadata tables, README), writes the released layout into NIFTI_TREE, and draws
-    the collection's montage, the masks over middle slices and the quality contact sheet into
-    OUT/assets.
+    shards, metadata tables, the dataset card and its figures), writes the released layout
+    into NIFTI_TREE, and draws the collection's montage, the masks over middle slices and the
+    quality contact sheet into OUT/assets.
     """
     from openmind_data.curate import BuildOptions, make_executor  # noqa: PLC0415
     from openmind_data.curate import build as run_build  # noqa: PLC0415
@@ -134,8 +134,9 @@ def demo(
     overlays = write_mask_figure(images, located, nifti_tree, assets / "masks.png")
     sheet = write_quality_sheet(images, located, assets / "quality_sheet.png", per_modality=3)
     typer.echo(
-        f"sources: {sources}/  truth: {sources}/truth/  dataset: {out}/  released layout: "
-        f"{nifti_tree}/  montage: {picture}  mask overlays: {overlays}  quality sheet: {sheet}"
+        f"sources: {sources}/  truth: {sources}/truth/  dataset: {out}/  card: {out}/README.md  "
+        f"released layout: {nifti_tree}/  montage: {picture}  mask overlays: {overlays}  "
+        f"quality sheet: {sheet}"
     )
 
 
