@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import HfApi, snapshot_download
 from typer.testing import CliRunner
@@ -127,6 +128,21 @@ def test_a_child_process_finds_the_hub_by_hf_endpoint_alone(hub: HubServer, fold
     assert done.returncode == 0, done.stderr
     assert hub.token not in done.stdout + done.stderr
     assert {path for c in hub.commits for path in c["paths"]} == set(published_files(folder))
+    # The SSL stream reads the repo through huggingface_hub's file system.
+    pytest.importorskip("torch")
+    from openmind_ssl.data import OpenMindStream, Preprocessing, StreamOptions
+
+    options = StreamOptions(
+        modalities=["T2w"],
+        crop_size=(16, 16, 16),
+        crops_per_volume=1,
+        preprocessing=Preprocessing(4.0),
+    )
+    streamed = {s["image_id"] for s in OpenMindStream(f"hf://datasets/{REPO}", options)}
+    images = pq.read_table(folder / "metadata" / "images.parquet").to_pylist()
+    assert streamed == {
+        r["image_id"] for r in images if r["modality"] == "T2w" and r["split"] == "train"
+    }
 
 
 def test_hashes_are_read_again_only_for_files_that_changed(

@@ -1,0 +1,23 @@
+"""Stream OpenMind images into PyTorch: metadata filters, sharding across DDP ranks and
+DataLoader workers, RAS reorientation, resampling, z-scoring inside the anatomy mask and random
+crops centred inside it."""
+
+from openmind_ssl.data.crops import Crop, crop, crop_centres
+from openmind_ssl.data.preprocess import Preprocessing, Volume, decode_nifti, preprocess
+from openmind_ssl.data.sharding import Unit, assign
+from openmind_ssl.data.stream import OpenMindStream, StreamOptions, TooManyFailuresError
+
+__all__ = [
+    "Crop",
+    "OpenMindStream",
+    "Preprocessing",
+    "StreamOptions",
+    "TooManyFailuresError",
+    "Unit",
+    "Volume",
+    "assign",
+    "crop",
+    "crop_centres",
+    "decode_nifti",
+    "preprocess",
+]

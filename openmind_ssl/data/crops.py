@@ -1,0 +1,60 @@
+"""Patches of a preprocessed volume with their centres drawn inside the anatomy mask, so no crop
+is all air; regions beyond the volume are padded (image with 0, the mean after z-scoring; masks
+with 0)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from openmind_ssl.data.preprocess import Volume
+
+__all__ = ["Crop", "crop", "crop_centres"]
+
+
+@dataclass
+class Crop:
+    image: NDArray[np.float32]
+    anatomy: NDArray[np.uint8]
+    anonymization: NDArray[np.uint8]
+    centre: tuple[int, int, int]  # in the volume's voxels
+
+
+def crop_centres(
+    anatomy: NDArray[np.uint8], count: int, rng: np.random.Generator
+) -> list[tuple[int, int, int]]:
+    """``count`` voxels drawn uniformly (with replacement) from the mask; from the whole volume
+    when the mask is empty."""
+    inside = np.flatnonzero(anatomy)
+    if inside.size == 0:
+        inside = np.arange(anatomy.size)
+    picks = inside[rng.integers(0, inside.size, size=count)]
+    centres = np.stack(np.unravel_index(picks, anatomy.shape), axis=1)
+    return [(int(x), int(y), int(z)) for x, y, z in centres]
+
+
+def crop(volume: Volume, centre: tuple[int, int, int], size: tuple[int, int, int]) -> Crop:
+    """The patch of ``size`` voxels around ``centre`` (the centre voxel at index size // 2)."""
+    starts = [c - s // 2 for c, s in zip(centre, size, strict=True)]
+    return Crop(
+        _window(volume.image, starts, size),
+        _window(volume.anatomy, starts, size),
+        _window(volume.anonymization, starts, size),
+        centre,
+    )
+
+
+def _window(data: NDArray[Any], starts: list[int], size: tuple[int, int, int]) -> NDArray[Any]:
+    out = np.zeros(size, dtype=data.dtype)
+    source, target = [], []
+    for start, length, extent in zip(starts, size, data.shape, strict=True):
+        low, high = max(start, 0), min(start + length, extent)
+        if high <= low:
+            return out
+        source.append(slice(low, high))
+        target.append(slice(low - start, high - start))
+    out[tuple(target)] = data[tuple(source)]
+    return out

@@ -1,0 +1,206 @@
+"""``OpenMindStream``: a PyTorch ``IterableDataset`` of random crops from an OpenMind dataset (a
+local folder or a Hub repo), filtered by metadata, sharded across DDP ranks and DataLoader
+workers by row group (``sharding``), each volume decoded once and cropped several times.
+
+Filters are the ``openmind_data.load`` ones and go to the Parquet reader with the row group, so
+a row group the statistics rule out is never read. A sample that cannot be decoded or
+preprocessed is logged with its image id and counted; past ``max_failures`` the stream raises.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from openmind_ssl.data.crops import crop, crop_centres
+from openmind_ssl.data.preprocess import Preprocessing, decode_nifti, preprocess
+from openmind_ssl.data.sharding import Unit, assign
+
+__all__ = ["OpenMindStream", "StreamOptions", "TooManyFailuresError"]
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation")
+#: Metadata a training step may want beside the voxels.
+META_COLUMNS = ("image_id", "dataset_id", "modality", "image_quality_score", "license")
+VOXELS = ("image", "anat_mask", "anon_mask")
+
+
+class TooManyFailuresError(RuntimeError):
+    """More samples failed to decode or preprocess than the run allows."""
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    modalities: Sequence[str] | None = None  # None: every modality
+    split: str = "train"
+    max_iqs: float | None = None
+    licenses: Sequence[str] | None = None
+    dataset_ids: Sequence[str] | None = None
+    filters: Sequence[tuple[str, str, Any]] = ()  # more (column, op, value), combined with AND
+    crop_size: tuple[int, int, int] = (160, 160, 160)
+    crops_per_volume: int = 4
+    shuffle_buffer: int = 16  # crops held back and drawn at random
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    seed: int = 0
+    max_failures: int = 10
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, not {self.split!r}")
+        if self.crops_per_volume < 1 or self.shuffle_buffer < 0:
+            raise ValueError("crops_per_volume >= 1 and shuffle_buffer >= 0 are needed")
+
+
+class OpenMindStream(IterableDataset[dict[str, Any]]):
+    """Random crops of the images of ``source`` (a dataset folder, or ``hf://datasets/ORG/NAME``
+    read through ``huggingface_hub``'s file system) that ``options`` selects."""
+
+    def __init__(self, source: str | Path, options: StreamOptions | None = None) -> None:
+        self.options = options or StreamOptions()
+        self.filesystem, self.paths = _shards(str(source), self.options)
+        self.units = _units(self.filesystem, self.paths)
+        self.epoch = 0
+        self.position = 0  # units this reader finished in the epoch: where a resume starts
+        self.failures = 0
+
+    def set_epoch(self, epoch: int, position: int = 0) -> None:
+        """Start ``epoch`` (a new order of row groups), from ``position`` of this reader's."""
+        self.epoch, self.position = epoch, position
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        worker = get_worker_info()
+        rank, world = _rank()
+        mine = assign(
+            self.units,
+            epoch=self.epoch,
+            seed=self.options.seed,
+            rank=rank,
+            world_size=world,
+            worker=worker.id if worker else 0,
+            workers=worker.num_workers if worker else 1,
+            position=self.position,
+        )
+        seed = [self.options.seed, self.epoch, rank, worker.id if worker else 0]
+        rng = np.random.default_rng(seed)
+        buffer: list[dict[str, Any]] = []
+        for unit in mine:
+            for row in self._rows(unit):
+                for sample in self._crops(row, rng):
+                    if self.options.shuffle_buffer == 0:
+                        yield sample
+                    elif len(buffer) < self.options.shuffle_buffer:
+                        buffer.append(sample)
+                    else:
+                        index = int(rng.integers(len(buffer)))
+                        drawn, buffer[index] = buffer[index], sample
+                        yield drawn
+        rng.shuffle(buffer)
+        yield from buffer
+
+    def _rows(self, unit: Unit) -> Iterator[dict[str, Any]]:
+        fragment = pads.ParquetFileFormat().make_fragment(
+            unit.path, filesystem=self.filesystem, row_groups=[unit.row_group]
+        )
+        columns = [*META_COLUMNS, *VOXELS]
+        table = fragment.to_table(columns=columns, filter=_expression(self.options))
+        yield from table.to_pylist()
+
+    def _crops(self, row: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
+        try:
+            volume = preprocess(
+                decode_nifti(row["image"]["bytes"]),
+                decode_nifti(row["anat_mask"]["bytes"]),
+                decode_nifti(row["anon_mask"]["bytes"]) if row.get("anon_mask") else None,
+                self.options.preprocessing,
+            )
+        except Exception as error:
+            self.failures += 1
+            log.error("image %s: cannot be decoded or preprocessed: %s", row["image_id"], error)
+            if self.failures > self.options.max_failures:
+                raise TooManyFailuresError(
+                    f"{self.failures} samples failed (the limit is {self.options.max_failures});"
+                    f" the last: image {row['image_id']}: {error}"
+                ) from error
+            return []
+        samples = []
+        for centre in crop_centres(volume.anatomy, self.options.crops_per_volume, rng):
+            patch = crop(volume, centre, self.options.crop_size)
+            samples.append(
+                {
+                    "image": torch.from_numpy(patch.image)[None],
+                    "anat_mask": torch.from_numpy(patch.anatomy)[None],
+                    "anon_mask": torch.from_numpy(patch.anonymization)[None],
+                    "centre": torch.tensor(patch.centre),
+                    "spacing": torch.tensor(volume.spacing),
+                    **{column: row[column] for column in META_COLUMNS},
+                }
+            )
+        return samples
+
+
+def _expression(options: StreamOptions) -> pads.Expression | None:
+    from openmind_data.loading import build_filters  # noqa: PLC0415
+
+    conditions = build_filters(
+        max_iqs=options.max_iqs, licenses=options.licenses, filters=options.filters
+    )
+    if options.dataset_ids is not None:
+        conditions.append(("dataset_id", "in", list(options.dataset_ids)))
+    return pq.filters_to_expression(conditions) if conditions else None
+
+
+def _shards(source: str, options: StreamOptions) -> tuple[pafs.FileSystem, list[str]]:
+    """The file system and the shard paths of the chosen modalities and split. A Hub repo is
+    read through ``huggingface_hub.HfFileSystem`` wrapped for pyarrow."""
+    if source.startswith("hf://"):
+        from huggingface_hub import HfFileSystem  # noqa: PLC0415
+
+        filesystem: pafs.FileSystem = pafs.PyFileSystem(pafs.FSSpecHandler(HfFileSystem()))
+        root = source.removeprefix("hf://").rstrip("/")
+    else:
+        if not Path(source).is_dir():
+            raise FileNotFoundError(f"{source}: no such dataset folder")
+        filesystem, root = pafs.LocalFileSystem(), Path(source).resolve().as_posix()
+    listed = filesystem.get_file_info(pafs.FileSelector(f"{root}/data", recursive=True))
+    files = sorted(info.path for info in listed if info.type == pafs.FileType.File)
+    paths: list[str] = []
+    for modality in options.modalities or ["*"]:
+        pattern = f"{root}/data/{modality}/{options.split}-*-of-*.parquet"
+        found = [path for path in files if fnmatch.fnmatchcase(path, pattern)]
+        if not found and modality != "*":
+            raise ValueError(f"{source} has no {options.split} shards of modality {modality!r}")
+        paths += found
+    if not paths:
+        raise ValueError(f"{source} has no {options.split} shards")
+    return filesystem, sorted(paths)
+
+
+def _units(filesystem: pafs.FileSystem, paths: Sequence[str]) -> list[Unit]:
+    """Every row group of ``paths``, from the footers alone."""
+    units = []
+    for path in paths:
+        with filesystem.open_input_file(path) as handle:
+            metadata = pq.ParquetFile(handle).metadata
+        units += [
+            Unit(path, index, metadata.row_group(index).num_rows)
+            for index in range(metadata.num_row_groups)
+        ]
+    return units
+
+
+def _rank() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1

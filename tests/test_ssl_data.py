@@ -1,0 +1,150 @@
+"""openmind_ssl.data: preprocessing, crops, sharding and the stream over a built folder."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from openmind_data.curate import BuildResult  # noqa: E402
+from openmind_ssl.data import (  # noqa: E402
+    OpenMindStream,
+    Preprocessing,
+    StreamOptions,
+    TooManyFailuresError,
+    Unit,
+    assign,
+    crop,
+    crop_centres,
+    preprocess,
+)
+
+
+def _lps_volume() -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
+    """An LPS image of 2 x 1 x 3 mm voxels whose value is its first voxel index, and a box
+    anatomy mask."""
+    shape = (40, 60, 20)
+    affine = np.diag([-2.0, -1.0, 3.0, 1.0])
+    data = np.broadcast_to(np.arange(shape[0], dtype=np.float32)[:, None, None], shape).copy()
+    mask = np.zeros(shape, dtype=np.uint8)
+    mask[10:30, 15:45, 5:15] = 1
+    return nib.Nifti1Image(data, affine), nib.Nifti1Image(mask, affine)
+
+
+@pytest.mark.parametrize("order", ["linear", "cubic"])
+def test_preprocessing_reorients_resamples_and_normalises(order: str) -> None:
+    image, anatomy = _lps_volume()
+    volume = preprocess(image, anatomy, None, Preprocessing(spacing=1.0, order=order))
+    assert volume.image.shape == (80, 60, 60)
+    assert volume.spacing == pytest.approx((1.0, 1.0, 1.0))
+    # LPS: the first index grows to the left; RAS: to the right. The values now fall.
+    profile = volume.image[:, 30, 30]
+    assert profile[0] > profile[-1] and np.all(np.diff(profile[5:-5]) < 0)
+    inside = volume.anatomy > 0
+    assert volume.image[inside].mean() == pytest.approx(0.0, abs=1e-4)
+    assert volume.image[inside].std() == pytest.approx(1.0, abs=1e-3)
+    # The mask keeps its size in mm^3 (20 x 30 x 10 voxels of 6 mm^3) and stays binary.
+    assert set(np.unique(volume.anatomy)) == {0, 1}
+    assert inside.sum() == pytest.approx(20 * 30 * 10 * 6, rel=0.02)
+    assert not volume.anonymization.any()
+
+
+def test_preprocessing_refuses_masks_of_another_grid() -> None:
+    image, anatomy = _lps_volume()
+    moved = nib.Nifti1Image(np.asarray(anatomy.dataobj), np.diag([2.0, 1.0, 3.0, 1.0]))
+    with pytest.raises(ValueError, match="affine differs"):
+        preprocess(image, moved, None, Preprocessing())
+
+
+def test_crops_are_centred_inside_the_anatomy_and_padded_beyond_the_volume() -> None:
+    image, anatomy = _lps_volume()
+    volume = preprocess(image, anatomy, None, Preprocessing(spacing=2.0))
+    rng = np.random.default_rng(0)
+    centres = crop_centres(volume.anatomy, 200, rng)
+    assert all(volume.anatomy[c] for c in centres)
+    patch = crop(volume, centres[0], (16, 16, 16))
+    assert patch.image.shape == patch.anatomy.shape == (16, 16, 16)
+    assert patch.image[8, 8, 8] == volume.image[centres[0]]
+    corner = crop(volume, (0, 0, 0), (16, 16, 16))
+    assert not corner.image[:8].any() and corner.image[8:, 8:, 8:].any()
+
+
+def test_every_row_group_goes_to_exactly_one_reader() -> None:
+    units = [Unit(f"s{i % 3}", i, 5) for i in range(29)]
+    taken: list[Unit] = []
+    for rank in range(2):
+        for worker in range(3):
+            taken += assign(
+                units, epoch=4, seed=1, rank=rank, world_size=2, worker=worker, workers=3
+            )
+    assert sorted(taken, key=str) == sorted(units, key=str)
+    one = assign(units, epoch=4, seed=1, world_size=2, workers=3)
+    assert one != assign(units, epoch=5, seed=1, world_size=2, workers=3)
+    assert assign(units, epoch=4, seed=1, world_size=2, workers=3, position=2) == one[2:]
+
+
+def _options(**changes: object) -> StreamOptions:
+    settings: dict[str, object] = {
+        "modalities": ["T1w"],
+        "crop_size": (24, 24, 24),
+        "crops_per_volume": 2,
+        "shuffle_buffer": 5,
+        "preprocessing": Preprocessing(spacing=3.0),
+    }
+    settings.update(changes)
+    return StreamOptions(**settings)  # type: ignore[arg-type]
+
+
+def test_the_stream_gives_every_selected_image_once_per_epoch_across_workers(
+    built: tuple[BuildResult, Path],
+) -> None:
+    result, _ = built
+    rows = result.images.to_pylist()
+    t1w = {r["image_id"] for r in rows if r["modality"] == "T1w" and r["split"] == "train"}
+    stream = OpenMindStream(result.out, _options())
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
+    seen = Counter(sample["image_id"] for sample in loader)
+    assert set(seen) == t1w and set(seen.values()) == {2}
+    sample = next(iter(OpenMindStream(result.out, _options(shuffle_buffer=0))))
+    assert sample["image"].shape == (1, 24, 24, 24) and sample["image"].dtype == torch.float32
+    assert sample["anat_mask"][0, 12, 12, 12] == 1  # the centre is inside the anatomy
+    assert sample["spacing"].tolist() == pytest.approx([3.0, 3.0, 3.0], rel=0.1)
+    worst = {r["image_id"] for r in rows if r["image_id"] in t1w and r["image_quality_score"] > 2}
+    good = OpenMindStream(result.out, _options(max_iqs=2.0))
+    assert {s["image_id"] for s in good} == t1w - worst
+
+
+def test_a_broken_sample_is_counted_and_too_many_stop_the_run(
+    built: tuple[BuildResult, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "openmind"
+    (shard,) = sorted((built[0].out / "data" / "T2w").glob("train-*.parquet"))
+    target = folder / "data" / "T2w" / shard.name
+    target.parent.mkdir(parents=True)
+    table = pq.read_table(shard)
+    images = table.column("image").to_pylist()
+    broken_id = table.column("image_id")[1].as_py()
+    images[1] = {"bytes": gzip.compress(b"not a nifti"), "path": images[1]["path"]}
+    table = table.set_column(
+        table.schema.get_field_index("image"),
+        "image",
+        pa.array(images, table.schema.field("image").type),
+    )
+    pq.write_table(table, target)
+    options = _options(modalities=["T2w"], max_failures=0, shuffle_buffer=0)
+    with pytest.raises(TooManyFailuresError, match=broken_id):
+        list(OpenMindStream(folder, options))
+    tolerant = OpenMindStream(folder, _options(modalities=["T2w"], max_failures=3))
+    ids = {sample["image_id"] for sample in tolerant}
+    assert broken_id not in ids and len(ids) == table.num_rows - 1
+    assert tolerant.failures == 1 and broken_id in caplog.text
+    shutil.rmtree(folder)
