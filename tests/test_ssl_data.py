@@ -27,6 +27,8 @@ from openmind_ssl.data import (  # noqa: E402
     crop_centres,
     preprocess,
 )
+from openmind_ssl.data import stream as stream_module  # noqa: E402
+from openmind_ssl.data.cache import VolumeCache  # noqa: E402
 
 
 def _lps_volume() -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
@@ -148,3 +150,61 @@ def test_a_broken_sample_is_counted_and_too_many_stop_the_run(
     assert broken_id not in ids and len(ids) == table.num_rows - 1
     assert tolerant.failures == 1 and broken_id in caplog.text
     shutil.rmtree(folder)
+
+
+def test_a_cached_volume_crops_as_the_volume_does(tmp_path: Path) -> None:
+    image, anatomy = _lps_volume()
+    anon = np.zeros(anatomy.shape, dtype=np.uint8)
+    anon[:, :10, :] = 1
+    options = Preprocessing(spacing=1.5)
+    volume = preprocess(image, anatomy, nib.Nifti1Image(anon, image.affine), options)
+    cache = VolumeCache(tmp_path, options)
+    assert cache.open("img", "abc") is None
+    entry = cache.put("img", "abc", volume, np.random.default_rng(0))
+    assert entry.shape == volume.image.shape
+    assert all(volume.anatomy[tuple(c)] for c in entry.centres)
+    for centre in [(0, 0, 0), (20, 25, 10), tuple(n - 1 for n in volume.image.shape)]:
+        expected, got = crop(volume, centre, (24, 24, 24)), entry.crop(centre, (24, 24, 24))
+        np.testing.assert_array_equal(got.image, expected.image)
+        np.testing.assert_array_equal(got.anatomy, expected.anatomy)
+        np.testing.assert_array_equal(got.anonymization, expected.anonymization)
+    assert cache.open("img", "another source") is None  # the source changed: a miss
+    assert VolumeCache(tmp_path, Preprocessing(spacing=2.0)).open("img", "abc") is None
+    assert not list(tmp_path.rglob(".*partial"))
+
+
+def test_a_second_epoch_reads_the_cache_and_decodes_nothing(
+    built: tuple[BuildResult, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, _ = built
+    stream = OpenMindStream(result.out, _options(modalities=["T2w"], cache=tmp_path / "cache"))
+    first = Counter(sample["image_id"] for sample in stream)
+    folder = tmp_path / "cache" / Preprocessing(spacing=3.0).key
+    assert {p.name.split(".")[0] for p in folder.glob("*.masks.b2nd")} == set(first)
+
+    def refuse(payload: bytes) -> None:
+        raise AssertionError("decoded although the cache holds the volume")
+
+    monkeypatch.setattr(stream_module, "decode_nifti", refuse)
+    stream.set_epoch(1)
+    second = list(stream)
+    assert Counter(s["image_id"] for s in second) == first
+    assert all(s["anat_mask"][0, 12, 12, 12] == 1 for s in second)  # centres in the anatomy
+
+
+def test_the_cache_command_preprocesses_each_selected_volume_once(
+    built: tuple[BuildResult, Path], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from openmind_ssl.cli import app
+
+    result, _ = built
+    args = ["cache", str(result.out), "--out", str(tmp_path), "--modality", "T2w"]
+    args += ["--spacing", "3", "--workers", "0"]
+    t2w = [r for r in result.images.to_pylist() if r["modality"] == "T2w" and r["split"] == "train"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert f"{len(t2w)} volumes selected, {len(t2w)} added" in first.output
+    again = CliRunner().invoke(app, args)
+    assert f"{len(t2w)} volumes selected, 0 added, {len(t2w)} cached" in again.output

@@ -2,12 +2,14 @@
 DataLoader workers, RAS reorientation, resampling, z-scoring inside the anatomy mask and random
 crops centred inside it."""
 
+from openmind_ssl.data.cache import CachedVolume, VolumeCache
 from openmind_ssl.data.crops import Crop, crop, crop_centres
 from openmind_ssl.data.preprocess import Preprocessing, Volume, decode_nifti, preprocess
 from openmind_ssl.data.sharding import Unit, assign
 from openmind_ssl.data.stream import OpenMindStream, StreamOptions, TooManyFailuresError
 
 __all__ = [
+    "CachedVolume",
     "Crop",
     "OpenMindStream",
     "Preprocessing",
@@ -15,6 +17,7 @@ __all__ = [
     "TooManyFailuresError",
     "Unit",
     "Volume",
+    "VolumeCache",
     "assign",
     "crop",
     "crop_centres",

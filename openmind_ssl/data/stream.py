@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from openmind_ssl.data.crops import crop, crop_centres
+from openmind_ssl.data.cache import VolumeCache
+from openmind_ssl.data.crops import Crop, crop, crop_centres
 from openmind_ssl.data.preprocess import Preprocessing, decode_nifti, preprocess
 from openmind_ssl.data.sharding import Unit, assign
 
@@ -55,6 +56,7 @@ class StreamOptions:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     seed: int = 0
     max_failures: int = 10
+    cache: str | Path | None = None  # a VolumeCache root: volumes preprocessed once, reused
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -71,6 +73,11 @@ class OpenMindStream(IterableDataset[dict[str, Any]]):
         self.options = options or StreamOptions()
         self.filesystem, self.paths = _shards(str(source), self.options)
         self.units = _units(self.filesystem, self.paths)
+        self.cache = (
+            VolumeCache(self.options.cache, self.options.preprocessing)
+            if self.options.cache is not None
+            else None
+        )
         self.epoch = 0
         self.position = 0  # units this reader finished in the epoch: where a resume starts
         self.failures = 0
@@ -96,28 +103,52 @@ class OpenMindStream(IterableDataset[dict[str, Any]]):
         rng = np.random.default_rng(seed)
         buffer: list[dict[str, Any]] = []
         for unit in mine:
-            for row in self._rows(unit):
-                for sample in self._crops(row, rng):
-                    if self.options.shuffle_buffer == 0:
-                        yield sample
-                    elif len(buffer) < self.options.shuffle_buffer:
-                        buffer.append(sample)
-                    else:
-                        index = int(rng.integers(len(buffer)))
-                        drawn, buffer[index] = buffer[index], sample
-                        yield drawn
+            for sample in self._samples(unit, rng):
+                if self.options.shuffle_buffer == 0:
+                    yield sample
+                elif len(buffer) < self.options.shuffle_buffer:
+                    buffer.append(sample)
+                else:
+                    index = int(rng.integers(len(buffer)))
+                    drawn, buffer[index] = buffer[index], sample
+                    yield drawn
         rng.shuffle(buffer)
         yield from buffer
 
-    def _rows(self, unit: Unit) -> Iterator[dict[str, Any]]:
+    def _samples(self, unit: Unit, rng: np.random.Generator) -> Iterator[dict[str, Any]]:
+        """The crops of one row group's selected images: from the cache where it holds them,
+        else decoded (and cached, when there is a cache). Voxel columns are read only for the
+        images the cache lacks."""
         fragment = pads.ParquetFileFormat().make_fragment(
             unit.path, filesystem=self.filesystem, row_groups=[unit.row_group]
         )
-        columns = [*META_COLUMNS, *VOXELS]
-        table = fragment.to_table(columns=columns, filter=_expression(self.options))
-        yield from table.to_pylist()
+        selected = _expression(self.options)
+        if self.cache is None:
+            rows = fragment.to_table(columns=[*META_COLUMNS, *VOXELS], filter=selected)
+            for row in rows.to_pylist():
+                yield from self._decoded(row, rng)
+            return
+        meta = fragment.to_table(columns=[*META_COLUMNS, "source_sha256"], filter=selected)
+        rows = meta.to_pylist()
+        cached = {r["image_id"]: self.cache.open(r["image_id"], r["source_sha256"]) for r in rows}
+        missing = [image_id for image_id, entry in cached.items() if entry is None]
+        voxels: dict[str, dict[str, Any]] = {}
+        if missing:
+            wanted = pads.field("image_id").isin(missing)
+            table = fragment.to_table(columns=["image_id", *VOXELS], filter=wanted)
+            voxels = {r["image_id"]: r for r in table.to_pylist()}
+        for row in rows:
+            entry = cached[row["image_id"]]
+            if entry is None:
+                yield from self._decoded({**row, **voxels[row["image_id"]]}, rng)
+                continue
+            for index in rng.integers(0, len(entry.centres), size=self.options.crops_per_volume):
+                x, y, z = (int(v) for v in entry.centres[index])
+                yield self._sample(
+                    row, entry.crop((x, y, z), self.options.crop_size), entry.spacing
+                )
 
-    def _crops(self, row: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
+    def _decoded(self, row: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
         try:
             volume = preprocess(
                 decode_nifti(row["image"]["bytes"]),
@@ -134,20 +165,25 @@ class OpenMindStream(IterableDataset[dict[str, Any]]):
                     f" the last: image {row['image_id']}: {error}"
                 ) from error
             return []
-        samples = []
-        for centre in crop_centres(volume.anatomy, self.options.crops_per_volume, rng):
-            patch = crop(volume, centre, self.options.crop_size)
-            samples.append(
-                {
-                    "image": torch.from_numpy(patch.image)[None],
-                    "anat_mask": torch.from_numpy(patch.anatomy)[None],
-                    "anon_mask": torch.from_numpy(patch.anonymization)[None],
-                    "centre": torch.tensor(patch.centre),
-                    "spacing": torch.tensor(volume.spacing),
-                    **{column: row[column] for column in META_COLUMNS},
-                }
-            )
-        return samples
+        if self.cache is not None:
+            self.cache.put(row["image_id"], row.get("source_sha256"), volume, rng)
+        return [
+            self._sample(row, crop(volume, centre, self.options.crop_size), volume.spacing)
+            for centre in crop_centres(volume.anatomy, self.options.crops_per_volume, rng)
+        ]
+
+    @staticmethod
+    def _sample(
+        row: dict[str, Any], patch: Crop, spacing: tuple[float, float, float]
+    ) -> dict[str, Any]:
+        return {
+            "image": torch.from_numpy(patch.image)[None],
+            "anat_mask": torch.from_numpy(patch.anatomy)[None],
+            "anon_mask": torch.from_numpy(patch.anonymization)[None],
+            "centre": torch.tensor(patch.centre),
+            "spacing": torch.tensor(spacing),
+            **{column: row[column] for column in META_COLUMNS},
+        }
 
 
 def _expression(options: StreamOptions) -> pads.Expression | None:

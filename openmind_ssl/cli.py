@@ -1,0 +1,71 @@
+"""The ``openmind-ssl`` command. Heavy modules are imported inside commands."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="openmind-ssl",
+    help="Stream OpenMind datasets into self-supervised pretraining.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def main(quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
+    """Configure logging (the library itself never attaches handlers)."""
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def cache(
+    source: Annotated[str, typer.Argument(help="A dataset folder, or hf://datasets/ORG/NAME.")],
+    out: Annotated[Path, typer.Option(help="The cache's root folder.")] = Path("openmind-cache"),
+    modality: Annotated[
+        list[str] | None, typer.Option(help="Only these modalities (repeatable).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="train | validation.")] = "train",
+    max_iqs: Annotated[float | None, typer.Option(help="Only images scored at most this.")] = None,
+    spacing: Annotated[float, typer.Option(help="Voxel size in mm (0: each image's own).")] = 1.0,
+    order: Annotated[str, typer.Option(help="The image's interpolation: linear | cubic.")] = (
+        "linear"
+    ),
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
+) -> None:
+    """Preprocess the selected volumes once into OUT/<preprocessing>/, for training to crop
+    from; volumes already there (from the same source image) are kept."""
+    import torch  # noqa: PLC0415
+
+    from openmind_ssl.data import OpenMindStream, Preprocessing, StreamOptions  # noqa: PLC0415
+
+    preprocessing = Preprocessing(spacing=spacing, order=order)
+    folder = out / preprocessing.key
+    before = len(list(folder.glob("*.masks.b2nd")))
+    options = StreamOptions(
+        modalities=modality,
+        split=split,
+        max_iqs=max_iqs,
+        crop_size=(1, 1, 1),
+        crops_per_volume=1,
+        shuffle_buffer=0,
+        preprocessing=preprocessing,
+        cache=out,
+    )
+    stream = OpenMindStream(source, options)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
+    volumes = sum(1 for _ in loader)
+    after = len(list(folder.glob("*.masks.b2nd")))
+    typer.echo(f"{folder}: {volumes} volumes selected, {after - before} added, {after} cached")
+
+
+if __name__ == "__main__":
+    app()

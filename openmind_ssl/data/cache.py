@@ -1,0 +1,142 @@
+"""A local cache of preprocessed volumes for repeated epochs: each volume resampled and
+normalised once, stored as chunked blosc2 arrays so that a random crop decompresses only the
+chunks it touches.
+
+::
+
+    ROOT/<Preprocessing.key>/<image_id>.image.b2nd   float32, 64^3 chunks of 16^3 blocks, zstd
+    ROOT/<Preprocessing.key>/<image_id>.masks.b2nd   uint8: bit 0 anatomy, bit 1 anonymization
+
+The folder is named after the preprocessing, so other parameters use another folder. Each entry
+records the source image's checksum; an entry of another source version is a miss. Crop centres
+come from a sample of anatomy voxels stored with the entry, so drawing them reads no mask.
+Entries are written under hidden names and renamed, the masks file last: a killed writer leaves
+no half entry.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from openmind_ssl.data.crops import Crop
+from openmind_ssl.data.preprocess import Preprocessing, Volume
+
+__all__ = ["CachedVolume", "VolumeCache"]
+
+CHUNKS = (64, 64, 64)
+BLOCKS = (16, 16, 16)
+CENTRE_SAMPLE = 4096  # anatomy voxels kept per entry to draw crop centres from
+ANATOMY, ANONYMIZATION = 1, 2
+
+
+@dataclass
+class CachedVolume:
+    """An entry opened for cropping; arrays are read lazily, chunk by chunk."""
+
+    image: Any  # blosc2.NDArray of float32
+    masks: Any  # blosc2.NDArray of uint8 bits
+    centres: NDArray[np.int32]  # (n, 3) voxels inside the anatomy
+    spacing: tuple[float, float, float]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        x, y, z = self.image.shape
+        return int(x), int(y), int(z)
+
+    def crop(self, centre: tuple[int, int, int], size: tuple[int, int, int]) -> Crop:
+        """As ``crops.crop`` on the full volume, reading only the chunks the patch touches."""
+        starts = [c - s // 2 for c, s in zip(centre, size, strict=True)]
+        image = np.zeros(size, dtype=np.float32)
+        bits = np.zeros(size, dtype=np.uint8)
+        source, target = [], []
+        for start, length, extent in zip(starts, size, self.shape, strict=True):
+            low, high = max(start, 0), min(start + length, extent)
+            if high <= low:
+                return Crop(image, bits, bits.copy(), centre)
+            source.append(slice(low, high))
+            target.append(slice(low - start, high - start))
+        image[tuple(target)] = self.image[tuple(source)]
+        bits[tuple(target)] = self.masks[tuple(source)]
+        anatomy = (bits & ANATOMY).astype(np.uint8)
+        anonymization = ((bits & ANONYMIZATION) >> 1).astype(np.uint8)
+        return Crop(image, anatomy, anonymization, centre)
+
+
+class VolumeCache:
+    """Preprocessed volumes under ``root``, for the preprocessing ``options``."""
+
+    def __init__(self, root: str | Path, options: Preprocessing) -> None:
+        self.folder = Path(root) / options.key
+        self.options = options
+
+    def _paths(self, image_id: str) -> tuple[Path, Path]:
+        return self.folder / f"{image_id}.image.b2nd", self.folder / f"{image_id}.masks.b2nd"
+
+    def open(self, image_id: str, source_sha256: str | None) -> CachedVolume | None:
+        """The entry of ``image_id`` made from the source with ``source_sha256``, or None."""
+        import blosc2  # noqa: PLC0415
+
+        image_path, masks_path = self._paths(image_id)
+        if not masks_path.is_file():
+            return None
+        masks = blosc2.open(str(masks_path), mode="r")
+        meta = masks.schunk.vlmeta
+        if meta["source_sha256"] != (source_sha256 or ""):
+            return None
+        centres = np.asarray(meta["centres"], dtype=np.int32).reshape(-1, 3)
+        x, y, z = (float(v) for v in meta["spacing"])
+        return CachedVolume(blosc2.open(str(image_path), mode="r"), masks, centres, (x, y, z))
+
+    def put(
+        self, image_id: str, source_sha256: str | None, volume: Volume, rng: np.random.Generator
+    ) -> CachedVolume:
+        """Store ``volume`` (replacing an older entry) and open it."""
+        import blosc2  # noqa: PLC0415
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        image_path, masks_path = self._paths(image_id)
+        bits = (volume.anatomy > 0).astype(np.uint8) * ANATOMY
+        bits |= (volume.anonymization > 0).astype(np.uint8) * ANONYMIZATION
+        inside = np.flatnonzero(volume.anatomy) if volume.anatomy.any() else np.arange(bits.size)
+        sample = rng.choice(inside, size=min(CENTRE_SAMPLE, inside.size), replace=False)
+        centres = np.stack(np.unravel_index(np.sort(sample), bits.shape), axis=1)
+        cparams = {"codec": blosc2.Codec.ZSTD, "clevel": 3}
+        layout = {"chunks": _chunks(bits.shape), "blocks": _blocks(bits.shape), "cparams": cparams}
+
+        def image(partial: Path) -> None:
+            blosc2.asarray(volume.image, urlpath=str(partial), mode="w", **layout)
+
+        def masks(partial: Path) -> None:
+            array = blosc2.asarray(bits, urlpath=str(partial), mode="w", **layout)
+            array.schunk.vlmeta["source_sha256"] = source_sha256 or ""
+            array.schunk.vlmeta["spacing"] = list(volume.spacing)
+            array.schunk.vlmeta["centres"] = centres.astype(np.int32).ravel().tolist()
+            array.schunk.vlmeta["mean_std"] = [volume.mean, volume.std]
+
+        _write(image_path, image)
+        _write(masks_path, masks)
+        opened = self.open(image_id, source_sha256)
+        assert opened is not None
+        return opened
+
+
+def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(min(c, n) for c, n in zip(CHUNKS, shape, strict=True))
+
+
+def _blocks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(min(b, c) for b, c in zip(BLOCKS, _chunks(shape), strict=True))
+
+
+def _write(path: Path, write: Any) -> None:
+    """``write(partial)`` then rename: the entry appears whole. Unique partial names, so two
+    DataLoader workers that cache the same image never write into one file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    write(partial)
+    partial.replace(path)
