@@ -17,12 +17,14 @@ torch = pytest.importorskip("torch")
 
 from openmind_data.curate import BuildResult  # noqa: E402
 from openmind_ssl.data import (  # noqa: E402
+    Augmentation,
     OpenMindStream,
     Preprocessing,
     StreamOptions,
     TooManyFailuresError,
     Unit,
     assign,
+    augment,
     crop,
     crop_centres,
     preprocess,
@@ -208,3 +210,44 @@ def test_the_cache_command_preprocesses_each_selected_volume_once(
     assert f"{len(t2w)} volumes selected, {len(t2w)} added" in first.output
     again = CliRunner().invoke(app, args)
     assert f"{len(t2w)} volumes selected, 0 added, {len(t2w)} cached" in again.output
+
+
+def _crop_sample() -> dict[str, torch.Tensor]:
+    image, anatomy = _lps_volume()
+    volume = preprocess(image, anatomy, None, Preprocessing(spacing=2.0))
+    patch = crop(volume, (20, 30, 15), (24, 24, 24))
+    return {
+        "image": torch.from_numpy(patch.image)[None],
+        "anat_mask": torch.from_numpy(patch.anatomy)[None],
+        "anon_mask": torch.from_numpy(patch.anonymization)[None],
+    }
+
+
+def test_augmentations_replay_from_their_seed_and_keep_masks_binary() -> None:
+    sample = _crop_sample()
+    options = Augmentation(spatial_prob=1.0, mirror_prob=0.5, intensity_prob=1.0)
+    first = augment(sample, options, seed=11)
+    again = augment(sample, options, seed=11)
+    other = augment(sample, options, seed=12)
+    assert first["augment_seed"] == 11
+    for key in ("image", "anat_mask", "anon_mask"):
+        assert torch.equal(first[key], again[key])
+        assert first[key].shape == sample[key].shape and type(first[key]) is torch.Tensor
+    assert not torch.equal(first["image"], other["image"])
+    assert set(first["anat_mask"].unique().tolist()) <= {0, 1}
+    assert first["anat_mask"].dtype == torch.uint8
+    assert not torch.equal(first["anat_mask"], sample["anat_mask"])  # it moved with the image
+    still = augment(sample, Augmentation(spatial_prob=0, mirror_prob=0, intensity_prob=0), 5)
+    assert torch.equal(still["image"], sample["image"])
+
+
+def test_the_stream_records_each_samples_augmentation_seed(
+    built: tuple[BuildResult, Path],
+) -> None:
+    options = _options(modalities=["T2w"], augmentation=Augmentation(), shuffle_buffer=0)
+    samples = list(OpenMindStream(built[0].out, options))
+    seeds = [s["augment_seed"] for s in samples]
+    assert len(set(seeds)) == len(seeds)
+    plain = list(OpenMindStream(built[0].out, _options(modalities=["T2w"], shuffle_buffer=0)))
+    replayed = augment(plain[0], Augmentation(), seeds[0])
+    assert torch.equal(replayed["image"], samples[0]["image"])

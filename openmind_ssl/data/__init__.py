@@ -2,6 +2,7 @@
 DataLoader workers, RAS reorientation, resampling, z-scoring inside the anatomy mask and random
 crops centred inside it."""
 
+from openmind_ssl.data.augment import Augmentation, augment
 from openmind_ssl.data.cache import CachedVolume, VolumeCache
 from openmind_ssl.data.crops import Crop, crop, crop_centres
 from openmind_ssl.data.preprocess import Preprocessing, Volume, decode_nifti, preprocess
@@ -9,6 +10,7 @@ from openmind_ssl.data.sharding import Unit, assign
 from openmind_ssl.data.stream import OpenMindStream, StreamOptions, TooManyFailuresError
 
 __all__ = [
+    "Augmentation",
     "CachedVolume",
     "Crop",
     "OpenMindStream",
@@ -19,6 +21,7 @@ __all__ = [
     "Volume",
     "VolumeCache",
     "assign",
+    "augment",
     "crop",
     "crop_centres",
     "decode_nifti",

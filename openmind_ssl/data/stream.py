@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from openmind_ssl.data.augment import Augmentation, augment
 from openmind_ssl.data.cache import VolumeCache
 from openmind_ssl.data.crops import Crop, crop, crop_centres
 from openmind_ssl.data.preprocess import Preprocessing, decode_nifti, preprocess
@@ -57,6 +58,7 @@ class StreamOptions:
     seed: int = 0
     max_failures: int = 10
     cache: str | Path | None = None  # a VolumeCache root: volumes preprocessed once, reused
+    augmentation: Augmentation | None = None  # MONAI transforms; each sample's seed recorded
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -142,11 +144,10 @@ class OpenMindStream(IterableDataset[dict[str, Any]]):
             if entry is None:
                 yield from self._decoded({**row, **voxels[row["image_id"]]}, rng)
                 continue
-            for index in rng.integers(0, len(entry.centres), size=self.options.crops_per_volume):
-                x, y, z = (int(v) for v in entry.centres[index])
-                yield self._sample(
-                    row, entry.crop((x, y, z), self.options.crop_size), entry.spacing
-                )
+            draws = rng.integers(0, len(entry.centres), size=self.options.crops_per_volume)
+            for x, y, z in entry.centres[draws].tolist():
+                patch = entry.crop((x, y, z), self.options.crop_size)
+                yield self._sample(row, patch, entry.spacing, rng)
 
     def _decoded(self, row: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
         try:
@@ -168,15 +169,18 @@ class OpenMindStream(IterableDataset[dict[str, Any]]):
         if self.cache is not None:
             self.cache.put(row["image_id"], row.get("source_sha256"), volume, rng)
         return [
-            self._sample(row, crop(volume, centre, self.options.crop_size), volume.spacing)
+            self._sample(row, crop(volume, centre, self.options.crop_size), volume.spacing, rng)
             for centre in crop_centres(volume.anatomy, self.options.crops_per_volume, rng)
         ]
 
-    @staticmethod
     def _sample(
-        row: dict[str, Any], patch: Crop, spacing: tuple[float, float, float]
+        self,
+        row: dict[str, Any],
+        patch: Crop,
+        spacing: tuple[float, float, float],
+        rng: np.random.Generator,
     ) -> dict[str, Any]:
-        return {
+        sample = {
             "image": torch.from_numpy(patch.image)[None],
             "anat_mask": torch.from_numpy(patch.anatomy)[None],
             "anon_mask": torch.from_numpy(patch.anonymization)[None],
@@ -184,6 +188,10 @@ class OpenMindStream(IterableDataset[dict[str, Any]]):
             "spacing": torch.tensor(spacing),
             **{column: row[column] for column in META_COLUMNS},
         }
+        if self.options.augmentation is None:
+            return sample
+        seed = int(rng.integers(2**31))
+        return augment(sample, self.options.augmentation, seed)
 
 
 def _expression(options: StreamOptions) -> pads.Expression | None:
