@@ -89,7 +89,7 @@ class VolumeCache:
         meta = masks.schunk.vlmeta
         if meta["source_sha256"] != (source_sha256 or ""):
             return None
-        centres = np.asarray(meta["centres"], dtype=np.int32).reshape(-1, 3)
+        centres = np.frombuffer(meta["centres"], dtype="<i4").reshape(-1, 3)
         x, y, z = (float(v) for v in meta["spacing"])
         return CachedVolume(blosc2.open(str(image_path), mode="r"), masks, centres, (x, y, z))
 
@@ -116,7 +116,7 @@ class VolumeCache:
             array = blosc2.asarray(bits, urlpath=str(partial), mode="w", **layout)
             array.schunk.vlmeta["source_sha256"] = source_sha256 or ""
             array.schunk.vlmeta["spacing"] = list(volume.spacing)
-            array.schunk.vlmeta["centres"] = centres.astype(np.int32).ravel().tolist()
+            array.schunk.vlmeta["centres"] = centres.astype("<i4").tobytes()
             array.schunk.vlmeta["mean_std"] = [volume.mean, volume.std]
 
         _write(image_path, image)
