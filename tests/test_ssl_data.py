@@ -251,3 +251,23 @@ def test_the_stream_records_each_samples_augmentation_seed(
     plain = list(OpenMindStream(built[0].out, _options(modalities=["T2w"], shuffle_buffer=0)))
     replayed = augment(plain[0], Augmentation(), seeds[0])
     assert torch.equal(replayed["image"], samples[0]["image"])
+
+
+def test_an_epoch_resumes_after_the_row_groups_each_reader_had_read(
+    built: tuple[BuildResult, Path], tmp_path: Path
+) -> None:
+    (shard,) = sorted((built[0].out / "data" / "T1w").glob("train-*.parquet"))
+    target = tmp_path / "openmind" / "data" / "T1w" / shard.name
+    target.parent.mkdir(parents=True)
+    pq.write_table(pq.read_table(shard), target, row_group_size=3)  # ~10 row groups
+    options = _options(crops_per_volume=1, shuffle_buffer=0)
+    stream = OpenMindStream(tmp_path / "openmind", options)
+    assert len(stream.units) >= 8
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
+    stream.set_epoch(3)
+    whole = [(s["reader"], s["position"], s["image_id"]) for s in loader]
+    assert {reader for reader, _, _ in whole} == {0, 1}
+    stream.set_epoch(3, positions={0: 2, 1: 3})
+    rest = sorted(s["image_id"] for s in loader)
+    expected = sorted(i for reader, position, i in whole if position > {0: 2, 1: 3}[reader])
+    assert rest == expected and 0 < len(rest) < len(whole)

@@ -81,31 +81,37 @@ class OpenMindStream(IterableDataset[dict[str, Any]]):
             else None
         )
         self.epoch = 0
-        self.position = 0  # units this reader finished in the epoch: where a resume starts
+        self.positions: dict[int, int] = {}  # reader -> its units already read this epoch
         self.failures = 0
 
-    def set_epoch(self, epoch: int, position: int = 0) -> None:
-        """Start ``epoch`` (a new order of row groups), from ``position`` of this reader's."""
-        self.epoch, self.position = epoch, position
+    def set_epoch(self, epoch: int, positions: dict[int, int] | None = None) -> None:
+        """Start ``epoch`` (a new order of row groups), or resume it: each reader (a sample's
+        ``reader``) skips its first ``positions[reader]`` row groups. A trainer keeps, per
+        reader, the largest ``position`` of the samples it consumed and passes them back; the
+        crops still waiting in the shuffle buffer at that moment are not seen again."""
+        self.epoch, self.positions = epoch, dict(positions or {})
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         worker = get_worker_info()
+        index, workers = (worker.id, worker.num_workers) if worker else (0, 1)
         rank, world = _rank()
+        reader = rank * workers + index
+        start = self.positions.get(reader, 0)
         mine = assign(
             self.units,
             epoch=self.epoch,
             seed=self.options.seed,
             rank=rank,
             world_size=world,
-            worker=worker.id if worker else 0,
-            workers=worker.num_workers if worker else 1,
-            position=self.position,
+            worker=index,
+            workers=workers,
+            position=start,
         )
-        seed = [self.options.seed, self.epoch, rank, worker.id if worker else 0]
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng([self.options.seed, self.epoch, reader, start])
         buffer: list[dict[str, Any]] = []
-        for unit in mine:
+        for done, unit in enumerate(mine, start=start + 1):
             for sample in self._samples(unit, rng):
+                sample["reader"], sample["position"] = reader, done
                 if self.options.shuffle_buffer == 0:
                     yield sample
                 elif len(buffer) < self.options.shuffle_buffer:
