@@ -271,3 +271,36 @@ def test_an_epoch_resumes_after_the_row_groups_each_reader_had_read(
     rest = sorted(s["image_id"] for s in loader)
     expected = sorted(i for reader, position, i in whole if position > {0: 2, 1: 3}[reader])
     assert rest == expected and 0 < len(rest) < len(whole)
+
+
+def _rank_reads(rank: int, world: int, init: str, folder: str, out: str) -> None:
+    """One DDP rank (gloo, CPU): the image ids its stream yields, into ``out``/<rank>."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        options = _options(crops_per_volume=1, shuffle_buffer=4)
+        ids = [s["image_id"] for s in OpenMindStream(folder, options)]
+        Path(out, str(rank)).write_text("\n".join(ids))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_ranks_read_disjoint_shares_that_cover_the_epoch(
+    built: tuple[BuildResult, Path], tmp_path: Path
+) -> None:
+    (shard,) = sorted((built[0].out / "data" / "T1w").glob("train-*.parquet"))
+    folder = tmp_path / "openmind"
+    target = folder / "data" / "T1w" / shard.name
+    target.parent.mkdir(parents=True)
+    table = pq.read_table(shard)
+    pq.write_table(table, target, row_group_size=2)
+    out = tmp_path / "ids"
+    out.mkdir()
+    init = f"file://{tmp_path / 'rendezvous'}"
+    torch.multiprocessing.spawn(
+        _rank_reads, args=(2, init, str(folder), str(out)), nprocs=2, join=True
+    )
+    shares = [set((out / str(rank)).read_text().split()) for rank in range(2)]
+    assert shares[0] and shares[1] and not shares[0] & shares[1]
+    assert shares[0] | shares[1] == set(table.column("image_id").to_pylist())
