@@ -4,7 +4,7 @@ chunks it touches.
 
 ::
 
-    ROOT/<Preprocessing.key>/<image_id>.image.b2nd   float32, 64^3 chunks of 16^3 blocks, zstd
+    ROOT/<Preprocessing.key>/<image_id>.image.b2nd   float32, nnU-Net's chunk layout, zstd
     ROOT/<Preprocessing.key>/<image_id>.masks.b2nd   uint8: bit 0 anatomy, bit 1 anonymization
 
 The folder is named after the preprocessing, so other parameters use another folder. Each entry
@@ -29,8 +29,9 @@ from openmind_ssl.data.preprocess import Preprocessing, Volume
 
 __all__ = ["CachedVolume", "VolumeCache"]
 
-CHUNKS = (64, 64, 64)
-BLOCKS = (16, 16, 16)
+#: The layout nnU-Net and nnssl use: a block (decompressed whole) fits a 32 KiB L1 cache, a
+#: chunk an 8 MiB L3 cache; per data type, no larger than the volume.
+L1, L3 = 32 * 1024, 8 * 1024**2
 CENTRE_SAMPLE = 4096  # anatomy voxels kept per entry to draw crop centres from
 ANATOMY, ANONYMIZATION = 1, 2
 
@@ -52,20 +53,20 @@ class CachedVolume:
     def crop(self, centre: tuple[int, int, int], size: tuple[int, int, int]) -> Crop:
         """As ``crops.crop`` on the full volume, reading only the chunks the patch touches."""
         starts = [c - s // 2 for c, s in zip(centre, size, strict=True)]
-        image = np.zeros(size, dtype=np.float32)
-        bits = np.zeros(size, dtype=np.uint8)
         source, target = [], []
         for start, length, extent in zip(starts, size, self.shape, strict=True):
             low, high = max(start, 0), min(start + length, extent)
             if high <= low:
-                return Crop(image, bits, bits.copy(), centre)
+                empty = np.zeros(size, dtype=np.uint8)
+                return Crop(np.zeros(size, dtype=np.float32), empty, empty.copy(), centre)
             source.append(slice(low, high))
             target.append(slice(low - start, high - start))
-        image[tuple(target)] = self.image[tuple(source)]
-        bits[tuple(target)] = self.masks[tuple(source)]
-        anatomy = (bits & ANATOMY).astype(np.uint8)
-        anonymization = ((bits & ANONYMIZATION) >> 1).astype(np.uint8)
-        return Crop(image, anatomy, anonymization, centre)
+        image, bits = self.image[tuple(source)], self.masks[tuple(source)]
+        if image.shape != size:  # beyond the volume: pad
+            padded, padded_bits = np.zeros(size, np.float32), np.zeros(size, np.uint8)
+            padded[tuple(target)], padded_bits[tuple(target)] = image, bits
+            image, bits = padded, padded_bits
+        return Crop(image, bits & ANATOMY, bits >> 1, centre)
 
 
 class VolumeCache:
@@ -107,13 +108,14 @@ class VolumeCache:
         sample = rng.choice(inside, size=min(CENTRE_SAMPLE, inside.size), replace=False)
         centres = np.stack(np.unravel_index(np.sort(sample), bits.shape), axis=1)
         cparams = {"codec": blosc2.Codec.ZSTD, "clevel": 3}
-        layout = {"chunks": _chunks(bits.shape), "blocks": _blocks(bits.shape), "cparams": cparams}
 
         def image(partial: Path) -> None:
-            blosc2.asarray(volume.image, urlpath=str(partial), mode="w", **layout)
+            layout = _layout(bits.shape, 4)
+            blosc2.asarray(volume.image, urlpath=str(partial), mode="w", cparams=cparams, **layout)
 
         def masks(partial: Path) -> None:
-            array = blosc2.asarray(bits, urlpath=str(partial), mode="w", **layout)
+            layout = _layout(bits.shape, 1)
+            array = blosc2.asarray(bits, urlpath=str(partial), mode="w", cparams=cparams, **layout)
             array.schunk.vlmeta["source_sha256"] = source_sha256 or ""
             array.schunk.vlmeta["spacing"] = list(volume.spacing)
             array.schunk.vlmeta["centres"] = centres.astype("<i4").tobytes()
@@ -126,12 +128,11 @@ class VolumeCache:
         return opened
 
 
-def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(min(c, n) for c, n in zip(CHUNKS, shape, strict=True))
-
-
-def _blocks(shape: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(min(b, c) for b, c in zip(BLOCKS, _chunks(shape), strict=True))
+def _layout(shape: tuple[int, ...], itemsize: int) -> dict[str, tuple[int, ...]]:
+    block = max(1, int((L1 / itemsize) ** (1 / 3)))
+    chunk = max(block, int((L3 / itemsize) ** (1 / 3)))
+    chunks = tuple(min(chunk, n) for n in shape)
+    return {"chunks": chunks, "blocks": tuple(min(block, c) for c in chunks)}
 
 
 def _write(path: Path, write: Any) -> None:
