@@ -82,7 +82,7 @@ class OpenMindStream(IterableDataset[dict[str, Any]]):
         )
         self.epoch = 0
         self.positions: dict[int, int] = {}  # reader -> its units already read this epoch
-        self.failures = 0
+        self.failures = 0  # per reader: a DataLoader worker counts in its own copy
 
     def set_epoch(self, epoch: int, positions: dict[int, int] | None = None) -> None:
         """Start ``epoch`` (a new order of row groups), or resume it: each reader (a sample's
@@ -117,8 +117,8 @@ class OpenMindStream(IterableDataset[dict[str, Any]]):
                 elif len(buffer) < self.options.shuffle_buffer:
                     buffer.append(sample)
                 else:
-                    index = int(rng.integers(len(buffer)))
-                    drawn, buffer[index] = buffer[index], sample
+                    slot = int(rng.integers(len(buffer)))
+                    drawn, buffer[slot] = buffer[slot], sample
                     yield drawn
         rng.shuffle(buffer)
         yield from buffer
