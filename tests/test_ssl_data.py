@@ -125,6 +125,9 @@ def test_the_stream_gives_every_selected_image_once_per_epoch_across_workers(
     worst = {r["image_id"] for r in rows if r["image_id"] in t1w and r["image_quality_score"] > 2}
     good = OpenMindStream(result.out, _options(max_iqs=2.0))
     assert {s["image_id"] for s in good} == t1w - worst
+    cc0 = {r["image_id"] for r in rows if r["image_id"] in t1w and r["license"] == "CC0-1.0"}
+    under = OpenMindStream(result.out, _options(licenses=["cc0"], crops_per_volume=1))
+    assert {s["image_id"] for s in under} == cc0 and cc0
 
 
 def test_a_broken_sample_is_counted_and_too_many_stop_the_run(
