@@ -174,6 +174,12 @@ def test_a_cached_volume_crops_as_the_volume_does(tmp_path: Path) -> None:
         np.testing.assert_array_equal(got.anatomy, expected.anatomy)
         np.testing.assert_array_equal(got.anonymization, expected.anonymization)
     assert cache.open("img", "another source") is None  # the source changed: a miss
+    image_file = cache.folder / "img.image.b2nd"
+    intact = image_file.read_bytes()
+    image_file.write_bytes(intact[: len(intact) // 3])  # a damaged entry is a miss
+    assert cache.open("img", "abc") is None
+    cache.put("img", "abc", volume, np.random.default_rng(0))
+    assert cache.open("img", "abc") is not None
     assert VolumeCache(tmp_path, Preprocessing(spacing=2.0)).open("img", "abc") is None
     assert not list(tmp_path.rglob(".*partial"))
 

@@ -16,6 +16,7 @@ no half entry.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from openmind_ssl.data.crops import Crop
 from openmind_ssl.data.preprocess import Preprocessing, Volume
 
 __all__ = ["CachedVolume", "VolumeCache"]
+
+log = logging.getLogger(__name__)
 
 #: The layout nnU-Net and nnssl use: a block (decompressed whole) fits a 32 KiB L1 cache, a
 #: chunk an 8 MiB L3 cache; per data type, no larger than the volume.
@@ -86,13 +89,21 @@ class VolumeCache:
         image_path, masks_path = self._paths(image_id)
         if not masks_path.is_file():
             return None
-        masks = blosc2.open(str(masks_path), mode="r")
-        meta = masks.schunk.vlmeta
-        if meta["source_sha256"] != (source_sha256 or ""):
+        try:
+            masks = blosc2.open(str(masks_path), mode="r")
+            meta = masks.schunk.vlmeta
+            if meta["source_sha256"] != (source_sha256 or ""):
+                return None
+            centres = np.frombuffer(meta["centres"], dtype="<i4").reshape(-1, 3)
+            x, y, z = (float(v) for v in meta["spacing"])
+            image = blosc2.open(str(image_path), mode="r")
+        except Exception as error:  # noqa: BLE001 (a damaged entry is a miss, made again)
+            log.warning("cache entry of %s in %s is unreadable (%s)", image_id, self.folder, error)
             return None
-        centres = np.frombuffer(meta["centres"], dtype="<i4").reshape(-1, 3)
-        x, y, z = (float(v) for v in meta["spacing"])
-        return CachedVolume(blosc2.open(str(image_path), mode="r"), masks, centres, (x, y, z))
+        if image.shape != masks.shape:
+            log.warning("cache entry of %s in %s: image and masks differ", image_id, self.folder)
+            return None
+        return CachedVolume(image, masks, centres, (x, y, z))
 
     def put(
         self, image_id: str, source_sha256: str | None, volume: Volume, rng: np.random.Generator
@@ -124,7 +135,8 @@ class VolumeCache:
         _write(image_path, image)
         _write(masks_path, masks)
         opened = self.open(image_id, source_sha256)
-        assert opened is not None
+        if opened is None:
+            raise OSError(f"{self.folder}: the entry of {image_id} just written cannot be read")
         return opened
 
 
