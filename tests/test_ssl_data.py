@@ -62,6 +62,16 @@ def test_preprocessing_reorients_resamples_and_normalises(order: str) -> None:
     assert not volume.anonymization.any()
 
 
+def test_preprocessing_leaves_the_callers_image_alone() -> None:
+    data = np.random.default_rng(0).normal(5, 2, (20, 20, 20)).astype(np.float32)
+    image = nib.Nifti1Image(data, np.eye(4))  # RAS already: nibabel hands back this buffer
+    anatomy = nib.Nifti1Image(np.ones(data.shape, np.uint8), np.eye(4))
+    before = data.copy()
+    volume = preprocess(image, anatomy, None, Preprocessing(spacing=1.0))
+    np.testing.assert_array_equal(data, before)
+    assert abs(float(volume.image.mean())) < 1e-4
+
+
 def test_preprocessing_refuses_masks_of_another_grid() -> None:
     image, anatomy = _lps_volume()
     moved = nib.Nifti1Image(np.asarray(anatomy.dataobj), np.diag([2.0, 1.0, 3.0, 1.0]))

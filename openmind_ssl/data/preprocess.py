@@ -88,9 +88,9 @@ def preprocess(
     inside = anat > 0
     values = data[inside] if inside.any() else data.ravel()
     mean, std = float(values.mean()), float(values.std())
-    data -= mean
-    data /= max(std, 1e-8)
-    return Volume(data, anat.astype(np.uint8), anon.astype(np.uint8), (x, y, z), mean, std)
+    # A new array: the caller's image may share its buffer with ``data``.
+    normalised = ((data - mean) / max(std, 1e-8)).astype(np.float32, copy=False)
+    return Volume(normalised, anat.astype(np.uint8), anon.astype(np.uint8), (x, y, z), mean, std)
 
 
 def _mask(mask: Any, image: Any) -> NDArray[Any]:
