@@ -35,7 +35,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from openmind_ssl.data import OpenMindStream, Preprocessing, StreamOptions, decode_nifti, preprocess
+from openmind_data.nifti import decode_nifti
+from openmind_ssl.data import OpenMindStream, Preprocessing, StreamOptions, preprocess
 
 ORIENTATIONS = {"RAS": (1, 1, 1), "LPS": (-1, -1, 1), "LAS": (-1, 1, 1)}
 L1, L3 = 32 * 1024, 8 * 1024**2

@@ -496,17 +496,14 @@ def info(
 ) -> None:
     """Print what a dataset holds (images per modality, subjects, splits, IQS, licences), from
     its metadata tables alone: no voxel is read."""
-    from openmind_data.card import read_summary, summary_table  # noqa: PLC0415
+    from openmind_data.card.render import read_summary  # noqa: PLC0415
+    from openmind_data.card.summary import listing, summary_table  # noqa: PLC0415
 
     summary = read_summary(dataset, revision=revision)
     typer.echo(summary_table(summary))
-    typer.echo(f"licences: {_listing(summary.licences)}")
+    typer.echo(f"licences: {listing(summary.licences)}")
     typer.echo(f"IQS model: {', '.join(summary.iqs_models) or 'none'}")
-    typer.echo(f"excluded: {summary.excluded} ({_listing(summary.exclusions)})")
-
-
-def _listing(counted: dict[str, int]) -> str:
-    return ", ".join(f"{key} {n}" for key, n in counted.items())
+    typer.echo(f"excluded: {summary.excluded} ({listing(summary.exclusions)})")
 
 
 @app.command()

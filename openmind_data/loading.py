@@ -18,11 +18,11 @@ from typing import Any
 
 from openmind_data.crawl.normalize import normalize_license
 from openmind_data.errors import ConfigError
+from openmind_data.schema import SPLITS
 from openmind_data.where import metadata_file
 
 __all__ = ["build_filters", "load"]
 
-SPLITS = ("train", "validation")
 _NOT_MODALITIES = ("all", "metadata")
 
 Filter = tuple[str, str, Any]

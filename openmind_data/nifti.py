@@ -17,6 +17,7 @@ from openmind_data.errors import InvalidInputError
 from openmind_data.exclusions import ExclusionReason as R
 
 __all__ = [
+    "decode_nifti",
     "edit_stored",
     "encode_nifti",
     "read_stored",
@@ -58,6 +59,12 @@ def encode_nifti(
     ) as gz:
         gz.write(payload)
     return buffer.getvalue()
+
+
+def decode_nifti(payload: bytes) -> Any:
+    """A nibabel image from stored NIfTI-1 bytes (``encode_nifti``'s, or a plain ``.nii``)."""
+    raw = gzip.decompress(payload) if payload[:2] == b"\x1f\x8b" else payload
+    return nib.Nifti1Image.from_bytes(raw)
 
 
 def scaling_of(image: Any) -> tuple[float, float]:

@@ -35,6 +35,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SHARD_SCHEMA",
     "SOURCES_SCHEMA",
+    "SPLITS",
     "VOXEL_COLUMNS",
     "describe",
     "key_values",
@@ -48,6 +49,8 @@ __all__ = [
 SCHEMA_VERSION = "2.0.0"
 #: The BIDS specification version whose entities and suffixes the tables follow.
 BIDS_VERSION = "1.10.0"
+#: The values of the ``split`` column, in the order shards, configs and cards list them.
+SPLITS = ("train", "validation")
 
 _KEY_VERSION = b"openmind.schema_version"
 _KEY_TABLE = b"openmind.table"

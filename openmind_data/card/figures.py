@@ -4,18 +4,18 @@ shard) with the anatomy, anonymization and brain masks over the middle sagittal 
 
 from __future__ import annotations
 
-import gzip
 import itertools
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pyarrow.parquet as pq
 
-from openmind_data.card.header import SPLITS, shard_files
+from openmind_data.card.header import shard_files
 from openmind_data.card.summary import IQS_BINS, Summary
 from openmind_data.durable import write_with
+from openmind_data.nifti import decode_nifti
+from openmind_data.schema import SPLITS
 from openmind_data.slices import draw_masks, middle_sagittal, save_figure, scaled
 
 __all__ = ["FIGURES", "write_figures"]
@@ -100,7 +100,7 @@ def _examples(plt: Any, folder: Path, out: Path, dpi: int) -> Path:
     for ax, (modality, by_split) in zip(axes.ravel(), sorted(shards.items()), strict=False):
         path = next(by_split[s][0] for s in SPLITS if s in by_split)
         row = _first_row(path)
-        picture, aspect = middle_sagittal(_decode(row["image"]))
+        picture, aspect = middle_sagittal(decode_nifti(row["image"]))
         ax.imshow(scaled(picture), cmap="gray", origin="lower", aspect=aspect)
         draw_masks(
             ax,
@@ -135,9 +135,5 @@ def _first_row(path: Path) -> dict[str, Any]:
     return {k: (v["bytes"] if isinstance(v, dict) else v) for k, v in row.items()}
 
 
-def _decode(payload: bytes) -> Any:
-    return nib.Nifti1Image.from_bytes(gzip.decompress(payload))
-
-
 def _decoded(payload: bytes | None) -> Any:
-    return _decode(payload) if payload else None
+    return decode_nifti(payload) if payload else None

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from huggingface_hub import DatasetCardData
 
 from openmind_data.card.summary import Summary
+from openmind_data.schema import SPLITS
 
 __all__ = [
     "HUB_LICENCES",
@@ -21,8 +22,6 @@ __all__ = [
     "shard_files",
     "size_category",
 ]
-
-SPLITS = ("train", "validation")
 
 #: SPDX ids the crawl gives (``crawl.normalize``) -> the Hub's licence ids.
 HUB_LICENCES = {

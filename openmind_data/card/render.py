@@ -18,7 +18,7 @@ from huggingface_hub import DatasetCard
 from openmind_data import __version__
 from openmind_data.card.figures import FIGURES, write_figures
 from openmind_data.card.header import card_data
-from openmind_data.card.summary import Summary, summarize, summary_table
+from openmind_data.card.summary import Summary, listing, summarize, summary_table
 from openmind_data.durable import write_with
 from openmind_data.errors import ConfigError
 from openmind_data.schema import (
@@ -113,7 +113,7 @@ def render_card(
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # Markdown, not HTML
     )
-    environment.filters["counts"] = _counts
+    environment.filters["counts"] = listing
     text = environment.get_template(Path(template).name).render(
         card_data=card_data(folder, summary, pretty_name=pretty_name).to_yaml(),
         pretty_name=pretty_name,
@@ -128,11 +128,6 @@ def render_card(
         schema_version=SCHEMA_VERSION,
     )
     return str(DatasetCard(text).content)  # parsed as the Hub parses it: a broken header raises
-
-
-def _counts(counted: dict[str, int]) -> str:
-    """``{"a": 3, "b": 1}`` as "a 3, b 1"."""
-    return ", ".join(f"{key} {n}" for key, n in counted.items())
 
 
 def _type_name(kind: pa.DataType) -> str:

@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
-__all__ = ["IQS_BINS", "ModalityRow", "SourceRow", "Summary", "summarize", "summary_table"]
+__all__ = [
+    "IQS_BINS",
+    "ModalityRow",
+    "SourceRow",
+    "Summary",
+    "listing",
+    "summarize",
+    "summary_table",
+]
 
 #: Edges of the IQS histogram: half-point bins over the released 1 (best) .. 5 (worst) scale.
 IQS_BINS = (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0)
@@ -104,6 +113,11 @@ def summarize(images: pa.Table, sources: pa.Table, excluded: pa.Table) -> Summar
         field_strengths=_counts(frame["magnetic_field_strength"].map(_tesla)),
         methods=_methods(images),
     )
+
+
+def listing(counted: Mapping[str, object]) -> str:
+    """``{"a": 3, "b": 1}`` as "a 3, b 1": how the card and the command line list counts."""
+    return ", ".join(f"{key} {n}" for key, n in counted.items())
 
 
 def summary_table(summary: Summary) -> str:

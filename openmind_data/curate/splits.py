@@ -15,10 +15,9 @@ import hashlib
 import pyarrow as pa
 
 from openmind_data.errors import ConfigError
+from openmind_data.schema import SPLITS
 
 __all__ = ["SPLITS", "assign_splits", "split_of"]
-
-SPLITS = ("train", "validation")
 
 
 def split_of(dataset_id: str, subject: str | None, *, validation: float, seed: int) -> str:

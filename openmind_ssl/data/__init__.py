@@ -5,7 +5,7 @@ crops centred inside it."""
 from openmind_ssl.data.augment import Augmentation, augment
 from openmind_ssl.data.cache import CachedVolume, VolumeCache
 from openmind_ssl.data.crops import Crop, crop, crop_centres
-from openmind_ssl.data.preprocess import Preprocessing, Volume, decode_nifti, preprocess
+from openmind_ssl.data.preprocess import Preprocessing, Volume, preprocess
 from openmind_ssl.data.sharding import Unit, assign
 from openmind_ssl.data.stream import OpenMindStream, StreamOptions, TooManyFailuresError
 
@@ -24,6 +24,5 @@ __all__ = [
     "augment",
     "crop",
     "crop_centres",
-    "decode_nifti",
     "preprocess",
 ]

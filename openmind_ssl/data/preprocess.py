@@ -9,7 +9,6 @@ onto one of the target spacing covering the same field of view, voxel centres to
 
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch
 from numpy.typing import NDArray
 from torch.nn import functional
 
-__all__ = ["Preprocessing", "Volume", "decode_nifti", "preprocess"]
+__all__ = ["Preprocessing", "Volume", "preprocess"]
 
 ORDERS = ("linear", "cubic")
 
@@ -53,12 +52,6 @@ class Volume:
     spacing: tuple[float, float, float]
     mean: float  # of the image inside the anatomy mask, before normalisation
     std: float
-
-
-def decode_nifti(payload: bytes) -> Any:
-    """A nibabel image from stored ``.nii.gz`` (or plain ``.nii``) bytes."""
-    raw = gzip.decompress(payload) if payload[:2] == b"\x1f\x8b" else payload
-    return nib.Nifti1Image.from_bytes(raw)
 
 
 def preprocess(

@@ -23,17 +23,18 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from openmind_data.nifti import decode_nifti
+from openmind_data.schema import SPLITS
 from openmind_ssl.data.augment import Augmentation, augment
 from openmind_ssl.data.cache import VolumeCache
 from openmind_ssl.data.crops import Crop, crop, crop_centres
-from openmind_ssl.data.preprocess import Preprocessing, decode_nifti, preprocess
+from openmind_ssl.data.preprocess import Preprocessing, preprocess
 from openmind_ssl.data.sharding import Unit, assign
 
 __all__ = ["OpenMindStream", "StreamOptions", "TooManyFailuresError"]
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation")
 #: Metadata a training step may want beside the voxels.
 META_COLUMNS = ("image_id", "dataset_id", "modality", "image_quality_score", "license")
 VOXELS = ("image", "anat_mask", "anon_mask")
