@@ -84,14 +84,15 @@ def build_filters(
     licenses: Sequence[str] | None = None,
     filters: Iterable[Filter] = (),
 ) -> list[Filter]:
-    """The ``(column, op, value)`` list ``datasets``' Parquet reader takes, combined with AND."""
+    """The ``(column, op, value)`` list ``datasets``' Parquet reader takes, combined with AND.
+    Licences may be spelt any way the crawl understands ("cc0" is CC0-1.0)."""
     conditions: list[Filter] = []
     if max_iqs is not None:
         if not 1.0 <= max_iqs <= 5.0:
             raise ConfigError(f"max_iqs={max_iqs}: the IQS runs from 1 (best) to 5 (worst)")
         conditions.append(("image_quality_score", "<=", float(max_iqs)))
     if licenses is not None:
-        conditions.append(("license", "in", list(licenses)))
+        conditions.append(("license", "in", [normalize_license(x) or x for x in licenses]))
     for condition in filters:
         if not (isinstance(condition, tuple) and len(condition) == 3):
             raise ConfigError(f"a filter is a (column, op, value) tuple, not {condition!r}")

@@ -202,13 +202,11 @@ class OpenMindStream(IterableDataset[dict[str, Any]]):
 
 
 def _expression(options: StreamOptions) -> pads.Expression | None:
-    from openmind_data.crawl.normalize import normalize_license  # noqa: PLC0415
     from openmind_data.loading import build_filters  # noqa: PLC0415
 
-    licences = None
-    if options.licenses is not None:  # any spelling the crawl understands: "cc0" is CC0-1.0
-        licences = [normalize_license(x) or x for x in options.licenses]
-    conditions = build_filters(max_iqs=options.max_iqs, licenses=licences, filters=options.filters)
+    conditions = build_filters(
+        max_iqs=options.max_iqs, licenses=options.licenses, filters=options.filters
+    )
     if options.dataset_ids is not None:
         conditions.append(("dataset_id", "in", list(options.dataset_ids)))
     return pq.filters_to_expression(conditions) if conditions else None
