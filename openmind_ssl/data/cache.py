@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from openmind_ssl.data.crops import Crop
+from openmind_ssl.data.crops import Crop, window
 from openmind_ssl.data.preprocess import Preprocessing, Volume
 
 __all__ = ["CachedVolume", "VolumeCache"]
@@ -55,19 +55,15 @@ class CachedVolume:
 
     def crop(self, centre: tuple[int, int, int], size: tuple[int, int, int]) -> Crop:
         """As ``crops.crop`` on the full volume, reading only the chunks the patch touches."""
-        starts = [c - s // 2 for c, s in zip(centre, size, strict=True)]
-        source, target = [], []
-        for start, length, extent in zip(starts, size, self.shape, strict=True):
-            low, high = max(start, 0), min(start + length, extent)
-            if high <= low:
-                empty = np.zeros(size, dtype=np.uint8)
-                return Crop(np.zeros(size, dtype=np.float32), empty, empty.copy(), centre)
-            source.append(slice(low, high))
-            target.append(slice(low - start, high - start))
-        image, bits = self.image[tuple(source)], self.masks[tuple(source)]
+        slices = window(centre, size, self.shape)
+        if slices is None:
+            empty = np.zeros(size, dtype=np.uint8)
+            return Crop(np.zeros(size, dtype=np.float32), empty, empty.copy(), centre)
+        source, target = slices
+        image, bits = self.image[source], self.masks[source]
         if image.shape != size:  # beyond the volume: pad
             padded, padded_bits = np.zeros(size, np.float32), np.zeros(size, np.uint8)
-            padded[tuple(target)], padded_bits[tuple(target)] = image, bits
+            padded[target], padded_bits[target] = image, bits
             image, bits = padded, padded_bits
         return Crop(image, bits & ANATOMY, bits >> 1, centre)
 

@@ -12,7 +12,9 @@ from numpy.typing import NDArray
 
 from openmind_ssl.data.preprocess import Volume
 
-__all__ = ["Crop", "crop", "crop_centres"]
+__all__ = ["Crop", "crop", "crop_centres", "window"]
+
+Slices = tuple[slice, ...]
 
 
 @dataclass
@@ -36,25 +38,39 @@ def crop_centres(
     return [(int(x), int(y), int(z)) for x, y, z in centres]
 
 
+def window(
+    centre: tuple[int, int, int], size: tuple[int, int, int], shape: tuple[int, ...]
+) -> tuple[Slices, Slices] | None:
+    """Where the patch of ``size`` voxels around ``centre`` (the centre voxel at index
+    size // 2) overlaps a volume of ``shape``: (slices of the volume, slices of the patch),
+    or None when it lies wholly outside."""
+    source, target = [], []
+    for point, length, extent in zip(centre, size, shape, strict=True):
+        start = point - length // 2
+        low, high = max(start, 0), min(start + length, extent)
+        if high <= low:
+            return None
+        source.append(slice(low, high))
+        target.append(slice(low - start, high - start))
+    return tuple(source), tuple(target)
+
+
 def crop(volume: Volume, centre: tuple[int, int, int], size: tuple[int, int, int]) -> Crop:
-    """The patch of ``size`` voxels around ``centre`` (the centre voxel at index size // 2)."""
-    starts = [c - s // 2 for c, s in zip(centre, size, strict=True)]
+    """The patch of ``size`` voxels around ``centre``, zero beyond the volume."""
+    slices = window(centre, size, volume.image.shape)
     return Crop(
-        _window(volume.image, starts, size),
-        _window(volume.anatomy, starts, size),
-        _window(volume.anonymization, starts, size),
+        _padded(volume.image, slices, size),
+        _padded(volume.anatomy, slices, size),
+        _padded(volume.anonymization, slices, size),
         centre,
     )
 
 
-def _window(data: NDArray[Any], starts: list[int], size: tuple[int, int, int]) -> NDArray[Any]:
+def _padded(
+    data: NDArray[Any], slices: tuple[Slices, Slices] | None, size: tuple[int, int, int]
+) -> NDArray[Any]:
     out = np.zeros(size, dtype=data.dtype)
-    source, target = [], []
-    for start, length, extent in zip(starts, size, data.shape, strict=True):
-        low, high = max(start, 0), min(start + length, extent)
-        if high <= low:
-            return out
-        source.append(slice(low, high))
-        target.append(slice(low - start, high - start))
-    out[tuple(target)] = data[tuple(source)]
+    if slices is not None:
+        source, target = slices
+        out[target] = data[source]
     return out
