@@ -85,7 +85,7 @@ def card_data(folder: Path, summary: Summary, *, pretty_name: str) -> DatasetCar
     configs.append({"config_name": "metadata", "data_files": [{"split": "train", "path": _META}]})
     infos = [_info("all", _merged(shards))]
     infos += [_info(modality, by_split) for modality, by_split in sorted(shards.items())]
-    infos.append(_metadata_info(folder / _META))
+    infos.append(_info("metadata", {"train": [folder / _META]}))
     return DatasetCardData(
         pretty_name=pretty_name,
         **hub_licence(list(summary.licences)),
@@ -127,16 +127,6 @@ def _info(name: str, by_split: Mapping[str, list[Path]]) -> dict[str, Any]:
     return {
         "config_name": name,
         "features": _features(paths[0]),
-        "download_size": size,
-        "dataset_size": size,
-    }
-
-
-def _metadata_info(path: Path) -> dict[str, Any]:
-    size = path.stat().st_size
-    return {
-        "config_name": "metadata",
-        "features": _features(path),
         "download_size": size,
         "dataset_size": size,
     }

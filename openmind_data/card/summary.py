@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -169,8 +170,6 @@ def _image_gigabytes(images: pa.Table) -> pd.Series:
 
 
 def _itemsize(dtype: Any) -> int:
-    import numpy as np  # noqa: PLC0415
-
     try:
         return int(np.dtype(str(dtype)).itemsize)
     except TypeError:
