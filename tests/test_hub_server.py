@@ -288,18 +288,22 @@ def test_failed_commit_lands_nothing_and_uploaded_lfs_is_not_sent_again(
     assert [c["summary"] for c in hub.commits] == ["publish"]
 
 
+def _upload_parquet(api: HfApi, table: pa.Table, path: str, *, row_group_size: int) -> bytes:
+    """``table`` as Parquet in row groups of ``row_group_size`` rows, uploaded to ``path`` of
+    the test repo; its bytes."""
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, row_group_size=row_group_size)
+    api.upload_file(
+        path_or_fileobj=buffer.getvalue(), path_in_repo=path, repo_id=REPO, repo_type="dataset"
+    )
+    return buffer.getvalue()
+
+
 def test_parquet_row_groups_read_through_hffs(hub: HubServer, api: HfApi) -> None:
     api.create_repo(REPO, repo_type="dataset")
     table = pa.table({"subject": [f"sub-{i:03d}" for i in range(400)], "value": list(range(400))})
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, row_group_size=200)
-    api.upload_file(
-        path_or_fileobj=buffer.getvalue(),
-        path_in_repo="file.parquet",
-        repo_id=REPO,
-        repo_type="dataset",
-    )
-    assert hub.snapshot(REPO)["file.parquet"] == buffer.getvalue()
+    payload = _upload_parquet(api, table, "file.parquet", row_group_size=200)
+    assert hub.snapshot(REPO)["file.parquet"] == payload
 
     fs = HfFileSystem(endpoint=hub.endpoint, token=hub.token)
     with fs.open(f"datasets/{REPO}/file.parquet", "rb", block_size=2048) as file:
@@ -356,14 +360,7 @@ def test_load_dataset_with_the_patched_endpoint(hub: HubServer, api: HfApi, tmp_
 
     api.create_repo(REPO, repo_type="dataset", private=True)
     table = pa.table({"x": list(range(30))})
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, row_group_size=10)
-    api.upload_file(
-        path_or_fileobj=buffer.getvalue(),
-        path_in_repo="data/train.parquet",
-        repo_id=REPO,
-        repo_type="dataset",
-    )
+    _upload_parquet(api, table, "data/train.parquet", row_group_size=10)
     streamed = datasets.load_dataset(REPO, split="train", streaming=True, token=hub.token)
     assert [row["x"] for row in streamed] == list(range(30))
     loaded = datasets.load_dataset(
