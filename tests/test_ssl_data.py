@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import shutil
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -25,12 +27,13 @@ from openmind_ssl.data import (  # noqa: E402
     Unit,
     assign,
     augment,
+    candidate_centres,
     crop,
-    crop_centres,
     preprocess,
 )
 from openmind_ssl.data import stream as stream_module  # noqa: E402
 from openmind_ssl.data.cache import VolumeCache  # noqa: E402
+from openmind_ssl.data.crops import CENTRE_SAMPLE  # noqa: E402
 
 
 def _lps_volume() -> tuple[nib.Nifti1Image, nib.Nifti1Image]:
@@ -82,9 +85,12 @@ def test_preprocessing_refuses_masks_of_another_grid() -> None:
 def test_crops_are_centred_inside_the_anatomy_and_padded_beyond_the_volume() -> None:
     image, anatomy = _lps_volume()
     volume = preprocess(image, anatomy, None, Preprocessing(spacing=2.0))
-    rng = np.random.default_rng(0)
-    centres = crop_centres(volume.anatomy, 200, rng)
+    centres = [tuple(c) for c in candidate_centres(volume.anatomy, "img").tolist()]
     assert all(volume.anatomy[c] for c in centres)
+    assert len(set(centres)) == min(CENTRE_SAMPLE, int(volume.anatomy.sum()))
+    again = candidate_centres(volume.anatomy, "img")
+    assert np.array_equal(again, candidate_centres(volume.anatomy, "img"))  # the id seeds them
+    assert not np.array_equal(again, candidate_centres(volume.anatomy, "another"))
     patch = crop(volume, centres[0], (16, 16, 16))
     assert patch.image.shape == patch.anatomy.shape == (16, 16, 16)
     assert patch.image[8, 8, 8] == volume.image[centres[0]]
@@ -175,7 +181,7 @@ def test_a_cached_volume_crops_as_the_volume_does(tmp_path: Path) -> None:
     volume = preprocess(image, anatomy, nib.Nifti1Image(anon, image.affine), options)
     cache = VolumeCache(tmp_path, options)
     assert cache.open("img", "abc") is None
-    entry = cache.put("img", "abc", volume, np.random.default_rng(0))
+    entry = cache.put("img", "abc", volume)
     assert entry.shape == volume.image.shape
     assert all(volume.anatomy[tuple(c)] for c in entry.centres)
     for centre in [(0, 0, 0), (20, 25, 10), tuple(n - 1 for n in volume.image.shape)]:
@@ -188,7 +194,7 @@ def test_a_cached_volume_crops_as_the_volume_does(tmp_path: Path) -> None:
     intact = image_file.read_bytes()
     image_file.write_bytes(intact[: len(intact) // 3])  # a damaged entry is a miss
     assert cache.open("img", "abc") is None
-    cache.put("img", "abc", volume, np.random.default_rng(0))
+    cache.put("img", "abc", volume)
     assert cache.open("img", "abc") is not None
     assert VolumeCache(tmp_path, Preprocessing(spacing=2.0)).open("img", "abc") is None
     assert not list(tmp_path.rglob(".*partial"))
@@ -272,24 +278,51 @@ def test_the_stream_records_each_samples_augmentation_seed(
     assert torch.equal(replayed["image"], samples[0]["image"])
 
 
-def test_an_epoch_resumes_after_the_row_groups_each_reader_had_read(
-    built: tuple[BuildResult, Path], tmp_path: Path
-) -> None:
+def _regrouped(built: tuple[BuildResult, Path], tmp_path: Path) -> Path:
+    """The T1w train shard rewritten with ~10 row groups, for resume tests."""
     (shard,) = sorted((built[0].out / "data" / "T1w").glob("train-*.parquet"))
     target = tmp_path / "openmind" / "data" / "T1w" / shard.name
     target.parent.mkdir(parents=True)
-    pq.write_table(pq.read_table(shard), target, row_group_size=3)  # ~10 row groups
-    options = _options(crops_per_volume=1, shuffle_buffer=0)
-    stream = OpenMindStream(tmp_path / "openmind", options)
+    pq.write_table(pq.read_table(shard), target, row_group_size=3)
+    return tmp_path / "openmind"
+
+
+def _key(sample: dict[str, Any]) -> tuple[object, ...]:
+    return sample["reader"], sample["position"], sample["image_id"], sample["centre"].tolist()
+
+
+def test_a_stream_resumes_exactly_where_a_trainer_stopped_it(
+    built: tuple[BuildResult, Path], tmp_path: Path
+) -> None:
+    """Two workers, endless epochs: stop after 23 samples (mid row group, mid epoch for one
+    reader), resume in a new loader from the last position of each reader and the loader's
+    turn, and the samples go on exactly as in the run that never stopped."""
+    folder = _regrouped(built, tmp_path)
+    options = _options(crops_per_volume=2, shuffle_buffer=3, repeat=True)
+    stream = OpenMindStream(folder, options)
     assert len(stream.units) >= 8
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
     stream.set_epoch(3)
-    whole = [(s["reader"], s["position"], s["image_id"]) for s in loader]
-    assert {reader for reader, _, _ in whole} == {0, 1}
-    stream.set_epoch(3, positions={0: 2, 1: 3})
-    rest = sorted(s["image_id"] for s in loader)
-    expected = sorted(i for reader, position, i in whole if position > {0: 2, 1: 3}[reader])
-    assert rest == expected and 0 < len(rest) < len(whole)
+    whole = list(itertools.islice(loader, 80))
+    assert {s["position"].epoch for s in whole} >= {3, 4}  # the epochs follow each other
+    consumed = whole[:23]
+    resume = {s["reader"]: s["position"].next for s in consumed}
+    stream.set_epoch(3, resume, rotation=len(consumed) % 2)
+    rest = list(itertools.islice(loader, 80 - 23))
+    assert [_key(s) for s in rest] == [_key(s) for s in whole[23:]]
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(rest, whole[23:], strict=True))
+
+
+def test_cached_and_decoded_volumes_give_the_same_samples(
+    built: tuple[BuildResult, Path], tmp_path: Path
+) -> None:
+    options = _options(modalities=["T2w"], cache=tmp_path / "cache")
+    first = list(OpenMindStream(built[0].out, options))  # decodes and fills the cache
+    second = list(OpenMindStream(built[0].out, options))  # reads the cache only
+    plain = list(OpenMindStream(built[0].out, _options(modalities=["T2w"])))
+    assert [_key(s) for s in first] == [_key(s) for s in second] == [_key(s) for s in plain]
+    for a, b in zip(second, plain, strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["anon_mask"], b["anon_mask"])
 
 
 def _rank_reads(rank: int, world: int, init: str, folder: str, out: str) -> None:

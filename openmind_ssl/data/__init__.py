@@ -4,7 +4,7 @@ crops centred inside it."""
 
 from openmind_ssl.data.augment import Augmentation, augment
 from openmind_ssl.data.cache import CachedVolume, VolumeCache
-from openmind_ssl.data.crops import Crop, crop, crop_centres
+from openmind_ssl.data.crops import Crop, candidate_centres, crop
 from openmind_ssl.data.preprocess import Preprocessing, Volume, preprocess
 from openmind_ssl.data.sharding import Unit, assign
 from openmind_ssl.data.stream import OpenMindStream, StreamOptions, TooManyFailuresError
@@ -22,7 +22,7 @@ __all__ = [
     "VolumeCache",
     "assign",
     "augment",
+    "candidate_centres",
     "crop",
-    "crop_centres",
     "preprocess",
 ]

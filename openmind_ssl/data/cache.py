@@ -9,7 +9,7 @@ chunks it touches.
 
 The folder is named after the preprocessing, so other parameters use another folder. Each entry
 records the source image's checksum; an entry of another source version is a miss. Crop centres
-come from a sample of anatomy voxels stored with the entry, so drawing them reads no mask.
+come from the volume's ``candidate_centres``, stored with the entry, so drawing them reads no mask.
 Entries are written under hidden names and renamed, the masks file last: a killed writer leaves
 no half entry.
 """
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from openmind_ssl.data.crops import Crop, window
+from openmind_ssl.data.crops import Crop, candidate_centres, window
 from openmind_ssl.data.preprocess import Preprocessing, Volume
 
 __all__ = ["CachedVolume", "VolumeCache"]
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 #: The layout nnU-Net and nnssl use: a block (decompressed whole) fits a 32 KiB L1 cache, a
 #: chunk an 8 MiB L3 cache; per data type, no larger than the volume.
 L1, L3 = 32 * 1024, 8 * 1024**2
-CENTRE_SAMPLE = 4096  # anatomy voxels kept per entry to draw crop centres from
 ANATOMY, ANONYMIZATION = 1, 2
 
 
@@ -101,9 +100,7 @@ class VolumeCache:
             return None
         return CachedVolume(image, masks, centres, (x, y, z))
 
-    def put(
-        self, image_id: str, source_sha256: str | None, volume: Volume, rng: np.random.Generator
-    ) -> CachedVolume:
+    def put(self, image_id: str, source_sha256: str | None, volume: Volume) -> CachedVolume:
         """Store ``volume`` (replacing an older entry) and open it."""
         import blosc2  # noqa: PLC0415
 
@@ -111,9 +108,7 @@ class VolumeCache:
         image_path, masks_path = self._paths(image_id)
         bits = (volume.anatomy > 0).astype(np.uint8) * ANATOMY
         bits |= (volume.anonymization > 0).astype(np.uint8) * ANONYMIZATION
-        inside = np.flatnonzero(volume.anatomy) if volume.anatomy.any() else np.arange(bits.size)
-        sample = rng.choice(inside, size=min(CENTRE_SAMPLE, inside.size), replace=False)
-        centres = np.stack(np.unravel_index(np.sort(sample), bits.shape), axis=1)
+        centres = candidate_centres(volume.anatomy, image_id)
         cparams = {"codec": blosc2.Codec.ZSTD, "clevel": 3}
 
         def image(partial: Path) -> None:

@@ -4,6 +4,7 @@ with 0)."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,9 @@ from numpy.typing import NDArray
 
 from openmind_ssl.data.preprocess import Volume
 
-__all__ = ["Crop", "crop", "crop_centres", "window"]
+__all__ = ["CENTRE_SAMPLE", "Crop", "candidate_centres", "crop", "window"]
+
+CENTRE_SAMPLE = 4096  # anatomy voxels per volume that crop centres are drawn from
 
 Slices = tuple[slice, ...]
 
@@ -25,17 +28,21 @@ class Crop:
     centre: tuple[int, int, int]  # in the volume's voxels
 
 
-def crop_centres(
-    anatomy: NDArray[np.uint8], count: int, rng: np.random.Generator
-) -> list[tuple[int, int, int]]:
-    """``count`` voxels drawn uniformly (with replacement) from the mask; from the whole volume
-    when the mask is empty."""
+def candidate_centres(anatomy: NDArray[np.uint8], image_id: str) -> NDArray[np.int32]:
+    """Up to ``CENTRE_SAMPLE`` distinct voxels of the anatomy mask (the whole volume when it is
+    empty), in (n, 3) voxel indices: the centres a volume's crops are drawn from.
+
+    The sample depends on the image alone (its id seeds it), so a volume read from the cache and
+    the same volume decoded again give the same crops for the same draws: a replayed or resumed
+    stream yields the same samples whether or not the cache held the volume.
+    """
     inside = np.flatnonzero(anatomy)
     if inside.size == 0:
         inside = np.arange(anatomy.size)
-    picks = inside[rng.integers(0, inside.size, size=count)]
-    centres = np.stack(np.unravel_index(picks, anatomy.shape), axis=1)
-    return [(int(x), int(y), int(z)) for x, y, z in centres]
+    seed = int.from_bytes(hashlib.sha256(image_id.encode()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(inside, size=min(CENTRE_SAMPLE, inside.size), replace=False))
+    return np.stack(np.unravel_index(sample, anatomy.shape), axis=1).astype(np.int32)
 
 
 def window(

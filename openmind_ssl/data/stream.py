@@ -5,6 +5,12 @@ workers by row group (``sharding``), each volume decoded once and cropped severa
 Filters are the ``openmind_data.load`` ones and go to the Parquet reader with the row group, so
 a row group the statistics rule out is never read. A sample that cannot be decoded or
 preprocessed is logged with its image id and counted; past ``max_failures`` the stream raises.
+
+Replay. The samples of a row group are a function of (seed, epoch, reader, the unit's index in
+the reader's share) alone: its crops, their order (the shuffle buffer is emptied at the end of
+each unit) and their augmentation seeds. Each sample carries its ``Position``; a trainer that
+keeps the last one it consumed per reader resumes exactly where it stopped (``resume``),
+re-reading at most one row group per reader.
 """
 
 from __future__ import annotations
@@ -21,27 +27,43 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
+from numpy.typing import NDArray
 from torch.utils.data import IterableDataset, get_worker_info
 
 from openmind_data.nifti import decode_nifti
 from openmind_data.schema import SPLITS
 from openmind_ssl.data.augment import Augmentation, augment
 from openmind_ssl.data.cache import VolumeCache
-from openmind_ssl.data.crops import Crop, crop, crop_centres
+from openmind_ssl.data.crops import Crop, candidate_centres, crop
 from openmind_ssl.data.preprocess import Preprocessing, preprocess
 from openmind_ssl.data.sharding import Unit, assign
 
-__all__ = ["OpenMindStream", "StreamOptions", "TooManyFailuresError"]
+__all__ = ["OpenMindStream", "Position", "StreamOptions", "TooManyFailuresError"]
 
 log = logging.getLogger(__name__)
 
 #: Metadata a training step may want beside the voxels.
 META_COLUMNS = ("image_id", "dataset_id", "modality", "image_quality_score", "license")
 VOXELS = ("image", "anat_mask", "anon_mask")
+Centre = tuple[int, int, int]
 
 
 class TooManyFailuresError(RuntimeError):
     """More samples failed to decode or preprocess than the run allows."""
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """Where a reader's stream is: the ``sample``-th sample of its ``unit``-th row group of
+    ``epoch``. Samples carry theirs; ``next`` is where to resume after consuming one."""
+
+    epoch: int
+    unit: int
+    sample: int
+
+    @property
+    def next(self) -> Position:
+        return Position(self.epoch, self.unit, self.sample + 1)
 
 
 @dataclass(frozen=True)
@@ -54,12 +76,13 @@ class StreamOptions:
     filters: Sequence[tuple[str, str, Any]] = ()  # more (column, op, value), combined with AND
     crop_size: tuple[int, int, int] = (160, 160, 160)
     crops_per_volume: int = 4
-    shuffle_buffer: int = 16  # crops held back and drawn at random
+    shuffle_buffer: int = 16  # crops held back and drawn at random, within a row group
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     seed: int = 0
     max_failures: int = 10
     cache: str | Path | None = None  # a VolumeCache root: volumes preprocessed once, reused
     augmentation: Augmentation | None = None  # MONAI transforms; each sample's seed recorded
+    repeat: bool = False  # go on to the next epoch instead of stopping (step-based training)
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -82,45 +105,67 @@ class OpenMindStream(IterableDataset[dict[str, Any]]):
             else None
         )
         self.epoch = 0
-        self.positions: dict[int, int] = {}  # reader -> its units already read this epoch
+        self.resume_at: dict[int, Position] = {}  # reader -> its first sample to yield
+        self.rotation = 0
         self.failures = 0  # per reader: a DataLoader worker counts in its own copy
 
-    def set_epoch(self, epoch: int, positions: dict[int, int] | None = None) -> None:
-        """Start ``epoch`` (a new order of row groups), or resume it: each reader (a sample's
-        ``reader``) skips its first ``positions[reader]`` row groups. A trainer keeps, per
-        reader, the largest ``position`` of the samples it consumed and passes them back; the
-        crops still waiting in the shuffle buffer at that moment are not seen again."""
-        self.epoch, self.positions = epoch, dict(positions or {})
+    def set_epoch(
+        self, epoch: int, resume: dict[int, Position] | None = None, rotation: int = 0
+    ) -> None:
+        """Start ``epoch`` (a new order of row groups), or resume: each reader (a sample's
+        ``reader``) starts at ``resume[reader]``, typically the ``next`` of the last sample of
+        that reader a trainer consumed. A DataLoader takes samples from its workers in turn;
+        ``rotation`` (the samples already consumed from this loader, modulo its workers) makes
+        worker ``i`` read as reader ``i + rotation`` so that the turns continue where they
+        stopped."""
+        self.epoch, self.resume_at, self.rotation = epoch, dict(resume or {}), rotation
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         worker = get_worker_info()
         index, workers = (worker.id, worker.num_workers) if worker else (0, 1)
         rank, world = _rank()
-        reader = rank * workers + index
-        start = self.positions.get(reader, 0)
-        mine = assign(
-            self.units,
-            epoch=self.epoch,
-            seed=self.options.seed,
-            rank=rank,
-            world_size=world,
-            worker=index,
-            workers=workers,
-            position=start,
-        )
-        rng = np.random.default_rng([self.options.seed, self.epoch, reader, start])
+        reader = rank * workers + (index + self.rotation) % workers
+        at = self.resume_at.get(reader, Position(self.epoch, 0, 0))
+        epoch = at.epoch
+        while True:
+            mine = assign(
+                self.units,
+                epoch=epoch,
+                seed=self.options.seed,
+                rank=rank,
+                world_size=world,
+                worker=(index + self.rotation) % workers,
+                workers=workers,
+            )
+            start = at.unit if epoch == at.epoch else 0
+            for number in range(start, len(mine)):
+                skip = at.sample if (epoch, number) == (at.epoch, at.unit) else 0
+                rng = np.random.default_rng([self.options.seed, epoch, reader, number])
+                samples = self._shuffled(self._samples(mine[number], rng), rng)
+                for count, sample in enumerate(samples):
+                    if count >= skip:
+                        sample["reader"] = reader
+                        sample["position"] = Position(epoch, number, count)
+                        yield sample
+            if not self.options.repeat:
+                return
+            epoch += 1
+
+    def _shuffled(
+        self, samples: Iterator[dict[str, Any]], rng: np.random.Generator
+    ) -> Iterator[dict[str, Any]]:
+        """``samples`` through a buffer of ``shuffle_buffer`` crops, emptied at the end."""
         buffer: list[dict[str, Any]] = []
-        for done, unit in enumerate(mine, start=start + 1):
-            for sample in self._samples(unit, rng):
-                sample["reader"], sample["position"] = reader, done
-                if self.options.shuffle_buffer == 0:
-                    yield sample
-                elif len(buffer) < self.options.shuffle_buffer:
-                    buffer.append(sample)
-                else:
-                    slot = int(rng.integers(len(buffer)))
-                    drawn, buffer[slot] = buffer[slot], sample
-                    yield drawn
+        for sample in samples:
+            if len(buffer) < self.options.shuffle_buffer:
+                buffer.append(sample)
+                continue
+            slot = int(rng.integers(len(buffer) + 1))
+            if slot == len(buffer):
+                yield sample
+            else:
+                drawn, buffer[slot] = buffer[slot], sample
+                yield drawn
         rng.shuffle(buffer)
         yield from buffer
 
@@ -151,9 +196,8 @@ class OpenMindStream(IterableDataset[dict[str, Any]]):
             if entry is None:
                 yield from self._decoded({**row, **voxels[row["image_id"]]}, rng)
                 continue
-            draws = rng.integers(0, len(entry.centres), size=self.options.crops_per_volume)
-            for x, y, z in entry.centres[draws].tolist():
-                patch = entry.crop((x, y, z), self.options.crop_size)
+            for centre in self._draw(entry.centres, rng):
+                patch = entry.crop(centre, self.options.crop_size)
                 yield self._sample(row, patch, entry.spacing, rng)
 
     def _decoded(self, row: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:
@@ -174,11 +218,19 @@ class OpenMindStream(IterableDataset[dict[str, Any]]):
                 ) from error
             return []
         if self.cache is not None:
-            self.cache.put(row["image_id"], row.get("source_sha256"), volume, rng)
+            centres = self.cache.put(row["image_id"], row.get("source_sha256"), volume).centres
+        else:
+            centres = candidate_centres(volume.anatomy, row["image_id"])
         return [
             self._sample(row, crop(volume, centre, self.options.crop_size), volume.spacing, rng)
-            for centre in crop_centres(volume.anatomy, self.options.crops_per_volume, rng)
+            for centre in self._draw(centres, rng)
         ]
+
+    def _draw(self, centres: NDArray[np.int32], rng: np.random.Generator) -> list[Centre]:
+        """``crops_per_volume`` of a volume's candidate centres, with replacement: the same
+        draws whether the volume came from the cache or was decoded."""
+        picks = rng.integers(0, len(centres), size=self.options.crops_per_volume)
+        return [(int(x), int(y), int(z)) for x, y, z in centres[picks]]
 
     def _sample(
         self,
