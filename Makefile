@@ -4,13 +4,19 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXTRAS ?= test,ssl
+# The reference implementations the model tests compare with, installed without their
+# dependencies: dynamic_network_architectures would pull timm, and timm torchvision (a CUDA
+# build on PyPI that does not import beside CPU torch). Its U-Net needs neither.
+DNA    := dynamic-network-architectures==0.4.4
+TIMM   := timm==1.0.22 einops==0.8.2
 
-.PHONY: demo test lint check install clean
+.PHONY: demo test lint check install clean reference
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install -q --no-deps '$(DNA)'
 	touch $@
 
 install: $(STAMP)
@@ -24,10 +30,16 @@ demo: $(STAMP)
 test: lint $(STAMP)
 	$(BIN)/python -m pytest
 
+## Primus against dynamic_network_architectures' own (timm in .reference/, outside the venv;
+## torchvision stubbed for the import, see tests/reference_models.py).
+reference: $(STAMP)
+	test -d .reference || $(BIN)/python -m pip install -q --no-deps --target .reference $(TIMM)
+	PYTHONPATH=.reference $(BIN)/python -m pytest -m reference tests/test_primus.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check openmind_data openmind_ssl tests
 	$(BIN)/ruff format --check openmind_data openmind_ssl tests
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) openmind openmind-sources openmind-nifti .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .reference openmind openmind-sources openmind-nifti .mypy_cache .ruff_cache .pytest_cache

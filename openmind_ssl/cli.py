@@ -67,5 +67,28 @@ def cache(
     typer.echo(f"{folder}: {volumes} volumes selected, {after - before} added, {after} cached")
 
 
+@app.command()
+def pretrain(
+    config: Annotated[Path, typer.Option(help="The run's YAML file (see scripts/).")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a key: section.key=value (YAML value). Repeatable."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Override train.out.")] = None,
+) -> None:
+    """Pretrain as CONFIG says, on this process or under torchrun (one process per GPU).
+    A run whose folder holds latest.pt resumes from it; SIGTERM or SIGUSR1 stops it after the
+    current step with a checkpoint."""
+    from openmind_ssl.train.config import load_config  # noqa: PLC0415
+    from openmind_ssl.train.trainer import Pretrainer  # noqa: PLC0415
+
+    overrides = list(set_ or [])
+    if out is not None:
+        overrides.append(f"train.out={out}")
+    result = Pretrainer(load_config(config, overrides)).fit()
+    state = "stopped" if result.stopped else "done"
+    typer.echo(f"{state} at step {result.step}: {result.checkpoint}")
+
+
 if __name__ == "__main__":
     app()

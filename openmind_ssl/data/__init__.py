@@ -7,13 +7,14 @@ from openmind_ssl.data.cache import CachedVolume, VolumeCache
 from openmind_ssl.data.crops import Crop, candidate_centres, crop
 from openmind_ssl.data.preprocess import Preprocessing, Volume, preprocess
 from openmind_ssl.data.sharding import Unit, assign
-from openmind_ssl.data.stream import OpenMindStream, StreamOptions, TooManyFailuresError
+from openmind_ssl.data.stream import OpenMindStream, Position, StreamOptions, TooManyFailuresError
 
 __all__ = [
     "Augmentation",
     "CachedVolume",
     "Crop",
     "OpenMindStream",
+    "Position",
     "Preprocessing",
     "StreamOptions",
     "TooManyFailuresError",

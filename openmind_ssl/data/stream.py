@@ -138,16 +138,21 @@ class OpenMindStream(IterableDataset[dict[str, Any]]):
                 workers=workers,
             )
             start = at.unit if epoch == at.epoch else 0
+            produced = 0
             for number in range(start, len(mine)):
                 skip = at.sample if (epoch, number) == (at.epoch, at.unit) else 0
                 rng = np.random.default_rng([self.options.seed, epoch, reader, number])
                 samples = self._shuffled(self._samples(mine[number], rng), rng)
                 for count, sample in enumerate(samples):
+                    produced += 1
                     if count >= skip:
                         sample["reader"] = reader
                         sample["position"] = Position(epoch, number, count)
                         yield sample
             if not self.options.repeat:
+                return
+            if produced == 0 and start == 0:  # nothing to repeat: end instead of spinning
+                log.warning("reader %d: no selected rows in its row groups; it stops", reader)
                 return
             epoch += 1
 

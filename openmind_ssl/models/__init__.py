@@ -1,0 +1,84 @@
+"""The pretraining architectures: ResEnc-L (nnU-Net's residual-encoder U-Net) and Primus-M (an
+EVA-style 3D vision transformer), with the parameter names of ``dynamic_network_architectures``
+so that its checkpoints, nnssl's and the released OpenMind ones load."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from openmind_ssl.models.primus import PRIMUS_M, Primus, primus_m
+from openmind_ssl.models.resenc import RESENC_L, ResEncL
+
+__all__ = [
+    "PRIMUS_M",
+    "PRIMUS_PATCH",
+    "RESENC_L",
+    "Primus",
+    "ResEncL",
+    "adaptation_keys",
+    "build_network",
+    "parameter_count",
+    "primus_m",
+]
+
+#: Voxels per Primus token along each axis (the paper's 8^3 patch embedding).
+PRIMUS_PATCH = (8, 8, 8)
+
+
+def build_network(
+    model: Any,
+    patch_size: tuple[int, int, int],
+    *,
+    input_channels: int = 1,
+    num_classes: int = 1,
+    mae_decoder: bool = False,
+) -> nn.Module:
+    """The network a ``ModelConfig`` describes, for crops of ``patch_size``. ``mae_decoder``
+    gives Primus its small transformer decoder (``model.decoder_depth`` blocks) after the
+    mask-token restore; ResEnc-L reconstructs with its own U-Net decoder."""
+    if model.architecture == "resenc_l":
+        sizes = {
+            key: value
+            for key, value in (
+                ("features_per_stage", model.features_per_stage),
+                ("blocks_per_stage", model.blocks_per_stage),
+            )
+            if value is not None
+        }
+        return ResEncL(input_channels, num_classes, **sizes)
+    overrides = {
+        key: value
+        for key, value in (
+            ("embed_dim", model.embed_dim),
+            ("depth", model.depth),
+            ("num_heads", model.num_heads),
+        )
+        if value is not None
+    }
+    return primus_m(
+        input_channels,
+        num_classes,
+        input_shape=patch_size,
+        patch_size=PRIMUS_PATCH,
+        drop_path_rate=model.drop_path_rate,
+        decoder_depth=model.decoder_depth if mae_decoder else 0,
+        **overrides,
+    )
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Parameters, each shared tensor once (as dna and the papers count them)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def adaptation_keys(model: ResEncL | Primus) -> dict[str, Any]:
+    """Where the encoder, the stem, the input projection and the learned position embedding
+    sit in the state dict (nnssl's adaptation plan names), for fine-tuning."""
+    return {
+        "key_to_encoder": model.key_to_encoder,
+        "key_to_stem": model.key_to_stem,
+        "keys_to_in_proj": list(model.keys_to_in_proj),
+        "key_to_lpe": model.key_to_lpe,
+    }

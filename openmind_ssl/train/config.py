@@ -1,0 +1,299 @@
+"""A pretraining run as one frozen dataclass, read from a YAML file.
+
+::
+
+    data:   {source: openmind, modalities: [T1w, T2w], max_iqs: 3.0, cache: openmind-cache}
+    model:  {architecture: resenc_l}
+    method: {name: mae, mask_ratio: 0.75, anon_aware: true}
+    optim:  {name: sgd, lr: 0.01}
+    train:  {epochs: 1000, steps_per_epoch: 250, batch_size: 2, out: runs/resenc_l_mae}
+
+Every section and key is optional and defaults to the paper's run for the architecture; an
+unknown key, a wrong type or an impossible value is a ``ConfigError`` naming the file and the
+key. ``--set train.epochs=10`` overrides a key from the command line. The resolved config (every
+default filled in) is saved beside each checkpoint and read back on resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from openmind_data.errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "MethodConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PretrainConfig",
+    "TrainConfig",
+    "load_config",
+    "paper_defaults",
+    "to_dict",
+]
+
+Architecture = Literal["resenc_l", "primus_m"]
+MethodName = Literal["mae"]
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What to stream (``openmind_ssl.data.StreamOptions``) and how many loader workers."""
+
+    source: str = "openmind"  # a dataset folder, or hf://datasets/ORG/NAME
+    modalities: tuple[str, ...] | None = None
+    split: str = "train"
+    max_iqs: float | None = None
+    licenses: tuple[str, ...] | None = None
+    dataset_ids: tuple[str, ...] | None = None
+    spacing: float = 1.0  # mm, isotropic
+    crops_per_volume: int = 4
+    shuffle_buffer: int = 16
+    cache: str | None = None  # a VolumeCache root
+    augment: bool = True
+    workers: int = 4  # DataLoader workers per rank
+    max_failures: int = 10
+
+    def __post_init__(self) -> None:
+        _check(self.spacing > 0, "data.spacing must be positive")
+        _check(self.workers >= 0, "data.workers must be >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The architecture at its paper size; the size keys shrink it (tests, quick trials)."""
+
+    architecture: Architecture = "resenc_l"
+    features_per_stage: tuple[int, ...] | None = None  # ResEnc-L: (32, 64, 128, 256, 320, 320)
+    blocks_per_stage: tuple[int, ...] | None = None  # ResEnc-L: (1, 3, 4, 6, 6, 6)
+    embed_dim: int | None = None  # Primus-M: 864
+    depth: int | None = None  # Primus-M: 16
+    num_heads: int | None = None  # Primus-M: 12
+    decoder_depth: int = 2  # Primus MAE: transformer blocks after the mask tokens are restored
+    drop_path_rate: float = 0.2  # Primus only
+
+    def __post_init__(self) -> None:
+        _check(
+            self.architecture in get_args(Architecture),
+            f"model.architecture must be one of {get_args(Architecture)}",
+        )
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    name: MethodName = "mae"
+    mask_ratio: float = 0.75
+    block_size: int = 16  # ResEnc-L: masked cubes of this edge (Primus masks its 8^3 tokens)
+    anon_aware: bool = False  # voxels inside the anonymization mask neither seen nor scored
+    anatomy_only: bool = False  # score only voxels inside the anatomy mask
+
+    def __post_init__(self) -> None:
+        _check(0 < self.mask_ratio < 1, "method.mask_ratio must be in (0, 1)")
+        _check(self.block_size > 0, "method.block_size must be positive")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The optimizer and the learning rate: linear warm-up, then polynomial decay to 0."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 1e-2
+    momentum: float = 0.99  # SGD
+    nesterov: bool = True  # SGD
+    weight_decay: float = 3e-5
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW
+    warmup_epochs: int = 0
+    poly_exponent: float = 0.9
+    grad_clip: float = 12.0  # max gradient norm; 0 turns clipping off
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr must be positive")
+        _check(self.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1000
+    steps_per_epoch: int = 250
+    batch_size: int = 2  # global: split evenly across the DDP ranks
+    patch_size: tuple[int, int, int] = (160, 160, 160)
+    amp: Literal["bf16", "fp16", "none"] = "bf16"  # autocast dtype on CUDA; CPU runs in fp32
+    compile: bool = False
+    checkpoint_every: int = 10  # epochs between "latest" checkpoints (and on a stop signal)
+    seed: int = 0
+    out: str = "runs/pretrain"
+    metrics: Literal["csv", "tensorboard"] = "csv"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.epochs > 0 and self.steps_per_epoch > 0, "train.epochs/steps_per_epoch > 0")
+        _check(self.batch_size > 0, "train.batch_size must be positive")
+        _check(self.checkpoint_every > 0, "train.checkpoint_every must be positive")
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.architecture == "primus_m":
+            patch = 8
+            _check(
+                all(n % patch == 0 for n in self.train.patch_size),
+                f"train.patch_size {self.train.patch_size}: Primus needs multiples of {patch}",
+            )
+        else:
+            _check(
+                all(n % self.method.block_size == 0 for n in self.train.patch_size),
+                f"train.patch_size {self.train.patch_size}: MAE on ResEnc-L needs multiples of"
+                f" method.block_size ({self.method.block_size})",
+            )
+
+
+def paper_defaults(architecture: str) -> dict[str, dict[str, Any]]:
+    """The optimizer and schedule of the paper's (nnssl's) run for ``architecture``: ResEnc-L
+    with SGD (lr 1e-2, momentum 0.99, Nesterov, weight decay 3e-5, clip 12, no warm-up);
+    Primus-M with AdamW (lr 3e-4, weight decay 5e-2, betas 0.9/0.98, clip 1) after a 50-epoch
+    linear warm-up. Both decay polynomially (exponent 0.9) over 1000 epochs of 250 steps."""
+    if architecture == "primus_m":
+        return {
+            "optim": {
+                "name": "adamw",
+                "lr": 3e-4,
+                "weight_decay": 5e-2,
+                "warmup_epochs": 50,
+                "grad_clip": 1.0,
+            }
+        }
+    return {}
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> PretrainConfig:
+    """The run described by the YAML file at ``path`` (None: all defaults), with ``overrides``
+    of the form ``section.key=value`` (the value parsed as YAML) applied last."""
+    where = str(path) if path is not None else "the defaults"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"{path}: cannot read the config: {error}") from error
+        _check(loaded is None or isinstance(loaded, dict), f"{path}: must be a mapping")
+        raw = dict(loaded or {})
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        section, dot, name = key.strip().partition(".")
+        _check(bool(sep and dot and name), f"--set {override!r}: use section.key=value")
+        raw.setdefault(section, {})
+        _check(isinstance(raw[section], dict), f"{where}: {section} must be a mapping")
+        raw[section][name] = yaml.safe_load(value)
+    return from_dict(raw, where)
+
+
+def from_dict(raw: Mapping[str, Any], where: str = "config") -> PretrainConfig:
+    """A ``PretrainConfig`` from nested mappings (a loaded YAML file, or ``to_dict``'s output):
+    the architecture's paper defaults under what ``raw`` says."""
+    model = raw.get("model") or {}
+    _check(isinstance(model, Mapping), f"{where}: model must be a mapping")
+    architecture = str(model.get("architecture", ModelConfig.architecture))
+    merged: dict[str, Any] = {
+        key: dict(value) for key, value in paper_defaults(architecture).items()
+    }
+    for section, values in raw.items():
+        _check(isinstance(values, Mapping), f"{where}: {section} must be a mapping")
+        merged.setdefault(section, {}).update(values)
+    try:
+        return typing.cast(PretrainConfig, _build(PretrainConfig, merged, where, ""))
+    except ConfigError as error:
+        message = str(error)
+        raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
+
+
+def to_dict(config: PretrainConfig) -> dict[str, Any]:
+    """Plain nested dicts and lists, for YAML and checkpoints."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        return value
+
+    return {
+        section.name: {
+            k: plain(v) for k, v in dataclasses.asdict(getattr(config, section.name)).items()
+        }
+        for section in dataclasses.fields(config)
+    }
+
+
+def _build(cls: type[Any], values: Mapping[str, Any], where: str, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    _check(
+        not unknown,
+        f"{where}: unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(known))})"
+        if unknown
+        else "",
+    )
+    kwargs = {}
+    for name, value in values.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            _check(isinstance(value, Mapping), f"{where}: {prefix}{name} must be a mapping")
+            kwargs[name] = _build(typing.cast(type, kind), value, where, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, kind, f"{where}: {prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, kind: Any, what: str) -> Any:
+    """``value`` as the annotated type ``kind``: lists become tuples, ints floats; anything
+    else that does not fit is a ConfigError."""
+    origin, args = get_origin(kind), get_args(kind)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, what)
+    if origin is Literal:
+        _check(value in args, f"{what} must be one of {', '.join(map(repr, args))}, not {value!r}")
+        return value
+    if origin is tuple:
+        _check(isinstance(value, list | tuple), f"{what} must be a list, not {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], what) for v in value)
+        _check(len(value) == len(args), f"{what} must have {len(args)} entries")
+        return tuple(_coerce(v, a, what) for v, a in zip(value, args, strict=True))
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str):  # YAML reads 3e-4 as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    _check(
+        isinstance(value, kind) and not (kind is int and isinstance(value, bool)),
+        f"{what} must be {kind.__name__}, not {value!r}",
+    )
+    return value
