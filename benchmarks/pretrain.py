@@ -68,7 +68,7 @@ def measure(
 ) -> dict[str, float]:
     rows = []
     for _ in range(warmup + steps):
-        rows.append(run._train_step(samples))
+        rows.append(run.train_step(samples))
         run.step += 1
     timed = rows[warmup:]
     return {
@@ -129,7 +129,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for architecture, compiled in itertools.product(args.architectures, compiles):
             run = trainer(args, architecture, compiled, Path(scratch) / architecture)
-            stream = run._samples()
+            stream = run.samples()
             held = [next(stream) for _ in range(args.batch * 2)]
             results = {
                 "stream": measure(run, stream, args.steps, args.warmup),

@@ -1,9 +1,10 @@
 """openmind_ssl: stream an OpenMind dataset into PyTorch self-supervised pretraining and
 fine-tuning.
 
-The training side arrives with the SSL issues (data streaming, pretraining, the six other SSL
-methods, fine-tuning); this package exists now so that both packages install, type-check and
-version together from the first commit.
+- ``openmind_ssl.data``: the stream of crops (filters, sharding, preprocessing, cache, resume);
+- ``openmind_ssl.models``: ResEnc-L and Primus-M with dynamic_network_architectures' names;
+- ``openmind_ssl.methods``: SSL methods behind one interface (MAE so far);
+- ``openmind_ssl.train``: the run's config and the torchrun trainer (``openmind-ssl pretrain``).
 """
 
 __version__ = "0.1.0"

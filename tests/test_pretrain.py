@@ -217,7 +217,7 @@ def test_the_loss_decreases_over_a_few_dozen_steps(
     raw["train"].update(epochs=1, steps_per_epoch=40)
     raw["data"]["cache"] = str(tmp_path / "cache")
     trainer = Pretrainer(_config(raw, tmp_path / "run.yaml"))
-    samples = list(itertools.islice(trainer._samples(), 8))
+    samples = list(itertools.islice(trainer.samples(), 8))
 
     def stack(key: str) -> torch.Tensor:
         return torch.stack([s[key] for s in samples]).float()

@@ -107,7 +107,7 @@ class Pretrainer:
                 train.batch_size,
                 self.step,
             )
-        samples = self._samples()
+        samples = self.samples()
         if states is not None:  # after the loader drew its seeds, so nothing else moves them
             checkpoint.restore_random_state(states[self.dist.rank])
         else:
@@ -124,7 +124,7 @@ class Pretrainer:
         stopped = False
         try:
             while self.step < train.total_steps:
-                row = self._train_step(samples)
+                row = self.train_step(samples)
                 losses.append(row["loss"])
                 self.step += 1
                 bar.update()
@@ -152,7 +152,9 @@ class Pretrainer:
             log.warning("stopped at step %d; the same command resumes from %s", self.step, path)
         return PretrainResult(self.step, stopped, path, losses)
 
-    def _train_step(self, samples: Iterator[dict[str, Any]]) -> dict[str, Any]:
+    def train_step(self, samples: Iterator[dict[str, Any]]) -> dict[str, Any]:
+        """One optimizer step on the next batch of ``samples``; its metrics row. ``fit`` counts
+        the steps; a caller stepping by hand (a benchmark) advances ``self.step`` itself."""
         train, optim = self.config.train, self.config.optim
         started = time.perf_counter()
         batch = self._batch(samples)
@@ -208,7 +210,8 @@ class Pretrainer:
 
     # -- data ----------------------------------------------------------------------------
 
-    def _samples(self) -> Iterator[dict[str, Any]]:
+    def samples(self) -> Iterator[dict[str, Any]]:
+        """The run's crops, endless: its stream from the resume points, through a DataLoader."""
         data, train = self.config.data, self.config.train
         options = StreamOptions(
             modalities=data.modalities,
