@@ -22,7 +22,8 @@ torch = pytest.importorskip("torch")
 from openmind_data.curate import BuildResult  # noqa: E402
 from openmind_data.errors import ConfigError  # noqa: E402
 from openmind_ssl.methods import Batch, make_method  # noqa: E402
-from openmind_ssl.methods.mae import block_mask, sample_generator, token_keep  # noqa: E402
+from openmind_ssl.methods.common import sample_generator  # noqa: E402
+from openmind_ssl.methods.mae import block_mask, token_keep  # noqa: E402
 from openmind_ssl.models import build_network, parameter_count  # noqa: E402
 from openmind_ssl.train import checkpoint  # noqa: E402
 from openmind_ssl.train.config import ModelConfig, PretrainConfig, load_config  # noqa: E402

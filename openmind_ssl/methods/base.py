@@ -1,20 +1,27 @@
 """What an SSL method is to the trainer: one small interface.
 
-A method builds the network it trains and turns a batch into a loss. The loss comes as a sum
-and the weight it is normalised by (e.g. the number of scored voxels); the trainer adds the
-weights of every DDP rank before dividing, so a run on several ranks computes the same loss as
-one process with the whole batch.
+A method builds the network it trains (a backbone, ResEnc-L or Primus-M, with whatever heads it
+needs) and turns a batch of crops into a loss; ``after_step`` runs after each optimizer step
+(e.g. a momentum teacher's update). The loss comes as a sum and the weight it is normalised by
+(e.g. the number of scored voxels, or of samples); the trainer adds the weights of every DDP
+rank before dividing, so a run on several ranks computes the loss of one process with the whole
+batch. Method-specific settings live in the method's ``Options`` dataclass, read from the
+config's ``method.options`` mapping.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
 
-__all__ = ["Batch", "Loss", "Method"]
+if TYPE_CHECKING:
+    from openmind_ssl.train.config import PretrainConfig
+
+__all__ = ["Batch", "Loss", "Method", "NoOptions"]
 
 
 @dataclass
@@ -36,14 +43,39 @@ class Loss:
     logs: dict[str, float] = field(default_factory=dict)  # extra figures for the metrics log
 
 
-class Method(Protocol):
-    name: str
+@dataclass(frozen=True)
+class NoOptions:
+    """A method without settings of its own."""
+
+
+class Method:
+    """The base of every SSL method. Subclasses set ``name`` (as configs spell it) and
+    ``Options``, and implement ``build`` and ``loss``."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[Any]] = NoOptions
+
+    def __init__(self, config: PretrainConfig) -> None:
+        from openmind_ssl.train.config import build_options  # noqa: PLC0415 (config imports us)
+
+        self.config = config
+        self.options = build_options(self.Options, config.method.options, "method.options")
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        return self.config.train.patch_size
 
     def build(self) -> nn.Module:
         """The network this method trains, freshly initialised."""
-        ...
+        raise NotImplementedError
 
     def loss(self, model: nn.Module, batch: Batch, seed: int) -> Loss:
-        """The loss of ``model`` on ``batch``; ``seed`` and ``batch.keys`` seed the random
-        choices (masks), so a step can be replayed."""
-        ...
+        """The loss of ``model`` (the trained network, perhaps wrapped by DDP or compile) on
+        ``batch``; ``seed`` and ``batch.keys`` seed its random choices, so a step replays."""
+        raise NotImplementedError
+
+    def after_step(self, network: nn.Module) -> None:
+        """Called with the unwrapped network after every optimizer step."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, **dataclasses.asdict(self.options)}

@@ -15,22 +15,15 @@ neither teaches nor distracts. ``anatomy_only`` also restricts the score to the 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
-from openmind_ssl.methods.base import Batch, Loss
+from openmind_ssl.methods.base import Batch, Loss, Method
+from openmind_ssl.methods.common import sample_generator, scored_input
 from openmind_ssl.models import PRIMUS_PATCH, build_network
 from openmind_ssl.models.primus import visible_voxels
-from openmind_ssl.train.config import MethodConfig, ModelConfig
 
-__all__ = ["MAE", "block_mask", "sample_generator", "token_keep"]
-
-
-def sample_generator(seed: int, key: int) -> torch.Generator:
-    """A CPU generator for one sample of one step: the same on every rank and worker layout."""
-    entropy = np.random.SeedSequence([seed, key]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(entropy))
+__all__ = ["MAE", "block_mask", "token_keep"]
 
 
 def block_mask(
@@ -56,38 +49,26 @@ def token_keep(tokens: int, ratio: float, generators: list[torch.Generator]) -> 
     return torch.stack(rows)
 
 
-class MAE:
+class MAE(Method):
     name = "mae"
 
-    def __init__(
-        self, method: MethodConfig, model: ModelConfig, patch_size: tuple[int, int, int]
-    ) -> None:
-        self.options, self.model_options, self.patch_size = method, model, patch_size
-
     def build(self) -> nn.Module:
-        return build_network(self.model_options, self.patch_size, mae_decoder=True)
+        return build_network(self.config.model, self.patch_size, mae_decoder=True)
 
     def loss(self, model: nn.Module, batch: Batch, seed: int) -> Loss:
-        options = self.options
+        options = self.config.method
         generators = [sample_generator(seed, key) for key in batch.keys]
-        image, device = batch.image, batch.image.device
-        scored = torch.ones_like(image)
-        if options.anon_aware:
-            scored = 1 - batch.anon_mask
-            image = image * scored  # defaced voxels are neither seen nor scored
-        if options.anatomy_only:
-            scored = scored * batch.anat_mask
-        if self.model_options.architecture == "primus_m":
-            patch = PRIMUS_PATCH
-            x, y, z = (n // p for n, p in zip(self.patch_size, patch, strict=True))
-            grid = (x, y, z)
-            keep = token_keep(grid[0] * grid[1] * grid[2], options.mask_ratio, generators)
-            keep = keep.to(device)
+        image, scored = scored_input(
+            batch, anon_aware=options.anon_aware, anatomy_only=options.anatomy_only
+        )
+        if self.config.model.architecture == "primus_m":
+            x, y, z = (n // p for n, p in zip(self.patch_size, PRIMUS_PATCH, strict=True))
+            keep = token_keep(x * y * z, options.mask_ratio, generators).to(image.device)
             output = model(image, keep)
-            hidden = (~visible_voxels(keep, grid, patch)).to(image.dtype)
+            hidden = (~visible_voxels(keep, (x, y, z), PRIMUS_PATCH)).to(image.dtype)
         else:
             hidden = block_mask(self.patch_size, options.block_size, options.mask_ratio, generators)
-            hidden = hidden.to(device)
+            hidden = hidden.to(image.device)
             output = model(image * (1 - hidden))
         weight = hidden * scored
         total = ((output.float() - image.float()) ** 2 * weight).sum()

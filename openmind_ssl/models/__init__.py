@@ -19,6 +19,7 @@ __all__ = [
     "ResEncL",
     "adaptation_keys",
     "build_network",
+    "find_backbone",
     "parameter_count",
     "primus_m",
 ]
@@ -73,12 +74,25 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def adaptation_keys(model: ResEncL | Primus) -> dict[str, Any]:
+def find_backbone(network: nn.Module) -> tuple[str, ResEncL | Primus]:
+    """The ResEnc-L or Primus inside ``network`` and its name there ('' for the network
+    itself), e.g. ('backbone', ResEncL(...)) for a method that adds heads."""
+    for name, module in network.named_modules():
+        if isinstance(module, ResEncL | Primus):
+            return name, module
+    raise TypeError(f"{type(network).__name__} holds no ResEnc-L or Primus backbone")
+
+
+def adaptation_keys(network: nn.Module) -> dict[str, Any]:
     """Where the encoder, the stem, the input projection and the learned position embedding
-    sit in the state dict (nnssl's adaptation plan names), for fine-tuning."""
+    of the backbone inside ``network`` sit in its state dict (nnssl's adaptation plan names),
+    for fine-tuning. A method that wraps the backbone (heads, a teacher) prefixes them."""
+    name, backbone = find_backbone(network)
+    prefix = f"{name}." if name else ""
+    lpe = backbone.key_to_lpe
     return {
-        "key_to_encoder": model.key_to_encoder,
-        "key_to_stem": model.key_to_stem,
-        "keys_to_in_proj": list(model.keys_to_in_proj),
-        "key_to_lpe": model.key_to_lpe,
+        "key_to_encoder": prefix + backbone.key_to_encoder,
+        "key_to_stem": prefix + backbone.key_to_stem,
+        "keys_to_in_proj": [prefix + key for key in backbone.keys_to_in_proj],
+        "key_to_lpe": prefix + lpe if lpe is not None else None,
     }

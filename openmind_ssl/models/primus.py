@@ -233,10 +233,9 @@ class Primus(nn.Module):
         the others reach the decoder as ``mask_token``. Without ``keep`` (and without a
         decoder) this is dna's ``Primus.forward``.
         """
-        self._check_input(x)
-        tokens = self.down_projection(x)
-        b, c, w, h, d = tokens.shape
-        tokens = tokens.flatten(2).transpose(1, 2)  # dna's "b c w h d -> b (w h d) c"
+        tokens = self.embed(x)
+        b, _, c = tokens.shape
+        w, h, d = self.token_grid()
         if keep is None:
             encoded = self.eva(tokens)
         else:
@@ -248,6 +247,17 @@ class Primus(nn.Module):
         volume = encoded.transpose(1, 2).reshape(b, c, w, h, d)
         logits: Tensor = self.up_projection(volume)
         return logits
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The patch tokens ``(B, N, embed_dim)`` of ``x``, before the transformer."""
+        self._check_input(x)
+        tokens: Tensor = self.down_projection(x)
+        return tokens.flatten(2).transpose(1, 2)  # dna's "b c w h d -> b (w h d) c"
+
+    def encode(self, x: Tensor) -> Tensor:
+        """The encoder's output tokens ``(B, N, embed_dim)`` of ``x`` (every token visible)."""
+        encoded: Tensor = self.eva(self.embed(x))
+        return encoded
 
     def restore_sequence(self, tokens: Tensor, keep: Tensor) -> Tensor:
         """Full sequences ``(B, N, C)``: ``tokens`` ``(B, n_keep, C)`` at ``keep``, the mask

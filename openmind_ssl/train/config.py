@@ -35,13 +35,16 @@ __all__ = [
     "OptimConfig",
     "PretrainConfig",
     "TrainConfig",
+    "build_options",
     "load_config",
     "paper_defaults",
     "to_dict",
 ]
 
 Architecture = Literal["resenc_l", "primus_m"]
-MethodName = Literal["mae"]
+MethodName = Literal[
+    "mae", "simmim", "models_genesis", "volume_fusion", "simclr", "voco", "swin_unetr"
+]
 
 
 def _check(condition: bool, message: str) -> None:
@@ -94,13 +97,20 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
+    """The method and the settings masked-image methods share; ``options`` holds the method's
+    own (its ``Options`` dataclass checks them)."""
+
     name: MethodName = "mae"
     mask_ratio: float = 0.75
     block_size: int = 16  # ResEnc-L: masked cubes of this edge (Primus masks its 8^3 tokens)
     anon_aware: bool = False  # voxels inside the anonymization mask neither seen nor scored
     anatomy_only: bool = False  # score only voxels inside the anatomy mask
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        _check(
+            self.name in get_args(MethodName), f"method.name must be one of {get_args(MethodName)}"
+        )
         _check(0 < self.mask_ratio < 1, "method.mask_ratio must be in (0, 1)")
         _check(self.block_size > 0, "method.block_size must be positive")
 
@@ -246,6 +256,11 @@ def to_dict(config: PretrainConfig) -> dict[str, Any]:
     }
 
 
+def build_options(cls: type[Any], values: Mapping[str, Any], where: str) -> Any:
+    """A method's ``Options`` dataclass from ``method.options``, checked as the config is."""
+    return _build(cls, values, where, f"{where}.")
+
+
 def _build(cls: type[Any], values: Mapping[str, Any], where: str, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
@@ -276,6 +291,9 @@ def _coerce(value: Any, kind: Any, what: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(value, inner, what)
+    if origin is dict:
+        _check(isinstance(value, Mapping), f"{what} must be a mapping, not {value!r}")
+        return dict(value)
     if origin is Literal:
         _check(value in args, f"{what} must be one of {', '.join(map(repr, args))}, not {value!r}")
         return value

@@ -194,6 +194,7 @@ class Pretrainer:
             self.scaler.update()
         else:
             self.optimizer.step()
+        self.method.after_step(self.network)
         total = self.dist.sum(terms.total.detach()) / weight
         elapsed = time.perf_counter() - started
         return {
@@ -304,7 +305,7 @@ class Pretrainer:
                         "parameters": parameter_count(self.network),
                         "patch_size": list(self.config.train.patch_size),
                         "input_channels": 1,
-                        **adaptation_keys(self.network),  # type: ignore[arg-type]
+                        **adaptation_keys(self.network),
                     },
                     "versions": {"torch": torch.__version__},
                 },
