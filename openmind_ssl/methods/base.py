@@ -11,7 +11,6 @@ config's ``method.options`` mapping.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -76,6 +75,3 @@ class Method:
 
     def after_step(self, network: nn.Module) -> None:
         """Called with the unwrapped network after every optimizer step."""
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, **dataclasses.asdict(self.options)}
