@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 
 from openmind_data.curate import BuildResult  # noqa: E402
 from openmind_data.errors import ConfigError  # noqa: E402
-from openmind_ssl.methods import Batch, make_method  # noqa: E402
+from openmind_ssl.methods import METHODS, Batch, make_method  # noqa: E402
 from openmind_ssl.methods.common import sample_generator  # noqa: E402
 from openmind_ssl.methods.mae import block_mask, token_keep  # noqa: E402
 from openmind_ssl.models import build_network, parameter_count  # noqa: E402
@@ -78,7 +78,14 @@ def _config(raw: dict[str, Any], path: Path) -> PretrainConfig:
 
 
 def test_the_bundled_configs_are_the_papers_runs() -> None:
+    """One config per method and architecture; the MAE ones are the paper's four runs."""
     configs = {path.stem: load_config(path) for path in sorted(SCRIPTS.glob("pretrain_*.yaml"))}
+    pairs = {(c.method.name, c.model.architecture) for c in configs.values()}
+    assert pairs == {(m, a) for m in METHODS for a in ("resenc_l", "primus_m")}
+    for name, config in configs.items():
+        assert name.startswith(f"pretrain_{config.model.architecture}_{config.method.name}")
+        make_method(config)  # the method's own options are valid too
+    configs = {k: v for k, v in configs.items() if v.method.name == "mae"}
     assert set(configs) == {
         "pretrain_resenc_l_mae",
         "pretrain_resenc_l_mae_anon",
