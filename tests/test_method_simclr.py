@@ -221,6 +221,7 @@ def test_a_few_trainer_steps_on_the_synthetic_collection(
 #: share of the pairs, the trainer's normalisation, DDP's gradient average; rank 0 saves the
 #: global loss and the gradients.
 DDP_WORKER = """
+import os
 import sys
 import torch
 import torch.distributed as dist
@@ -247,8 +248,9 @@ dist.all_reduce(summed)
 if rank == 0:
     torch.save({"loss": summed / weight, "grads": [p.grad for p in network.parameters()]}, out)
 dist.barrier()
-del model  # DDP's reducer before its process group: gloo threads must not outlive them
-dist.destroy_process_group()
+# Leave without tearing gloo down: torch 2.13's CPU build aborts in that teardown now and then
+# ("terminate called without an active exception", with or without DDP), after all the work.
+os._exit(0)
 """
 
 
@@ -269,9 +271,15 @@ def test_two_gloo_ranks_give_the_loss_and_gradient_of_one_process(tmp_path: Path
         )
         for rank in range(2)
     ]
-    for rank in ranks:
-        _, stderr = rank.communicate(timeout=120)
-        assert rank.returncode == 0, stderr[-3000:]
+    try:
+        for rank in ranks:
+            _, stderr = rank.communicate(timeout=120)
+            assert rank.returncode == 0, stderr[-3000:]
+    finally:
+        for rank in ranks:  # a rank left waiting for its dead peer
+            if rank.poll() is None:
+                rank.kill()
+                rank.wait()
     ddp = torch.load(out)
 
     generator = torch.Generator().manual_seed(0)

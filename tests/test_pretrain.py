@@ -19,6 +19,8 @@ import yaml
 
 torch = pytest.importorskip("torch")
 
+from defaced import defaced_batch  # noqa: E402
+
 from openmind_data.curate import BuildResult  # noqa: E402
 from openmind_data.errors import ConfigError  # noqa: E402
 from openmind_ssl.methods import METHODS, Batch, make_method  # noqa: E402
@@ -145,16 +147,7 @@ def test_mae_masks_hide_three_quarters_and_replay_from_their_keys() -> None:
 
 
 def _batch(seed: int, anon_noise: float | None) -> Batch:
-    generator = torch.Generator().manual_seed(seed)
-    image = torch.randn(2, 1, 32, 32, 32, generator=generator)
-    anon = torch.zeros_like(image)
-    anon[:, :, :, :12] = 1  # a defaced band
-    if anon_noise is not None:
-        noise = anon_noise * torch.randn(image.shape, generator=torch.Generator().manual_seed(9))
-        image = torch.where(anon > 0, noise, image)
-    anatomy = torch.ones_like(image)
-    anatomy[:, :, :4] = 0
-    return Batch(image=image, anat_mask=anatomy, anon_mask=anon, keys=[3, 4])
+    return defaced_batch(seed, anon_noise, anatomy_gap=4)
 
 
 @pytest.mark.parametrize("architecture", ["resenc_l", "primus_m"])
