@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from defaced import defaced_batch  # noqa: E402
+from method_cases import defaced_batch  # noqa: E402
 
 from openmind_data.errors import ConfigError  # noqa: E402
 from openmind_ssl.methods import make_method  # noqa: E402

@@ -15,7 +15,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from openmind_data.curate import BuildResult  # noqa: E402
 from openmind_data.errors import ConfigError  # noqa: E402
 from openmind_ssl.methods import Batch, make_method  # noqa: E402
 from openmind_ssl.methods.common import sample_generator  # noqa: E402
@@ -29,7 +28,6 @@ from openmind_ssl.methods.simclr import (  # noqa: E402
 )
 from openmind_ssl.models import Primus, adaptation_keys, find_backbone  # noqa: E402
 from openmind_ssl.train.config import load_config  # noqa: E402
-from openmind_ssl.train.trainer import Pretrainer  # noqa: E402
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
 TINY = {
@@ -189,29 +187,6 @@ def test_primus_is_built_for_the_view_not_for_the_crop() -> None:
     _, backbone = find_backbone(method.build())
     assert isinstance(backbone, Primus) and backbone.input_shape == (16, 16, 16)
     assert method.network_input_size == (16, 16, 16)
-
-
-@pytest.mark.parametrize("architecture", sorted(TINY))
-def test_a_few_trainer_steps_on_the_synthetic_collection(
-    architecture: str, built: tuple[BuildResult, Path], tmp_path: Path
-) -> None:
-    config = _config(
-        architecture,
-        f"data.source={built[0].out}",
-        "data.modalities=[T1w]",
-        "data.spacing=3.0",
-        "data.crops_per_volume=2",
-        "data.shuffle_buffer=2",
-        "data.workers=0",
-        "data.augment=false",
-        "train.epochs=1",
-        "train.steps_per_epoch=3",
-        "train.batch_size=2",
-        "train.progress=false",
-        f"train.out={tmp_path / 'run'}",
-    )
-    result = Pretrainer(config).fit()
-    assert result.step == 3 and all(math.isfinite(x) for x in result.losses), result.losses
 
 
 # -- DDP ------------------------------------------------------------------------------------

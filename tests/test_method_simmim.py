@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 torch = pytest.importorskip("torch")
 
-from defaced import defaced_batch  # noqa: E402
+from method_cases import defaced_batch, tiny_run, write_config  # noqa: E402
 
 from openmind_data.errors import ConfigError  # noqa: E402
 from openmind_ssl.methods import make_method  # noqa: E402
@@ -27,40 +26,20 @@ from openmind_ssl.methods.simmim import (  # noqa: E402
 )
 from openmind_ssl.train.config import PretrainConfig, load_config  # noqa: E402
 
-TINY_MODEL: dict[str, dict[str, Any]] = {
-    "resenc_l": {"features_per_stage": [4, 8, 16, 16], "blocks_per_stage": [1, 2, 1, 1]},
-    "primus_m": {"embed_dim": 48, "depth": 2, "num_heads": 2},
-}
 ARCHITECTURES = ["resenc_l", "primus_m"]
 
 
 def _config(
     architecture: str, tmp_path: Path, source: str = "unused", **method: Any
 ) -> PretrainConfig:
-    raw: dict[str, Any] = {
-        "data": {
-            "source": source,
-            "modalities": ["T1w"],
-            "spacing": 3.0,
-            "crops_per_volume": 2,
-            "shuffle_buffer": 2,
-            "workers": 0,
-            "augment": False,
-        },
-        "model": {"architecture": architecture, **TINY_MODEL[architecture]},
-        "method": {"name": "simmim", "mask_ratio": 0.75, **method},
-        "train": {
-            "epochs": 1,
-            "steps_per_epoch": 2,
-            "batch_size": 2,
-            "patch_size": [32, 32, 32],
-            "out": str(tmp_path / "run"),
-            "progress": False,
-        },
-    }
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return load_config(path)
+    model = (
+        {"blocks_per_stage": [1, 2, 1, 1]} if architecture == "resenc_l" else {"decoder_depth": 0}
+    )
+    raw = tiny_run(
+        source, tmp_path / "run", architecture, method={"name": "simmim", **method}, model=model
+    )
+    raw["train"].update(epochs=1, steps_per_epoch=2)
+    return write_config(raw, tmp_path / "run.yaml")
 
 
 # -- masks --------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from openmind_data.curate import BuildResult  # noqa: E402
 from openmind_data.errors import ConfigError  # noqa: E402
 from openmind_ssl.methods import Batch, make_method  # noqa: E402
 from openmind_ssl.methods.voco import (  # noqa: E402
@@ -25,9 +24,7 @@ from openmind_ssl.methods.voco import (  # noqa: E402
     prediction_loss,
 )
 from openmind_ssl.models import Primus, adaptation_keys, find_backbone  # noqa: E402
-from openmind_ssl.train import checkpoint  # noqa: E402
 from openmind_ssl.train.config import load_config  # noqa: E402
-from openmind_ssl.train.trainer import Pretrainer  # noqa: E402
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
 TINY = {
@@ -246,34 +243,6 @@ def test_crops_that_do_not_tile_the_patch_are_refused() -> None:
         make_method(_config("primus_m", base_grid=[8, 2, 2]))
     with pytest.raises(ConfigError, match="bottleneck"):  # 4 voxels, 4 stages: 1 left
         make_method(_config("resenc_l", base_grid=[4, 4, 8]))
-
-
-@pytest.mark.parametrize("architecture", sorted(TINY))
-def test_a_few_trainer_steps_on_the_synthetic_collection(
-    architecture: str, built: tuple[BuildResult, Path], tmp_path: Path
-) -> None:
-    config = _config(
-        architecture,
-        f"data.source={built[0].out}",
-        "data.modalities=[T1w]",
-        "data.spacing=3.0",
-        "data.crops_per_volume=2",
-        "data.shuffle_buffer=2",
-        "data.workers=0",
-        "data.augment=false",
-        "train.epochs=1",
-        "train.steps_per_epoch=3",
-        "train.batch_size=2",
-        "train.progress=false",
-        f"train.out={tmp_path / 'run'}",
-    )
-    trainer = Pretrainer(config)
-    teacher = {k: v.clone() for k, v in trainer.network.state_dict().items() if "teacher." in k}
-    result = trainer.fit()
-    assert result.step == 3 and all(math.isfinite(x) for x in result.losses), result.losses
-    saved = checkpoint.load(tmp_path / "run" / "final.pt")
-    assert any(not torch.equal(saved["model"][k], v) for k, v in teacher.items())
-    assert saved["architecture"]["key_to_encoder"].startswith("backbone.")
 
 
 def test_the_bundled_voco_configs_are_nnssls_runs() -> None:

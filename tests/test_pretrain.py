@@ -19,7 +19,7 @@ import yaml
 
 torch = pytest.importorskip("torch")
 
-from defaced import defaced_batch  # noqa: E402
+from method_cases import defaced_batch, tiny_run, write_config  # noqa: E402
 
 from openmind_data.curate import BuildResult  # noqa: E402
 from openmind_data.errors import ConfigError  # noqa: E402
@@ -28,54 +28,11 @@ from openmind_ssl.methods.common import sample_generator  # noqa: E402
 from openmind_ssl.methods.mae import block_mask, token_keep  # noqa: E402
 from openmind_ssl.models import build_network, parameter_count  # noqa: E402
 from openmind_ssl.train import checkpoint  # noqa: E402
-from openmind_ssl.train.config import ModelConfig, PretrainConfig, load_config  # noqa: E402
+from openmind_ssl.train.config import ModelConfig, load_config  # noqa: E402
 from openmind_ssl.train.schedule import learning_rate  # noqa: E402
 from openmind_ssl.train.trainer import Pretrainer  # noqa: E402
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
-TINY_MODEL = {
-    "resenc_l": {"features_per_stage": [4, 8, 16, 16], "blocks_per_stage": [1, 1, 1, 1]},
-    "primus_m": {"embed_dim": 48, "depth": 2, "num_heads": 2, "decoder_depth": 1},
-}
-
-
-def _tiny(
-    folder: Path, out: Path, architecture: str = "resenc_l", **sections: dict[str, Any]
-) -> dict[str, Any]:
-    """A run on ``folder``'s T1w crops with a shrunken network, as the YAML mapping."""
-    raw: dict[str, Any] = {
-        "data": {
-            "source": str(folder),
-            "modalities": ["T1w"],
-            "spacing": 3.0,
-            "crops_per_volume": 2,
-            "shuffle_buffer": 2,
-            "workers": 0,
-            "augment": False,
-        },
-        "model": {"architecture": architecture, **TINY_MODEL[architecture]},
-        "method": {"mask_ratio": 0.75},
-        "optim": {},
-        "train": {
-            "epochs": 2,
-            "steps_per_epoch": 3,
-            "batch_size": 2,
-            "patch_size": [32, 32, 32],
-            "out": str(out),
-            "progress": False,
-            "checkpoint_every": 1,
-        },
-    }
-    for section, values in sections.items():
-        raw[section].update(values)
-    return raw
-
-
-def _config(raw: dict[str, Any], path: Path) -> PretrainConfig:
-    path.write_text(yaml.safe_dump(raw))
-    return load_config(path)
-
-
 # -- configs ------------------------------------------------------------------------------
 
 
@@ -154,8 +111,8 @@ def _batch(seed: int, anon_noise: float | None) -> Batch:
 def test_the_anonymization_aware_loss_ignores_whatever_lies_in_the_deface_mask(
     architecture: str, tmp_path: Path
 ) -> None:
-    raw = _tiny(tmp_path, tmp_path / "run", architecture, method={"anon_aware": True})
-    method = make_method(_config(raw, tmp_path / "run.yaml"))
+    raw = tiny_run(tmp_path, tmp_path / "run", architecture, method={"anon_aware": True})
+    method = make_method(write_config(raw, tmp_path / "run.yaml"))
     torch.manual_seed(0)
     model = method.build().eval()
     base = method.loss(model, _batch(1, anon_noise=None), seed=0)
@@ -164,11 +121,13 @@ def test_the_anonymization_aware_loss_ignores_whatever_lies_in_the_deface_mask(
         assert torch.equal(other.total, base.total) and torch.equal(other.weight, base.weight)
     # The weight counts the hidden voxels outside the deface band: 3/4 of 20/32 of the crop.
     assert base.weight.item() == pytest.approx(2 * 32**3 * 0.75 * 20 / 32, rel=0.1)
-    plain = make_method(_config(_tiny(tmp_path, tmp_path / "p", architecture), tmp_path / "p.y"))
+    plain = make_method(
+        write_config(tiny_run(tmp_path, tmp_path / "p", architecture), tmp_path / "p.y")
+    )
     unaware = [plain.loss(model, _batch(1, anon_noise=n), seed=0).total for n in (0.0, 5.0)]
     assert not torch.equal(unaware[0], unaware[1])  # without the option, the band counts
     raw["method"]["anatomy_only"] = True
-    anatomy = make_method(_config(raw, tmp_path / "anatomy.yaml"))
+    anatomy = make_method(write_config(raw, tmp_path / "anatomy.yaml"))
     assert anatomy.loss(model, _batch(1, None), seed=0).weight < base.weight
 
 
@@ -189,9 +148,9 @@ def test_both_architectures_report_their_paper_parameter_counts() -> None:
 def test_one_step_for_each_architecture_writes_a_loadable_checkpoint(
     architecture: str, built: tuple[BuildResult, Path], tmp_path: Path
 ) -> None:
-    raw = _tiny(built[0].out, tmp_path / "run", architecture, train={"epochs": 1})
+    raw = tiny_run(built[0].out, tmp_path / "run", architecture, train={"epochs": 1})
     raw["train"]["steps_per_epoch"] = 1
-    config = _config(raw, tmp_path / "run.yaml")
+    config = write_config(raw, tmp_path / "run.yaml")
     trainer = Pretrainer(config)
     before = {k: v.clone() for k, v in trainer.network.state_dict().items()}
     result = trainer.fit()
@@ -214,10 +173,10 @@ def test_the_loss_decreases_over_a_few_dozen_steps(
 ) -> None:
     """40 steps on the synthetic T1w crops: the MAE loss on a fixed batch (fixed masks) falls.
     (Step losses are too noisy to compare: every step brings other crops.)"""
-    raw = _tiny(built[0].out, tmp_path / "run", optim={"name": "adamw", "lr": 3e-3})
+    raw = tiny_run(built[0].out, tmp_path / "run", optim={"name": "adamw", "lr": 3e-3})
     raw["train"].update(epochs=1, steps_per_epoch=40)
     raw["data"]["cache"] = str(tmp_path / "cache")
-    trainer = Pretrainer(_config(raw, tmp_path / "run.yaml"))
+    trainer = Pretrainer(write_config(raw, tmp_path / "run.yaml"))
     samples = list(itertools.islice(trainer.samples(), 8))
 
     def stack(key: str) -> torch.Tensor:
@@ -243,13 +202,13 @@ def test_a_run_stopped_by_a_signal_resumes_bit_identically(
     run with a checkpoint; the same config resumes it; weights, optimizer state and losses
     equal those of a run that never stopped, bit for bit."""
     overrides = {"workers": 2, "augment": True, "modalities": None}  # 8 row groups
-    whole_raw = _tiny(built[0].out, tmp_path / "whole", "primus_m", data=overrides)
+    whole_raw = tiny_run(built[0].out, tmp_path / "whole", "primus_m", data=overrides)
     whole_raw["model"]["drop_path_rate"] = 0.3
-    whole = Pretrainer(_config(whole_raw, tmp_path / "whole.yaml")).fit()
+    whole = Pretrainer(write_config(whole_raw, tmp_path / "whole.yaml")).fit()
 
-    raw = _tiny(built[0].out, tmp_path / "split", "primus_m", data=overrides)
+    raw = tiny_run(built[0].out, tmp_path / "split", "primus_m", data=overrides)
     raw["model"]["drop_path_rate"] = 0.3
-    config = _config(raw, tmp_path / "split.yaml")
+    config = write_config(raw, tmp_path / "split.yaml")
     first = Pretrainer(config)
     original = first.method.loss
     calls = 0
@@ -279,12 +238,12 @@ def test_a_run_stopped_by_a_signal_resumes_bit_identically(
 def test_a_checkpoint_of_another_run_is_refused(
     built: tuple[BuildResult, Path], tmp_path: Path
 ) -> None:
-    raw = _tiny(built[0].out, tmp_path / "run", train={"epochs": 1})
+    raw = tiny_run(built[0].out, tmp_path / "run", train={"epochs": 1})
     raw["train"]["steps_per_epoch"] = 1
-    Pretrainer(_config(raw, tmp_path / "a.yaml")).fit()
+    Pretrainer(write_config(raw, tmp_path / "a.yaml")).fit()
     raw["optim"]["lr"] = 0.5
     with pytest.raises(ConfigError, match=r"belongs to another run \(optim\.lr: 0\.01 -> 0\.5"):
-        Pretrainer(_config(raw, tmp_path / "b.yaml")).fit()
+        Pretrainer(write_config(raw, tmp_path / "b.yaml")).fit()
 
 
 def _free_port() -> int:
@@ -301,7 +260,7 @@ def test_torchrun_on_two_cpu_processes_matches_one_process(
     and normalises the loss over both ranks: its weights equal the single process's."""
     # SGD, the paper's ResEnc-L optimizer. (Adam would turn the float noise in the near-zero
     # gradients of biases in front of instance norms into full-size steps of either sign.)
-    raw = _tiny(built[0].out, tmp_path / "ddp")
+    raw = tiny_run(built[0].out, tmp_path / "ddp")
     raw["data"].update(workers=1, modalities=None)  # 8 row groups for 2 readers
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(raw))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
@@ -313,7 +272,7 @@ def test_torchrun_on_two_cpu_processes_matches_one_process(
 
     raw["train"]["out"] = str(tmp_path / "single")
     raw["data"]["workers"] = 2
-    Pretrainer(_config(raw, tmp_path / "single.yaml")).fit()
+    Pretrainer(write_config(raw, tmp_path / "single.yaml")).fit()
     ddp = checkpoint.load(tmp_path / "ddp" / "final.pt")
     single = checkpoint.load(tmp_path / "single" / "final.pt")
     assert len(ddp["random"]) == 2 and len(single["random"]) == 1
@@ -329,6 +288,6 @@ def test_torchrun_on_two_cpu_processes_matches_one_process(
 def test_more_readers_than_row_groups_is_refused_before_training(
     built: tuple[BuildResult, Path], tmp_path: Path
 ) -> None:
-    raw = _tiny(built[0].out, tmp_path / "run", data={"workers": 2})  # T1w: one row group
+    raw = tiny_run(built[0].out, tmp_path / "run", data={"workers": 2})  # T1w: one row group
     with pytest.raises(ConfigError, match=r"1 row groups selected for 2 readers"):
-        Pretrainer(_config(raw, tmp_path / "run.yaml")).fit()
+        Pretrainer(write_config(raw, tmp_path / "run.yaml")).fit()
