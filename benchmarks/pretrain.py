@@ -1,7 +1,9 @@
 """Pretraining throughput: samples/s, peak memory and the share of step time spent waiting for
 data, per architecture, through the trainer's own step (``Pretrainer``).
 
-For each architecture, in the same run:
+For each method (``--methods``, default MAE) and architecture, from the bundled config
+``scripts/pretrain_<architecture>_<method>.yaml`` (its crop shape unless ``--patch`` is given,
+and not for SimCLR/VoCo, whose views need their own crop shapes), in the same run:
 - ``stream``: crops streamed from a dataset folder (``--source``; default ``./openmind``, which
   ``make demo`` builds) by ``--workers`` DataLoader workers, as a real run reads them;
 - ``in memory``: the same step fed from crops held in memory (the data never waits): the
@@ -39,22 +41,28 @@ TINY = {
 }
 
 
-def trainer(args: argparse.Namespace, architecture: str, compiled: bool, out: Path) -> Pretrainer:
+SCRIPTS = Path(__file__).parents[1] / "scripts"
+OWN_CROPS = {"simclr", "voco"}  # their views are cut from crops of their own shape
+
+
+def trainer(
+    args: argparse.Namespace, method: str, architecture: str, compiled: bool, out: Path
+) -> Pretrainer:
     overrides = [
-        f"model.architecture={architecture}",
         f"data.source={args.source}",
         f"data.workers={args.workers}",
         f"data.spacing={args.spacing}",
         f"data.cache={args.cache}" if args.cache else "data.cache=null",
-        f"train.patch_size=[{args.patch},{args.patch},{args.patch}]",
         f"train.batch_size={args.batch}",
         f"train.compile={str(compiled).lower()}",
         "train.progress=false",
         f"train.out={out}",
     ]
+    if args.patch and method not in OWN_CROPS:
+        overrides.append(f"train.patch_size=[{args.patch},{args.patch},{args.patch}]")
     if args.tiny:
         overrides += TINY[architecture]
-    return Pretrainer(load_config(None, overrides))
+    return Pretrainer(load_config(SCRIPTS / f"pretrain_{architecture}_{method}.yaml", overrides))
 
 
 def in_memory(samples: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -109,8 +117,14 @@ def main() -> None:
     )
     parser.add_argument("--source", default="openmind")
     parser.add_argument("--cache", default=None, help="a VolumeCache root for the stream")
+    parser.add_argument("--methods", nargs="+", default=["mae"])
     parser.add_argument("--architectures", nargs="+", default=["resenc_l", "primus_m"])
-    parser.add_argument("--patch", type=int, default=160 if torch.cuda.is_available() else 64)
+    parser.add_argument(
+        "--patch",
+        type=int,
+        default=None if torch.cuda.is_available() else 64,
+        help="cubic crops of this edge (default: each config's own; 64 on a CPU)",
+    )
     parser.add_argument("--spacing", type=float, default=1.0)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20 if torch.cuda.is_available() else 3)
@@ -120,15 +134,17 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="shrunken networks (CPU smoke runs)")
     args = parser.parse_args()
     device = "cuda " + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    print(f"device {device}, crops {args.patch}^3, batch {args.batch}, {args.steps} timed steps")
+    crops = f"{args.patch}^3 crops" if args.patch else "each config's crops"
+    print(f"device {device}, {crops}, batch {args.batch}, {args.steps} timed steps")
     compiles = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
     print(
-        f"{'model':<10} {'compile':<8} {'data':<10} {'samples/s':>10} {'data wait':>10}"
-        f" {'peak GB':>8}"
+        f"{'method':<15}{'model':<10} {'compile':<8} {'data':<10} {'samples/s':>10}"
+        f" {'data wait':>10} {'peak GB':>8}"
     )
     with tempfile.TemporaryDirectory() as scratch:
-        for architecture, compiled in itertools.product(args.architectures, compiles):
-            run = trainer(args, architecture, compiled, Path(scratch) / architecture)
+        runs = itertools.product(args.methods, args.architectures, compiles)
+        for method, architecture, compiled in runs:
+            run = trainer(args, method, architecture, compiled, Path(scratch) / architecture)
             stream = run.samples()
             held = [next(stream) for _ in range(args.batch * 2)]
             results = {
@@ -138,7 +154,7 @@ def main() -> None:
             del stream
             for data, figures in results.items():
                 print(
-                    f"{architecture:<10} {compiled!s:<8} {data:<10}"
+                    f"{method:<15}{architecture:<10} {compiled!s:<8} {data:<10}"
                     f" {figures['samples_per_s']:>10.2f} {figures['data_wait']:>9.1%}"
                     f" {figures['peak_memory_gb']:>8.2f}"
                 )
@@ -147,7 +163,7 @@ def main() -> None:
                 f"  {architecture}: {parameter_count(run.network):,} parameters;"
                 f" stream / in memory: {ratio:.2f}x"
             )
-            if architecture == "primus_m" and not compiled:
+            if method == "mae" and architecture == "primus_m" and not compiled:
                 speedup = mae_against_full(run, args.steps)
                 print(f"  primus_m: every token / true MAE (25% visible), fwd+bwd: {speedup:.2f}x")
 
