@@ -85,7 +85,13 @@ def pretrain(
     overrides = list(set_ or [])
     if out is not None:
         overrides.append(f"train.out={out}")
-    result = Pretrainer(load_config(config, overrides)).fit()
+    import torch.distributed as dist  # noqa: PLC0415
+
+    try:
+        result = Pretrainer(load_config(config, overrides)).fit()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
     state = "stopped" if result.stopped else "done"
     typer.echo(f"{state} at step {result.step}: {result.checkpoint}")
 

@@ -107,6 +107,7 @@ def test_every_method_trains_on_both_architectures(
     # The key map: the backbone's encoder, stem and input projection, wherever it sits.
     keys = saved["architecture"]
     assert keys["method"] == method and keys["name"] == architecture
+    assert keys["patch_size"] == list(trainer.method.network_input_size)  # what the net saw
     prefix, _ = find_backbone(fresh)
     assert any(k.startswith(keys["key_to_encoder"] + ".") for k in saved["model"])
     assert any(k.startswith(keys["key_to_stem"] + ".") for k in saved["model"])

@@ -62,7 +62,14 @@ class Method:
 
     @property
     def patch_size(self) -> tuple[int, int, int]:
+        """The crops the stream delivers."""
         return self.config.train.patch_size
+
+    @property
+    def network_input_size(self) -> tuple[int, int, int]:
+        """What the backbone sees (and Primus' position embedding is sized for): the crop,
+        unless the method cuts views of its own size from it."""
+        return self.patch_size
 
     def build(self) -> nn.Module:
         """The network this method trains, freshly initialised."""

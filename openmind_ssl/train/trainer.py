@@ -303,7 +303,10 @@ class Pretrainer:
                         "name": self.config.model.architecture,
                         "method": self.method.name,
                         "parameters": parameter_count(self.network),
-                        "patch_size": list(self.config.train.patch_size),
+                        "trainable_parameters": sum(
+                            p.numel() for p in self.network.parameters() if p.requires_grad
+                        ),
+                        "patch_size": list(self.method.network_input_size),
                         "input_channels": 1,
                         **adaptation_keys(self.network),
                     },
