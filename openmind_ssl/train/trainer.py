@@ -127,8 +127,8 @@ class Pretrainer:
                 row = self.train_step(samples)
                 losses.append(row["loss"])
                 self.step += 1
+                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", refresh=False)
                 bar.update()
-                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
                 if metrics is not None:
                     metrics.write(row)
                 end_of_epoch = self.step % train.steps_per_epoch == 0
