@@ -15,12 +15,11 @@ from method_cases import defaced_batch, tiny_run, write_config  # noqa: E402
 
 from openmind_data.errors import ConfigError  # noqa: E402
 from openmind_ssl.methods import make_method  # noqa: E402
-from openmind_ssl.methods.common import sample_generator  # noqa: E402
+from openmind_ssl.methods.common import cells_to_voxels, sample_generator  # noqa: E402
 from openmind_ssl.methods.simmim import (  # noqa: E402
     MaskedTokenPrimus,
     SimMIM,
     SparseMaskedUNet,
-    cells_to_voxels,
     hidden_cells,
     masked_instance_norm,
 )

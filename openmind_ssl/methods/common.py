@@ -3,13 +3,28 @@ and score masks, and the backbone's pooled features."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Literal
+
 import numpy as np
 import torch
 
 from openmind_ssl.methods.base import Batch
 from openmind_ssl.models import Primus, ResEncL
 
-__all__ = ["feature_dim", "pooled_features", "sample_generator", "scored_input"]
+__all__ = [
+    "Stages",
+    "cells_to_voxels",
+    "cut",
+    "feature_dim",
+    "pool",
+    "pooled_features",
+    "sample_generator",
+    "scored_input",
+]
+
+#: Which ResEnc-L stages a pooled feature vector reads: the bottleneck, or every stage.
+Stages = Literal["all", "deepest"]
 
 
 def sample_generator(seed: int, key: int, *salt: int) -> torch.Generator:
@@ -34,17 +49,45 @@ def scored_input(
     return image, scored
 
 
-def feature_dim(backbone: ResEncL | Primus) -> int:
+def feature_dim(backbone: ResEncL | Primus, stages: Stages = "deepest") -> int:
     """Channels of :func:`pooled_features`."""
     if isinstance(backbone, Primus):
         return backbone.embed_dim
-    return backbone.encoder.output_channels[-1]
+    channels = backbone.encoder.output_channels
+    return sum(channels) if stages == "all" else channels[-1]
 
 
-def pooled_features(backbone: ResEncL | Primus, x: torch.Tensor) -> torch.Tensor:
-    """(B, feature_dim): the encoder's deepest features averaged over space (ResEnc-L) or over
-    the tokens (Primus)."""
+def pool(encoded: torch.Tensor | list[torch.Tensor], stages: Stages = "deepest") -> torch.Tensor:
+    """(B, C) of an encoder's output: Primus tokens (B, N, C) averaged; ResEnc-L stage outputs
+    averaged over space, the deepest alone or (``stages="all"``, nnssl's contrastive heads)
+    every stage concatenated."""
+    if isinstance(encoded, torch.Tensor):
+        return encoded.mean(dim=1)
+    chosen = encoded if stages == "all" else encoded[-1:]
+    return torch.cat([s.mean(dim=(2, 3, 4)) for s in chosen], dim=1)
+
+
+def pooled_features(
+    backbone: ResEncL | Primus, x: torch.Tensor, stages: Stages = "deepest"
+) -> torch.Tensor:
+    """(B, feature_dim): :func:`pool` of the backbone's encoder on ``x``."""
     if isinstance(backbone, Primus):
-        return backbone.encode(x).mean(dim=1)
-    deepest: torch.Tensor = backbone.encoder(x)[-1]
-    return deepest.mean(dim=(2, 3, 4))
+        return pool(backbone.encode(x))
+    return pool(backbone.encoder(x), stages)
+
+
+def cells_to_voxels(
+    cells: torch.Tensor, grid: tuple[int, int, int], cell: tuple[int, int, int]
+) -> torch.Tensor:
+    """(B, 1, *voxels): each of the (B, prod(grid)) cell values (C order over ``grid``)
+    repeated over its ``cell`` of voxels."""
+    voxels = cells.view(cells.shape[0], 1, *grid)
+    for axis, size in enumerate(cell, start=2):
+        voxels = voxels.repeat_interleave(size, dim=axis)
+    return voxels
+
+
+def cut(image: torch.Tensor, corner: Sequence[int], size: tuple[int, int, int]) -> torch.Tensor:
+    """The ``size`` box of ``image`` (C, X, Y, Z) at ``corner``."""
+    (x, y, z), (a, b, c) = corner, size
+    return image[:, x : x + a, y : y + b, z : z + c]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from openmind_ssl.methods.base import Batch, Loss, Method
-from openmind_ssl.methods.common import sample_generator, scored_input
+from openmind_ssl.methods.common import cells_to_voxels, sample_generator, scored_input
 from openmind_ssl.models import PRIMUS_PATCH, build_network
 from openmind_ssl.models.primus import visible_voxels
 
@@ -36,10 +36,7 @@ def block_mask(
     hidden = torch.zeros(len(generators), cubes)
     for row, generator in zip(hidden, generators, strict=True):
         row[torch.randperm(cubes, generator=generator)[: int(ratio * cubes)]] = 1
-    mask = hidden.view(-1, 1, *grid)
-    for axis in (2, 3, 4):
-        mask = mask.repeat_interleave(block, dim=axis)
-    return mask
+    return cells_to_voxels(hidden, (grid[0], grid[1], grid[2]), (block, block, block))
 
 
 def token_keep(tokens: int, ratio: float, generators: list[torch.Generator]) -> torch.Tensor:

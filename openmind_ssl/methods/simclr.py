@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -51,7 +51,14 @@ from torch.nn import functional
 
 from openmind_data.errors import ConfigError
 from openmind_ssl.methods.base import Batch, Loss, Method
-from openmind_ssl.methods.common import sample_generator, scored_input
+from openmind_ssl.methods.common import (
+    Stages,
+    cut,
+    feature_dim,
+    pooled_features,
+    sample_generator,
+    scored_input,
+)
 from openmind_ssl.models import PRIMUS_PATCH, RESENC_L, Primus, ResEncL, build_network
 
 if TYPE_CHECKING:
@@ -66,7 +73,6 @@ __all__ = [
     "augment_view",
     "build_contrastive_net",
     "check_view_size",
-    "contrastive_features",
     "draw_augmentation",
     "gather_with_grad",
     "nt_xent",
@@ -74,7 +80,6 @@ __all__ = [
 ]
 
 Shape = tuple[int, int, int]
-Stages = Literal["all", "deepest"]
 
 
 @dataclass(frozen=True)
@@ -137,23 +142,6 @@ class ProjectionHead(nn.Module):
         return out
 
 
-def contrastive_features(backbone: ResEncL | Primus, x: Tensor, stages: Stages) -> Tensor:
-    """(B, C): the encoder tokens averaged (Primus), or each ResEnc stage's output averaged over
-    space and concatenated (``stages="all"``, nnssl) or the deepest one alone."""
-    if isinstance(backbone, Primus):
-        return backbone.encode(x).mean(dim=1)
-    skips: list[Tensor] = backbone.encoder(x)
-    chosen = skips if stages == "all" else skips[-1:]
-    return torch.cat([s.mean(dim=(2, 3, 4)) for s in chosen], dim=1)
-
-
-def _feature_dim(backbone: ResEncL | Primus, stages: Stages) -> int:
-    if isinstance(backbone, Primus):
-        return backbone.embed_dim
-    channels = backbone.encoder.output_channels
-    return sum(channels) if stages == "all" else channels[-1]
-
-
 def _encoder_modules(backbone: ResEncL | Primus) -> list[nn.Module]:
     if isinstance(backbone, Primus):
         return [backbone.down_projection, backbone.eva]
@@ -181,7 +169,7 @@ class ContrastiveNet(nn.Module):
                 parameter.requires_grad_(False)
 
     def embed(self, views: Tensor) -> Tensor:
-        features = contrastive_features(self.backbone, views, self.stages)
+        features = pooled_features(self.backbone, views, self.stages)
         out: Tensor = self.projector(features)
         return out
 
@@ -196,7 +184,7 @@ def build_contrastive_net(
     backbone = build_network(model, view_size)
     if not isinstance(backbone, ResEncL | Primus):
         raise TypeError(f"build_network gave {type(backbone).__name__}, not ResEnc-L or Primus")
-    projector = ProjectionHead(_feature_dim(backbone, stages), hidden_dim, out_dim)
+    projector = ProjectionHead(feature_dim(backbone, stages), hidden_dim, out_dim)
     return ContrastiveNet(backbone, projector, stages)
 
 
@@ -333,11 +321,6 @@ def augment_view(view: Tensor, aug: ViewAugmentation) -> Tensor:
     return x
 
 
-def _cut(image: Tensor, corner: Shape, size: Shape) -> Tensor:
-    (x, y, z), (a, b, c) = corner, size
-    return image[:, x : x + a, y : y + b, z : z + c]
-
-
 # -- the loss -------------------------------------------------------------------------------
 
 
@@ -435,7 +418,7 @@ class SimCLR(Method):
                     a, b = overlapping_offsets(
                         generator, self.patch_size, o.view_size, o.min_overlap
                     )
-                    views = [_cut(sample, a, o.view_size), _cut(sample, b, o.view_size)]
+                    views = [cut(sample, a, o.view_size), cut(sample, b, o.view_size)]
                     if o.augment:
                         views = [
                             augment_view(v, draw_augmentation(generator, o.view_size))

@@ -50,7 +50,7 @@ from torch.nn import functional
 
 from openmind_data.errors import ConfigError
 from openmind_ssl.methods.base import Batch, Loss, Method
-from openmind_ssl.methods.common import sample_generator, scored_input
+from openmind_ssl.methods.common import cells_to_voxels, sample_generator, scored_input
 from openmind_ssl.models import PRIMUS_PATCH, Primus, ResEncL, build_network
 from openmind_ssl.models.eva import trunc_normal_
 from openmind_ssl.models.resenc import BasicBlockD, ConvNormAct, ResidualStack
@@ -60,7 +60,6 @@ __all__ = [
     "SimMIM",
     "SimMIMOptions",
     "SparseMaskedUNet",
-    "cells_to_voxels",
     "hidden_cells",
     "masked_instance_norm",
 ]
@@ -117,17 +116,6 @@ def hidden_cells(
         row[order[: int(r * cells)]] = True
         rows.append(row)
     return torch.stack(rows)
-
-
-def cells_to_voxels(
-    cells: Tensor, grid: tuple[int, int, int], cell: tuple[int, int, int]
-) -> Tensor:
-    """(B, 1, *voxels): each of the (B, prod(grid)) cell values (C order over ``grid``)
-    repeated over its ``cell`` of voxels."""
-    voxels = cells.view(cells.shape[0], 1, *grid)
-    for axis, size in enumerate(cell, start=2):
-        voxels = voxels.repeat_interleave(size, dim=axis)
-    return voxels
 
 
 def masked_instance_norm(

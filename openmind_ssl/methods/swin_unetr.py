@@ -53,7 +53,7 @@ from torch.nn import functional
 
 from openmind_data.errors import ConfigError
 from openmind_ssl.methods.base import Batch, Loss, Method
-from openmind_ssl.methods.common import feature_dim, sample_generator, scored_input
+from openmind_ssl.methods.common import feature_dim, pool, sample_generator, scored_input
 from openmind_ssl.models import PRIMUS_PATCH, RESENC_L, Primus, ResEncL, build_network
 
 if TYPE_CHECKING:
@@ -209,13 +209,13 @@ class SwinUNETRNetwork(nn.Module):
         backbone = self.backbone
         if isinstance(backbone, Primus):
             tokens = backbone.encode(views)
-            pooled = tokens.mean(dim=1)
+            pooled = pool(tokens)
             b, _, c = tokens.shape
             volume = tokens.transpose(1, 2).reshape(b, c, *backbone.token_grid())
             reconstruction: Tensor = backbone.up_projection(volume)
         else:
             skips = backbone.encoder(views)
-            pooled = skips[-1].mean(dim=(2, 3, 4))
+            pooled = pool(skips)
             decoded = backbone.decoder(skips)
             if not isinstance(decoded, Tensor):
                 raise TypeError("SwinUNETR needs the decoder without deep supervision")

@@ -52,14 +52,12 @@ from torch.nn import functional
 
 from openmind_data.errors import ConfigError
 from openmind_ssl.methods.base import Batch, Loss, Method
-from openmind_ssl.methods.common import sample_generator, scored_input
+from openmind_ssl.methods.common import Stages, cut, pooled_features, sample_generator, scored_input
 from openmind_ssl.methods.simclr import (
     ContrastiveNet,
-    Stages,
     augment_view,
     build_contrastive_net,
     check_view_size,
-    contrastive_features,
     draw_augmentation,
 )
 
@@ -144,7 +142,7 @@ class VoCoNet(nn.Module):
 
     def embed(self, views: Tensor) -> Tensor:
         """The student's projected embeddings of ``views``."""
-        out: Tensor = self.projector(contrastive_features(self.backbone, views, self.stages))
+        out: Tensor = self.projector(pooled_features(self.backbone, views, self.stages))
         return out
 
     def forward(
@@ -280,8 +278,8 @@ class VoCo(Method):
                 generator = sample_generator(seed, key)
                 drawn = (torch.rand(o.targets, 3, generator=generator) * span).long()
                 labels.append(overlap_fractions(drawn, corners, size))
-                crops = [_cut(sample, c, size) for c in corners.tolist()]
-                crops += [_cut(sample, c, size) for c in drawn.tolist()]
+                crops = [cut(sample, c, size) for c in corners.tolist()]
+                crops += [cut(sample, c, size) for c in drawn.tolist()]
                 if o.augment:
                     crops = [augment_view(c, draw_augmentation(generator, size)) for c in crops]
                 bases += crops[: len(corners)]
@@ -315,8 +313,3 @@ class VoCo(Method):
             "orthogonality": float(regularizer.detach().mean()),
         }
         return Loss(per_sample.sum(), weight, logs)
-
-
-def _cut(image: Tensor, corner: list[int], size: Shape) -> Tensor:
-    (x, y, z), (a, b, c) = corner, size
-    return image[:, x : x + a, y : y + b, z : z + c]

@@ -18,7 +18,7 @@ import resource
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -389,8 +389,3 @@ def _peak_memory_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 1e9
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
-
-
-def with_out(config: PretrainConfig, out: str | Path) -> PretrainConfig:
-    """``config`` writing to ``out``."""
-    return replace(config, train=replace(config.train, out=str(out)))
