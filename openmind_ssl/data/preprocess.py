@@ -18,7 +18,7 @@ import torch
 from numpy.typing import NDArray
 from torch.nn import functional
 
-__all__ = ["Preprocessing", "Volume", "preprocess"]
+__all__ = ["Preprocessing", "Volume", "preprocess", "resample_labels"]
 
 ORDERS = ("linear", "cubic")
 
@@ -86,6 +86,16 @@ def preprocess(
     return Volume(normalised, anat.astype(np.uint8), anon.astype(np.uint8), (x, y, z), mean, std)
 
 
+def resample_labels(labels: NDArray[Any], shape: tuple[int, ...]) -> NDArray[np.uint8]:
+    """An integer label map onto a grid of ``shape`` over the same field of view, by nearest
+    neighbour (every label kept as it is, none blended)."""
+    if labels.max(initial=0) > 255 or labels.min(initial=0) < 0:
+        raise ValueError("labels must lie in 0..255")
+    if tuple(labels.shape) == tuple(shape):
+        return labels.astype(np.uint8)
+    return _resample(labels.astype(np.float32), shape, "nearest").astype(np.uint8)
+
+
 def _mask(mask: Any, image: Any) -> NDArray[Any]:
     """A mask in the RAS grid of ``image``: reoriented by the image's own transform."""
     if not np.allclose(mask.affine, image.affine, atol=1e-3):
@@ -110,4 +120,4 @@ def _resample(data: NDArray[Any], shape: tuple[int, ...], order: str) -> NDArray
     mode = "trilinear" if order == "linear" else "nearest-exact"
     options = {"align_corners": False} if mode == "trilinear" else {}
     out = functional.interpolate(tensor, size=shape, mode=mode, **options)[0, 0].numpy()
-    return out if order == "linear" else out > 0.5
+    return out if order == "linear" else out.astype(data.dtype)

@@ -37,6 +37,8 @@ __all__ = [
     "TrainConfig",
     "build_options",
     "load_config",
+    "parse_dataclass",
+    "read_yaml",
     "paper_defaults",
     "to_dict",
 ]
@@ -254,6 +256,37 @@ def to_dict(config: PretrainConfig) -> dict[str, Any]:
         }
         for section in dataclasses.fields(config)
     }
+
+
+def read_yaml(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The mapping in the YAML file at ``path``, with ``overrides`` of the form
+    ``section.key=value`` (the value parsed as YAML; ``key=value`` for a top-level key)."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read the config: {error}") from error
+    _check(loaded is None or isinstance(loaded, dict), f"{path}: must be a mapping")
+    raw: dict[str, Any] = dict(loaded or {})
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        _check(bool(sep and key.strip()), f"--set {override!r}: use section.key=value")
+        *sections, name = key.strip().split(".")
+        where = raw
+        for section in sections:
+            where = where.setdefault(section, {})
+            _check(isinstance(where, dict), f"{path}: {section} must be a mapping")
+        where[name] = yaml.safe_load(value)
+    return raw
+
+
+def parse_dataclass(cls: type[Any], values: Mapping[str, Any], where: str) -> Any:
+    """A (nested) frozen dataclass from plain mappings, every key and type checked; errors are
+    ``ConfigError`` naming ``where`` and the dotted key."""
+    try:
+        return _build(cls, values, where, "")
+    except ConfigError as error:
+        message = str(error)
+        raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
 
 
 def build_options(cls: type[Any], values: Mapping[str, Any], where: str) -> Any:

@@ -1,0 +1,220 @@
+"""A fine-tuning run as one frozen dataclass, read from a YAML file.
+
+::
+
+    pretrained: runs/resenc_l_mae/final.pt     # null: train from scratch
+    task:     {kind: segmentation, path: data/Dataset101_Lesions}
+    schedule: {name: sawtooth, epochs: 150}
+    train:    {steps_per_epoch: 250, batch_size: 2, patch_size: [160, 160, 160], out: runs/ft}
+
+Omitted keys take the paper's values for the architecture: ResEnc-L fine-tunes with SGD at
+1e-3 (momentum 0.99, Nesterov, weight decay 3e-5, clip 12), Primus-M with AdamW at 1e-4
+(weight decay 5e-2, clip 1) and a decoder-only learning rate of 1e-6 (x0.01) in Sawtooth's
+first stages. From scratch, nnU-Net's rates: 1e-2 and 3e-4. The ``model`` section defaults to
+the checkpoint's own pretraining model (its architecture and size), so a checkpoint needs only
+its path. ``--set schedule.epochs=1000`` overrides a key; ``epochs`` 150 and 1000 are the
+paper's two presets (their stage lengths: :func:`openmind_ssl.finetune.schedules.stage_epochs`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from openmind_data.errors import ConfigError
+from openmind_ssl.train import checkpoint
+from openmind_ssl.train.config import ModelConfig, parse_dataclass, read_yaml
+
+__all__ = [
+    "EvaluationConfig",
+    "FinetuneConfig",
+    "FinetuneOptim",
+    "FinetuneTrain",
+    "ScheduleConfig",
+    "TaskConfig",
+    "finetune_config",
+    "load_finetune_config",
+    "to_dict",
+]
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The downstream dataset: a segmentation folder (Decathlon or nnU-Net raw layout) or a
+    classification CSV table."""
+
+    kind: Literal["segmentation", "classification"] = "segmentation"
+    path: str = ""
+    image_columns: tuple[str, ...] = ("image",)  # classification: one column per channel
+    label_column: str = "label"
+    spacing: float = 1.0  # mm, isotropic, as in pretraining
+    val_fraction: float = 0.2  # held out for the evaluation
+    oversample: float = 1 / 3  # segmentation patches centred on foreground
+    cache: str | None = None  # preprocessed cases (None: OUT/preprocessed); runs may share one
+
+    def __post_init__(self) -> None:
+        _check(bool(self.path), "task.path is required")
+        _check(self.spacing > 0, "task.spacing must be positive")
+        _check(0 <= self.oversample <= 1, "task.oversample must lie in [0, 1]")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: Literal["default", "frozen", "warmup", "valley", "sawtooth"] = "default"
+    epochs: int = 150
+    decoder_epochs: int | None = None  # None: stage_epochs(epochs)
+    warmup_epochs: int | None = None
+    decoder_lr_factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self.epochs > 0, "schedule.epochs must be positive")
+
+
+@dataclass(frozen=True)
+class FinetuneOptim:
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.99  # SGD
+    nesterov: bool = True  # SGD
+    weight_decay: float = 3e-5
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW
+    grad_clip: float = 12.0  # 0 turns clipping off
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr must be positive")
+
+
+@dataclass(frozen=True)
+class FinetuneTrain:
+    steps_per_epoch: int = 250
+    batch_size: int = 2
+    patch_size: tuple[int, int, int] = (160, 160, 160)
+    amp: Literal["bf16", "fp16", "none"] = "bf16"  # autocast on CUDA; CPU runs in fp32
+    seed: int = 0
+    workers: int = 2  # DataLoader worker processes
+    augment: bool = True
+    out: str = "runs/finetune"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.steps_per_epoch > 0, "train.steps_per_epoch must be positive")
+        _check(self.batch_size > 0, "train.batch_size must be positive")
+        _check(self.workers >= 0, "train.workers must be >= 0")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Sliding-window inference (MONAI) over the held-out cases."""
+
+    overlap: float = 0.5
+    sw_batch_size: int = 2
+    mode: Literal["gaussian", "constant"] = "gaussian"
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.overlap < 1, "evaluation.overlap must lie in [0, 1)")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    task: TaskConfig
+    pretrained: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optim: FinetuneOptim = field(default_factory=FinetuneOptim)
+    train: FinetuneTrain = field(default_factory=FinetuneTrain)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.architecture == "primus_m":
+            _check(
+                all(n % 8 == 0 for n in self.train.patch_size),
+                f"train.patch_size {self.train.patch_size}: Primus needs multiples of 8",
+            )
+        else:
+            stages = len(self.model.features_per_stage or (0,) * 6)
+            step = 2 ** (stages - 1)
+            _check(
+                all(n % step == 0 for n in self.train.patch_size),
+                f"train.patch_size {self.train.patch_size}: ResEnc with {stages} stages needs"
+                f" multiples of {step}",
+            )
+
+
+def defaults(architecture: str, pretrained: bool) -> dict[str, dict[str, Any]]:
+    """The paper's optimizer for ``architecture``, fine-tuning or from scratch."""
+    if architecture == "primus_m":
+        return {
+            "optim": {
+                "name": "adamw",
+                "lr": 1e-4 if pretrained else 3e-4,
+                "weight_decay": 5e-2,
+                "grad_clip": 1.0,
+            },
+            "schedule": {"decoder_lr_factor": 0.01},
+        }
+    return {"optim": {"name": "sgd", "lr": 1e-3 if pretrained else 1e-2}}
+
+
+def load_finetune_config(path: str | Path, overrides: Sequence[str] = ()) -> FinetuneConfig:
+    """The run the YAML file at ``path`` describes, with ``overrides`` (``section.key=value``)."""
+    return finetune_config(read_yaml(path, overrides), str(path))
+
+
+def finetune_config(raw: dict[str, Any], where: str = "config") -> FinetuneConfig:
+    """A ``FinetuneConfig`` from nested mappings: the checkpoint's model and the
+    architecture's defaults under what ``raw`` says."""
+    _check(isinstance(raw.get("task"), dict), f"{where}: a task section is required")
+    model: dict[str, Any] = {}
+    pretrained = raw.get("pretrained")
+    if pretrained is not None:
+        model.update(_checkpoint_model(Path(str(pretrained)), where))
+    given = raw.get("model") or {}
+    _check(isinstance(given, dict), f"{where}: model must be a mapping")
+    model.update(given)
+    architecture = str(model.get("architecture", ModelConfig.architecture))
+    base = defaults(architecture, pretrained=pretrained is not None)
+    merged: dict[str, Any] = {section: dict(values) for section, values in base.items()}
+    for section, values in raw.items():
+        if isinstance(values, dict):
+            merged.setdefault(section, {}).update(values)
+        else:
+            merged[section] = values
+    merged["model"] = model
+    config: FinetuneConfig = parse_dataclass(FinetuneConfig, merged, where)
+    return config
+
+
+def _checkpoint_model(path: Path, where: str) -> dict[str, Any]:
+    """The model section of our checkpoint's pretraining config (empty for others)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except (OSError, RuntimeError, EOFError) as error:
+        raise ConfigError(f"{where}: pretrained {path}: cannot read it: {error}") from error
+    if isinstance(payload, dict) and payload.get("format") == checkpoint.FORMAT:
+        model = dict(payload["config"]["model"])
+        model.pop("decoder_depth", None)  # the MAE decoder does not carry over
+        return model
+    return {}
+
+
+def to_dict(config: FinetuneConfig) -> dict[str, Any]:
+    """Plain nested dicts and lists, for YAML and checkpoints."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return {key: plain(value) for key, value in dataclasses.asdict(config).items()}
