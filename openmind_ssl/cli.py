@@ -96,5 +96,72 @@ def pretrain(
     typer.echo(f"{state} at step {result.step}: {result.checkpoint}")
 
 
+@app.command()
+def finetune(
+    config: Annotated[Path, typer.Option(help="The run's YAML file (see scripts/finetune_*).")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a key: section.key=value (YAML value). Repeatable."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Override train.out.")] = None,
+) -> None:
+    """Fine-tune a pretrained checkpoint (or a network from scratch) on a downstream
+    segmentation or classification task, then evaluate it on the held-out cases. A run whose
+    folder holds latest.pt resumes from it."""
+    from openmind_ssl.finetune.config import load_finetune_config  # noqa: PLC0415
+    from openmind_ssl.finetune.trainer import Finetuner  # noqa: PLC0415
+
+    overrides = list(set_ or [])
+    if out is not None:
+        overrides.append(f"train.out={out}")
+    result = Finetuner(load_finetune_config(config, overrides)).fit()
+    evaluation = result.evaluation
+    typer.echo(
+        f"{evaluation['metric']} {evaluation['value']:.4f} on {len(evaluation['held_out'])}"
+        f" held-out cases: {result.out / 'evaluation.json'}"
+    )
+
+
+@app.command()
+def benchmark(
+    suite: Annotated[Path, typer.Option(help="The suite's YAML file (see scripts/).")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a key: key.path=value (YAML value). Repeatable."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Override the suite's out.")] = None,
+) -> None:
+    """Fine-tune every checkpoint x schedule x dataset of SUITE and write the paper-style
+    table (OUT/benchmark.csv, .md, .png). Finished runs are kept: the same command continues."""
+    from openmind_ssl.finetune.benchmark import run_benchmark  # noqa: PLC0415
+
+    result = run_benchmark(suite, list(set_ or []), out)
+    typer.echo(result.files["md"].read_text())
+    for kind, path in result.files.items():
+        typer.echo(f"{kind}: {path}")
+
+
+@app.command("synthetic-tasks")
+def synthetic_tasks(
+    out: Annotated[Path, typer.Option(help="Folder for the two tasks.")] = Path("downstream"),
+    cases: Annotated[int, typer.Option(help="Cases per task.")] = 24,
+    voxel_mm: Annotated[float, typer.Option(help="Voxel size of the images.")] = 2.0,
+    seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 0,
+) -> None:
+    """Write the synthetic downstream tasks: OUT/lesions (segmentation of lesions and their
+    rims in synthetic heads, nnU-Net raw layout, T1w + FLAIR) and OUT/presence (lesions or
+    healthy: a classification table)."""
+    from openmind_ssl.finetune.synthetic import (  # noqa: PLC0415
+        write_classification_task,
+        write_segmentation_task,
+    )
+
+    segmentation = write_segmentation_task(
+        out / "lesions", cases=cases, seed=seed, voxel_mm=voxel_mm
+    )
+    table = write_classification_task(out / "presence", cases=cases, seed=seed, voxel_mm=voxel_mm)
+    typer.echo(f"segmentation: {segmentation}\nclassification: {table}")
+
+
 if __name__ == "__main__":
     app()

@@ -37,6 +37,7 @@ __all__ = [
     "FinetuneTrain",
     "ScheduleConfig",
     "TaskConfig",
+    "checkpoint_model",
     "finetune_config",
     "load_finetune_config",
     "to_dict",
@@ -177,7 +178,7 @@ def finetune_config(raw: dict[str, Any], where: str = "config") -> FinetuneConfi
     model: dict[str, Any] = {}
     pretrained = raw.get("pretrained")
     if pretrained is not None:
-        model.update(_checkpoint_model(Path(str(pretrained)), where))
+        model.update(checkpoint_model(Path(str(pretrained)), where))
     given = raw.get("model") or {}
     _check(isinstance(given, dict), f"{where}: model must be a mapping")
     model.update(given)
@@ -194,7 +195,7 @@ def finetune_config(raw: dict[str, Any], where: str = "config") -> FinetuneConfi
     return config
 
 
-def _checkpoint_model(path: Path, where: str) -> dict[str, Any]:
+def checkpoint_model(path: Path, where: str) -> dict[str, Any]:
     """The model section of our checkpoint's pretraining config (empty for others)."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)

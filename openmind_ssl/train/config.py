@@ -37,9 +37,9 @@ __all__ = [
     "TrainConfig",
     "build_options",
     "load_config",
+    "paper_defaults",
     "parse_dataclass",
     "read_yaml",
-    "paper_defaults",
     "to_dict",
 ]
 
@@ -205,22 +205,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     """The run described by the YAML file at ``path`` (None: all defaults), with ``overrides``
     of the form ``section.key=value`` (the value parsed as YAML) applied last."""
     where = str(path) if path is not None else "the defaults"
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"{path}: cannot read the config: {error}") from error
-        _check(loaded is None or isinstance(loaded, dict), f"{path}: must be a mapping")
-        raw = dict(loaded or {})
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        section, dot, name = key.strip().partition(".")
-        _check(bool(sep and dot and name), f"--set {override!r}: use section.key=value")
-        raw.setdefault(section, {})
-        _check(isinstance(raw[section], dict), f"{where}: {section} must be a mapping")
-        raw[section][name] = yaml.safe_load(value)
-    return from_dict(raw, where)
+    return from_dict(read_yaml(path, overrides), where)
 
 
 def from_dict(raw: Mapping[str, Any], where: str = "config") -> PretrainConfig:
@@ -258,24 +243,26 @@ def to_dict(config: PretrainConfig) -> dict[str, Any]:
     }
 
 
-def read_yaml(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """The mapping in the YAML file at ``path``, with ``overrides`` of the form
+def read_yaml(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The mapping in the YAML file at ``path`` (None: empty), with ``overrides`` of the form
     ``section.key=value`` (the value parsed as YAML; ``key=value`` for a top-level key)."""
-    try:
-        loaded = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: cannot read the config: {error}") from error
-    _check(loaded is None or isinstance(loaded, dict), f"{path}: must be a mapping")
-    raw: dict[str, Any] = dict(loaded or {})
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"{path}: cannot read the config: {error}") from error
+        _check(loaded is None or isinstance(loaded, dict), f"{path}: must be a mapping")
+        raw = dict(loaded or {})
     for override in overrides:
         key, sep, value = override.partition("=")
         _check(bool(sep and key.strip()), f"--set {override!r}: use section.key=value")
         *sections, name = key.strip().split(".")
-        where = raw
+        node = raw
         for section in sections:
-            where = where.setdefault(section, {})
-            _check(isinstance(where, dict), f"{path}: {section} must be a mapping")
-        where[name] = yaml.safe_load(value)
+            node = node.setdefault(section, {})
+            _check(isinstance(node, dict), f"{path or 'config'}: {section} must be a mapping")
+        node[name] = yaml.safe_load(value)
     return raw
 
 
