@@ -16,6 +16,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+#: ``--set section.key=value``, repeatable: any key of a run's YAML file, the value read as YAML.
+Overrides = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a key: section.key=value (YAML value). Repeatable."),
+]
+
 
 @app.callback()
 def main(quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
@@ -70,10 +76,7 @@ def cache(
 @app.command()
 def pretrain(
     config: Annotated[Path, typer.Option(help="The run's YAML file (see scripts/).")],
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a key: section.key=value (YAML value). Repeatable."),
-    ] = None,
+    set_: Overrides = None,
     out: Annotated[Path | None, typer.Option(help="Override train.out.")] = None,
 ) -> None:
     """Pretrain as CONFIG says, on this process or under torchrun (one process per GPU).
@@ -99,10 +102,7 @@ def pretrain(
 @app.command()
 def finetune(
     config: Annotated[Path, typer.Option(help="The run's YAML file (see scripts/finetune_*).")],
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a key: section.key=value (YAML value). Repeatable."),
-    ] = None,
+    set_: Overrides = None,
     out: Annotated[Path | None, typer.Option(help="Override train.out.")] = None,
 ) -> None:
     """Fine-tune a pretrained checkpoint (or a network from scratch) on a downstream
@@ -125,10 +125,7 @@ def finetune(
 @app.command()
 def benchmark(
     suite: Annotated[Path, typer.Option(help="The suite's YAML file (see scripts/).")],
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override a key: key.path=value (YAML value). Repeatable."),
-    ] = None,
+    set_: Overrides = None,
     out: Annotated[Path | None, typer.Option(help="Override the suite's out.")] = None,
 ) -> None:
     """Fine-tune every checkpoint x schedule x dataset of SUITE and write the paper-style

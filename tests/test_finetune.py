@@ -408,3 +408,28 @@ def test_parameter_groups_split_the_network_once() -> None:
 
 def _tiny() -> dict[str, Any]:
     return dict(TINY_MODEL["resenc_l"])
+
+
+def test_a_primus_checkpoint_fine_tunes_at_another_patch_size(
+    built: tuple[BuildResult, Path], tasks: dict[str, Path], tmp_path: Path
+) -> None:
+    """MAE-pretrained at 32^3 (4^3 tokens), fine-tuned at 48^3 (6^3 tokens): the position
+    embedding is interpolated, and Sawtooth's decoder stage runs at a hundredth of the rate."""
+    raw = tiny_run(built[0].out, tmp_path / "pretrain", "primus_m", train={"epochs": 1})
+    raw["train"]["steps_per_epoch"] = 3
+    Pretrainer(write_config(raw, tmp_path / "pretrain.yaml")).fit()
+    config = run_config(
+        tasks["segmentation"], tmp_path / "run", schedule={"name": "sawtooth"},
+        train={"patch_size": [48, 48, 48]},
+    )  # fmt: skip
+    config["pretrained"] = str(tmp_path / "pretrain" / "final.pt")
+    trainer = Finetuner(finetune_config(config))
+    assert trainer.config.model.embed_dim == TINY_MODEL["primus_m"]["embed_dim"]
+    assert trainer.config.optim.lr == 1e-4 and trainer.config.optim.name == "adamw"
+    assert trainer.load_report is not None
+    assert "eva.pos_embed" in trainer.load_report.adapted
+    assert trainer.network.eva.pos_embed.shape[1] == 6**3
+    trainer.fit()
+    rows = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert rows["lr_last"][0] == pytest.approx(1e-6)  # the decoder warm-up's peak: lr x 0.01
+    assert rows["lr_last"][2] == pytest.approx(1e-4)  # the whole network's

@@ -27,13 +27,13 @@ from typing import Any, Literal
 import torch
 
 from openmind_data.errors import ConfigError
+from openmind_ssl.finetune.schedules import TRANSFER_LR
 from openmind_ssl.train import checkpoint
-from openmind_ssl.train.config import ModelConfig, parse_dataclass, read_yaml
+from openmind_ssl.train.config import ModelConfig, OptimizerConfig, parse_dataclass, read_yaml
 
 __all__ = [
     "EvaluationConfig",
     "FinetuneConfig",
-    "FinetuneOptim",
     "FinetuneTrain",
     "ScheduleConfig",
     "TaskConfig",
@@ -82,20 +82,6 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
-class FinetuneOptim:
-    name: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 1e-3
-    momentum: float = 0.99  # SGD
-    nesterov: bool = True  # SGD
-    weight_decay: float = 3e-5
-    betas: tuple[float, float] = (0.9, 0.98)  # AdamW
-    grad_clip: float = 12.0  # 0 turns clipping off
-
-    def __post_init__(self) -> None:
-        _check(self.lr > 0, "optim.lr must be positive")
-
-
-@dataclass(frozen=True)
 class FinetuneTrain:
     steps_per_epoch: int = 250
     batch_size: int = 2
@@ -131,7 +117,7 @@ class FinetuneConfig:
     pretrained: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    optim: FinetuneOptim = field(default_factory=FinetuneOptim)
+    optim: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=1e-3))
     train: FinetuneTrain = field(default_factory=FinetuneTrain)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
@@ -157,13 +143,13 @@ def defaults(architecture: str, pretrained: bool) -> dict[str, dict[str, Any]]:
         return {
             "optim": {
                 "name": "adamw",
-                "lr": 1e-4 if pretrained else 3e-4,
+                "lr": TRANSFER_LR["primus_m"] if pretrained else 3e-4,
                 "weight_decay": 5e-2,
                 "grad_clip": 1.0,
             },
             "schedule": {"decoder_lr_factor": 0.01},
         }
-    return {"optim": {"name": "sgd", "lr": 1e-3 if pretrained else 1e-2}}
+    return {"optim": {"name": "sgd", "lr": TRANSFER_LR["resenc_l"] if pretrained else 1e-2}}
 
 
 def load_finetune_config(path: str | Path, overrides: Sequence[str] = ()) -> FinetuneConfig:

@@ -53,6 +53,7 @@ from openmind_ssl.finetune.tasks import (
 from openmind_ssl.finetune.volumes import PatchSamples, Prepared, center_crop, prepare
 from openmind_ssl.models import parameter_count
 from openmind_ssl.train import checkpoint
+from openmind_ssl.train.optimizer import build_optimizer
 
 __all__ = ["FinetuneResult", "Finetuner"]
 
@@ -303,19 +304,8 @@ class Finetuner:
     # -- optimizer, checkpoints ----------------------------------------------------------
 
     def _optimizer(self, trains: frozenset[str]) -> torch.optim.Optimizer:
-        optim = self.config.optim
         parameters = [p for group in sorted(trains) for p in self.groups[group]]
-        if optim.name == "adamw":
-            return torch.optim.AdamW(
-                parameters, lr=optim.lr, weight_decay=optim.weight_decay, betas=optim.betas
-            )
-        return torch.optim.SGD(
-            parameters,
-            lr=optim.lr,
-            momentum=optim.momentum,
-            nesterov=optim.nesterov,
-            weight_decay=optim.weight_decay,
-        )
+        return build_optimizer(parameters, self.config.optim)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.autocast_dtype is None:

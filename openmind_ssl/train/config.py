@@ -33,6 +33,7 @@ __all__ = [
     "MethodConfig",
     "ModelConfig",
     "OptimConfig",
+    "OptimizerConfig",
     "PretrainConfig",
     "TrainConfig",
     "build_options",
@@ -118,8 +119,8 @@ class MethodConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
-    """The optimizer and the learning rate: linear warm-up, then polynomial decay to 0."""
+class OptimizerConfig:
+    """An optimizer: SGD (momentum, Nesterov) or AdamW, weight decay, gradient clipping."""
 
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = 1e-2
@@ -127,12 +128,21 @@ class OptimConfig:
     nesterov: bool = True  # SGD
     weight_decay: float = 3e-5
     betas: tuple[float, float] = (0.9, 0.98)  # AdamW
-    warmup_epochs: int = 0
-    poly_exponent: float = 0.9
     grad_clip: float = 12.0  # max gradient norm; 0 turns clipping off
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optim.lr must be positive")
+
+
+@dataclass(frozen=True)
+class OptimConfig(OptimizerConfig):
+    """Pretraining's optimizer and learning rate: linear warm-up, then polynomial decay to 0."""
+
+    warmup_epochs: int = 0
+    poly_exponent: float = 0.9
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0")
 
 

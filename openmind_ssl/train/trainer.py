@@ -37,6 +37,7 @@ from openmind_ssl.train import checkpoint
 from openmind_ssl.train.config import PretrainConfig, from_dict, to_dict
 from openmind_ssl.train.distributed import Distributed, setup
 from openmind_ssl.train.metrics import open_metrics
+from openmind_ssl.train.optimizer import build_optimizer
 from openmind_ssl.train.schedule import learning_rate
 
 __all__ = ["PretrainResult", "Pretrainer"]
@@ -77,7 +78,7 @@ class Pretrainer:
             self.model = DistributedDataParallel(self.network, device_ids=ids)
         if train.compile:
             self.model = torch.compile(self.model)  # type: ignore[assignment]
-        self.optimizer = _optimizer(self.network, config)
+        self.optimizer = build_optimizer(self.network.parameters(), config.optim)
         on_cuda = self.dist.device.type == "cuda"
         self.autocast_dtype = (
             {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.amp) if on_cuda else None
@@ -351,21 +352,6 @@ class Pretrainer:
             return self._stop
         flag = torch.tensor(float(self._stop), device=self.dist.device)
         return bool(self.dist.sum(flag) > 0)
-
-
-def _optimizer(network: nn.Module, config: PretrainConfig) -> torch.optim.Optimizer:
-    optim = config.optim
-    if optim.name == "adamw":
-        return torch.optim.AdamW(
-            network.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, betas=optim.betas
-        )
-    return torch.optim.SGD(
-        network.parameters(),
-        lr=optim.lr,
-        momentum=optim.momentum,
-        nesterov=optim.nesterov,
-        weight_decay=optim.weight_decay,
-    )
 
 
 def _same_run(saved: PretrainConfig, current: PretrainConfig, path: Path) -> None:
