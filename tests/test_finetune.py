@@ -359,6 +359,7 @@ def test_the_benchmark_runs_every_combination_and_renders_the_table(
                 "path": str(tasks["classification"]),
                 "spacing": 4.0,
                 "domain": "OOD",
+                "train": {"patch_size": [48, 64, 64]},  # this dataset's own
             },
         },
     }
@@ -385,11 +386,18 @@ def test_the_benchmark_runs_every_combination_and_renders_the_table(
     )
     assert scratch["model"]["features_per_stage"] == _tiny()["features_per_stage"]
     assert scratch["optim"]["lr"] == 1e-2 and scratch["pretrained"] is None
+    presence = yaml.safe_load((bench / "mae" / "sawtooth" / "presence" / "config.yaml").read_text())
+    assert presence["train"]["patch_size"] == [48, 64, 64]
+    assert presence["train"]["steps_per_epoch"] == 1  # the rest from base
     # Run again: every evaluation is read back, nothing is trained.
     stamps = {p: p.stat().st_mtime_ns for p in bench.rglob("final.pt")}
     again = runner.invoke(app, ["benchmark", "--suite", str(path)])
     assert again.exit_code == 0, again.output
     assert stamps == {p: p.stat().st_mtime_ns for p in bench.rglob("final.pt")}
+    # A finished run of another configuration is not taken for this suite's.
+    changed = runner.invoke(app, ["benchmark", "--suite", str(path), "--set", "base.optim.lr=0.5"])
+    assert isinstance(changed.exception, ConfigError)
+    assert "optim.lr" in str(changed.exception)
 
 
 def test_parameter_groups_split_the_network_once() -> None:

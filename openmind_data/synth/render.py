@@ -26,6 +26,7 @@ __all__ = [
     "Rendered",
     "render_anatomy",
     "subject_transform",
+    "tissue_image",
 ]
 
 DefaceStyle = Literal["none", "pydeface", "quickshear"]
@@ -114,7 +115,9 @@ def subject_transform(rng: np.random.Generator) -> NDArray[np.float64]:
 
 
 @lru_cache(maxsize=16)
-def _tissue_image(resolution: int, contrast: str) -> NDArray[np.float32]:
+def tissue_image(resolution: int, contrast: str) -> NDArray[np.float32]:
+    """The phantom at ``resolution`` mm as ``contrast`` shows it, before pose, bias or noise:
+    each tissue's mean intensity, brain voxels mixed by their partial-volume fractions."""
     phantom = head_phantom(resolution)
     means = CONTRASTS[contrast]
     lut = np.zeros(max(Tissue) + 1, dtype=np.float32)
@@ -168,7 +171,7 @@ def render_anatomy(spec: AnatomySpec, rng: np.random.Generator) -> Rendered:
     resolution = phantom_resolution(spec.grid)
     phantom = head_phantom(resolution)
     clean = sample_phantom(
-        _tissue_image(resolution, spec.contrast), phantom, spec.grid, spec.pose, order=1
+        tissue_image(resolution, spec.contrast), phantom, spec.grid, spec.pose, order=1
     ).astype(np.float32)
     codes = sample_phantom(label_codes(resolution), phantom, spec.grid, spec.pose, order=0)
     tissue = (codes % BRAIN_FLAG).astype(np.uint8)

@@ -12,9 +12,13 @@ evaluated, then the paper-style table.
       mae: runs/resenc_l_mae/final.pt
     schedules: [default, warmup, valley, sawtooth, frozen]
     scratch_schedules: [default]   # a random encoder has nothing to protect: one schedule
-    datasets:                   # name -> a task section, plus its domain
+    datasets:                   # name -> a task section, its domain, and its own settings
       lesions: {kind: segmentation, path: data/Dataset101_Lesions, domain: ID}
-      presence: {kind: classification, path: data/presence/labels.csv, domain: OOD}
+      presence:
+        kind: classification
+        path: data/presence/labels.csv
+        domain: OOD
+        train: {patch_size: [192, 192, 160]}   # over base's, for this dataset only
 
 Each run lives in ``OUT/<checkpoint>/<schedule>/<dataset>/``. A run whose ``evaluation.json``
 exists is read, not repeated, and an interrupted one resumes from its ``latest.pt``: the same
@@ -35,8 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from openmind_data.errors import ConfigError
-from openmind_ssl.finetune.config import checkpoint_model, finetune_config
+from openmind_ssl.finetune.config import check_same_run, checkpoint_model, finetune_config
 from openmind_ssl.finetune.report import build_table, write_table
 from openmind_ssl.finetune.schedules import SCHEDULES
 from openmind_ssl.finetune.trainer import Finetuner
@@ -47,6 +53,8 @@ __all__ = ["BenchmarkResult", "run_benchmark"]
 log = logging.getLogger(__name__)
 
 SUITE_KEYS = {"out", "base", "checkpoints", "schedules", "scratch_schedules", "datasets"}
+#: Sections a dataset may set for its own runs (as nnU-Net plans a patch size per dataset).
+RUN_SECTIONS = ("model", "schedule", "optim", "train", "evaluation")
 
 
 @dataclass
@@ -113,19 +121,26 @@ def _run(
     scratch_model: dict[str, Any],
     where: str,
 ) -> dict[str, Any]:
-    done = out / "evaluation.json"
-    if done.is_file():
-        evaluation: dict[str, Any] = json.loads(done.read_text())
-        return evaluation
     raw = copy.deepcopy(base)
     raw["pretrained"] = pretrained
-    raw["task"] = {k: v for k, v in entry.items() if k != "domain"} | {"cache": str(cache)}
+    task = {k: v for k, v in entry.items() if k not in (*RUN_SECTIONS, "domain")}
+    raw["task"] = task | {"cache": str(cache)}
+    for section in RUN_SECTIONS:
+        if isinstance(entry.get(section), dict):
+            raw.setdefault(section, {}).update(entry[section])
     raw.setdefault("schedule", {})["name"] = schedule
     raw.setdefault("train", {})["out"] = str(out)
     if pretrained is None:
         raw["model"] = scratch_model | raw.get("model", {})
+    config = finetune_config(raw, where)
+    done = out / "evaluation.json"
+    if done.is_file():  # finished before: read back, if it is this suite's run
+        saved = out / "config.yaml"
+        check_same_run(finetune_config(yaml.safe_load(saved.read_text()), str(saved)), config, out)
+        evaluation: dict[str, Any] = json.loads(done.read_text())
+        return evaluation
     log.info("%s: fine-tuning into %s", where, out)
-    return Finetuner(finetune_config(raw, where)).fit().evaluation
+    return Finetuner(config).fit().evaluation
 
 
 def _check_suite(

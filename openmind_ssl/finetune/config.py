@@ -37,6 +37,7 @@ __all__ = [
     "FinetuneTrain",
     "ScheduleConfig",
     "TaskConfig",
+    "check_same_run",
     "checkpoint_model",
     "finetune_config",
     "load_finetune_config",
@@ -192,6 +193,33 @@ def checkpoint_model(path: Path, where: str) -> dict[str, Any]:
         model.pop("decoder_depth", None)  # the MAE decoder does not carry over
         return model
     return {}
+
+
+#: Keys a run may change on resume without changing what it computes.
+RESUMABLE_CHANGES = {
+    ("train", "progress"),
+    ("train", "workers"),
+    ("train", "out"),
+    ("task", "cache"),
+}
+
+
+def check_same_run(saved: FinetuneConfig, current: FinetuneConfig, path: Path) -> None:
+    """Refuse ``current`` if it computes something else than ``saved``, the config of the run
+    in ``path`` (keys such as the progress bar or the worker count may differ)."""
+    before, now = to_dict(saved), to_dict(current)
+    changed = [
+        f"{section}.{key}"
+        for section, values in now.items()
+        for key, value in (values.items() if isinstance(values, dict) else [("", values)])
+        if (section, key) not in RESUMABLE_CHANGES
+        and (before[section].get(key) if key else before[section]) != value
+    ]
+    if changed:
+        raise ConfigError(
+            f"{path} belongs to another run ({', '.join(changed)} differ); use another"
+            " train.out, or delete it to start over"
+        )
 
 
 def to_dict(config: FinetuneConfig) -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
 Segmentation uses the pretraining architecture itself with a fresh output layer: ResEnc-L's
 U-Net, or Primus with its patch decoder (no MAE decoder). Classification keeps only the encoder
-and pools it: global average pooling of ResEnc-L's deepest stage, or the mean of Primus's
-tokens, then a linear layer. The classifier's attributes carry the backbone's names
-(``encoder``; ``down_projection`` and ``eva``), so pretrained weights map onto it with the
-same keys as onto the segmentation network.
+and pools it: the average and the maximum over ResEnc-L's deepest stage, or over Primus's
+tokens, side by side, then a linear layer. The maximum is there for findings that fill a few
+cells of the volume (a lesion), which an average alone dilutes. The classifier's attributes
+carry the backbone's names (``encoder``; ``down_projection`` and ``eva``), so pretrained weights
+map onto it with the same keys as onto the segmentation network.
 
 ``"encoder"`` is what a checkpoint provides (the encoder with its stem, and Primus's position
 embedding); ``"decoder"`` is everything fresh (the U-Net decoder, the up-projection, the head).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from openmind_ssl.models import Primus, ResEncL, build_network
@@ -49,11 +51,11 @@ class Classifier(nn.Module):
             self.down_projection = backbone.down_projection
             self.eva = backbone.eva
             self.input_shape = backbone.input_shape
-            width = backbone.embed_dim
+            width = 2 * backbone.embed_dim
             self.norm: nn.Module = nn.LayerNorm(width)
         elif isinstance(backbone, ResEncL):
             self.encoder = backbone.encoder
-            width = backbone.encoder.output_channels[-1]
+            width = 2 * backbone.encoder.output_channels[-1]
             self.norm = nn.Identity()
         else:
             raise TypeError(f"no classifier for {type(backbone).__name__}")
@@ -65,10 +67,11 @@ class Classifier(nn.Module):
         if self.primus:
             if tuple(x.shape[2:]) != self.input_shape:
                 raise ValueError(f"expected spatial shape {self.input_shape}, got {x.shape[2:]}")
-            tokens = self.down_projection(x).flatten(2).transpose(1, 2)
-            pooled = self.eva(tokens).mean(dim=1)
+            tokens = self.down_projection(x).flatten(2)
+            features = self.eva(tokens.transpose(1, 2)).transpose(1, 2)  # (B, C, N)
         else:
-            pooled = self.encoder(x)[-1].mean(dim=(2, 3, 4))
+            features = self.encoder(x)[-1].flatten(2)  # (B, C, X * Y * Z)
+        pooled = torch.cat([features.mean(dim=2), features.amax(dim=2)], dim=1)
         logits: Tensor = self.head(self.norm(pooled))
         return logits
 

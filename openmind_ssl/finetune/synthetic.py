@@ -44,11 +44,11 @@ from openmind_data.synth.phantom import Tissue, head_phantom
 from openmind_data.synth.render import (
     BRAIN_FLAG,
     CONTRASTS,
-    _tissue_image,
     label_codes,
     phantom_resolution,
     sample_phantom,
     subject_transform,
+    tissue_image,
     world_coordinates,
 )
 
@@ -275,7 +275,7 @@ def render_case(spec: CaseSpec, channels: Sequence[str] = ("T1w", "FLAIR")) -> R
     images = {}
     for channel in channels:
         clean = sample_phantom(
-            _tissue_image(resolution, channel), phantom, spec.grid, spec.pose, order=1
+            tissue_image(resolution, channel), phantom, spec.grid, spec.pose, order=1
         ).astype(np.float32)
         acquisition = spec.acquisitions[channel]
         # The noise level comes from the head without lesions, so that lesions change nothing

@@ -41,7 +41,12 @@ from tqdm import tqdm
 
 from openmind_data.errors import ConfigError
 from openmind_ssl.finetune.adapt import load_pretrained, read_pretrained
-from openmind_ssl.finetune.config import FinetuneConfig, finetune_config, to_dict
+from openmind_ssl.finetune.config import (
+    FinetuneConfig,
+    check_same_run,
+    finetune_config,
+    to_dict,
+)
 from openmind_ssl.finetune.metrics import auroc, balanced_accuracy, dice_per_class, mean_dice
 from openmind_ssl.finetune.networks import build_downstream, freeze, parameter_groups
 from openmind_ssl.finetune.schedules import Schedule, make_schedule
@@ -336,7 +341,7 @@ class Finetuner:
         saved = checkpoint.load(path)
         if saved.get("kind") != "finetune":
             raise ConfigError(f"{path}: not a fine-tuning checkpoint")
-        _same_run(finetune_config(saved["config"], str(path)), self.config, path)
+        check_same_run(finetune_config(saved["config"], str(path)), self.config, path)
         self.network.load_state_dict(saved["model"])
         self.epoch = int(saved["epoch"])
         if self.epoch < self.schedule.epochs:
@@ -368,31 +373,6 @@ def _loss(kind: str) -> nn.Module:
         smooth_dr=1e-5,
     )
     return loss
-
-
-#: Keys a run may change on resume without changing what it computes.
-RESUMABLE_CHANGES = {
-    ("train", "progress"),
-    ("train", "workers"),
-    ("train", "out"),
-    ("task", "cache"),
-}
-
-
-def _same_run(saved: FinetuneConfig, current: FinetuneConfig, path: Path) -> None:
-    before, now = to_dict(saved), to_dict(current)
-    changed = [
-        f"{section}.{key}"
-        for section, values in now.items()
-        for key, value in (values.items() if isinstance(values, dict) else [("", values)])
-        if (section, key) not in RESUMABLE_CHANGES
-        and (before[section].get(key) if key else before[section]) != value
-    ]
-    if changed:
-        raise ConfigError(
-            f"{path} belongs to another run ({', '.join(changed)} differ); use another"
-            " train.out, or delete it to start over"
-        )
 
 
 @contextlib.contextmanager
