@@ -27,7 +27,7 @@ from openmind_ssl.finetune.config import finetune_config
 from openmind_ssl.finetune.networks import build_downstream, parameter_groups
 from openmind_ssl.finetune.synthetic import write_classification_task, write_segmentation_task
 from openmind_ssl.finetune.tasks import read_segmentation_task
-from openmind_ssl.finetune.trainer import Finetuner
+from openmind_ssl.finetune.trainer import Finetuner, _deep_supervision
 from openmind_ssl.finetune.volumes import prepare
 from openmind_ssl.models import Primus
 from openmind_ssl.train import checkpoint
@@ -215,8 +215,17 @@ def test_segmentation_learns_the_lesions_from_scratch(
     )
     raw["model"]["blocks_per_stage"] = [1, 1, 1, 1]
     trainer = Finetuner(finetune_config(raw))
+    assert trainer.network.decoder.deep_supervision  # nnU-Net's default for ResEnc
+    layers = trainer.network.decoder.seg_layers  # deepest (coarsest) first
+    before = [[p.detach().clone() for p in layer.parameters()] for layer in layers]
     untrained = trainer.evaluate(tmp_path / "run" / "preprocessed" / "4mm")
     result = trainer.fit()
+    changed = [
+        any(not torch.equal(a, p) for a, p in zip(old, layer.parameters(), strict=True))
+        for old, layer in zip(before, layers, strict=True)
+    ]
+    # Every stage learns but the coarsest, which nnU-Net weighs 0 (no weight decay here).
+    assert changed == [False] + [True] * (len(layers) - 1)
     assert result.losses[-1] < 0.5 * result.losses[0]
     assert untrained["dice"]["lesion"] < 0.1
     assert result.evaluation["dice"]["lesion"] > 0.6
@@ -398,6 +407,24 @@ def test_the_benchmark_runs_every_combination_and_renders_the_table(
     changed = runner.invoke(app, ["benchmark", "--suite", str(path), "--set", "base.optim.lr=0.5"])
     assert isinstance(changed.exception, ConfigError)
     assert "optim.lr" in str(changed.exception)
+
+
+def test_deep_supervision_weighs_each_stage_against_labels_at_its_resolution() -> None:
+    """Three outputs (full, half, quarter resolution): weights 1, 1/2 and 0, normalised."""
+    seen: list[tuple[int, ...]] = []
+
+    class MeanOfOutput(torch.nn.Module):
+        def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            assert target.shape[2:] == output.shape[2:] and target.dtype == torch.int64
+            seen.append(tuple(target.shape[2:]))
+            return output.mean()
+
+    label = torch.zeros(1, 1, 8, 8, 8, dtype=torch.int64)
+    label[..., 4:, :, :] = 1
+    outputs = [torch.full((1, 2, n, n, n), float(v)) for n, v in ((8, 1), (4, 2), (2, 3))]
+    loss = _deep_supervision(MeanOfOutput(), outputs, label)
+    assert float(loss) == pytest.approx((1 * 1 + 0.5 * 2) / 1.5)
+    assert seen == [(8, 8, 8), (4, 4, 4)]  # the coarsest output (weight 0) is not scored
 
 
 def test_parameter_groups_split_the_network_once() -> None:

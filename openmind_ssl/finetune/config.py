@@ -91,6 +91,7 @@ class FinetuneTrain:
     seed: int = 0
     workers: int = 2  # DataLoader worker processes
     augment: bool = True
+    deep_supervision: bool = True  # ResEnc-L segmentation: a loss at every decoder stage
     out: str = "runs/finetune"
     progress: bool = True
 

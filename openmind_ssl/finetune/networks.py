@@ -83,11 +83,16 @@ def build_downstream(
     kind: str,
     input_channels: int,
     num_classes: int,
+    deep_supervision: bool = False,
 ) -> nn.Module:
     """The ``kind`` ("segmentation" | "classification") network for ``model`` (a
-    ``ModelConfig``) at ``patch_size``."""
+    ``ModelConfig``) at ``patch_size``; ``deep_supervision`` for ResEnc-L segmentation."""
     backbone = build_network(
-        model, patch_size, input_channels=input_channels, num_classes=max(num_classes, 1)
+        model,
+        patch_size,
+        input_channels=input_channels,
+        num_classes=max(num_classes, 1),
+        deep_supervision=deep_supervision and kind == "segmentation",
     )
     if kind == "classification":
         return Classifier(backbone, num_classes)

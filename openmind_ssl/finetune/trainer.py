@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import yaml
 from torch import Tensor, nn
+from torch.nn import functional
 from tqdm import tqdm
 
 from openmind_data.errors import ConfigError
@@ -104,6 +105,7 @@ class Finetuner:
             kind=task.kind,
             input_channels=self.channels,
             num_classes=self.classes,
+            deep_supervision=config.train.deep_supervision,
         )
         self.load_report = None
         if config.pretrained is not None:
@@ -214,12 +216,16 @@ class Finetuner:
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             logits = self.network(image)
-        loss = self.loss(logits.float(), label)
+        loss: Tensor
+        if isinstance(logits, list):  # deep supervision: full resolution first
+            loss = _deep_supervision(self.loss, [out.float() for out in logits], label)
+        else:
+            loss = self.loss(logits.float(), label)
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+            torch.autograd.backward(self.scaler.scale(loss))
             self.scaler.unscale_(self.optimizer)
         else:
-            loss.backward()
+            torch.autograd.backward(loss)
         clip = self.config.optim.grad_clip
         if clip > 0:
             trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -264,7 +270,7 @@ class Finetuner:
                     image,
                     roi_size=self.config.train.patch_size,
                     sw_batch_size=ev.sw_batch_size,
-                    predictor=self.network,
+                    predictor=self._full_resolution,
                     overlap=ev.overlap,
                     mode=ev.mode,
                 )
@@ -305,6 +311,12 @@ class Finetuner:
                 for c, t, p in zip(cases, truth, predictions, strict=True)
             ],
         }
+
+    def _full_resolution(self, x: Tensor) -> Tensor:
+        """The network's full-resolution logits (the first of deep supervision's outputs)."""
+        logits = self.network(x)
+        full: Tensor = logits[0] if isinstance(logits, list) else logits
+        return full
 
     # -- optimizer, checkpoints ----------------------------------------------------------
 
@@ -373,6 +385,25 @@ def _loss(kind: str) -> nn.Module:
         smooth_dr=1e-5,
     )
     return loss
+
+
+def _deep_supervision(loss: nn.Module, outputs: list[Tensor], label: Tensor) -> Tensor:
+    """nnU-Net's deep supervision: the loss at each decoder stage against the labels resized
+    (nearest) to its resolution, weighted 1, 1/2, 1/4, ... from full resolution down, the
+    coarsest output left out, the weights normalised to sum to 1."""
+    weights = [0.5**i for i in range(len(outputs))]
+    if len(weights) > 1:
+        weights[-1] = 0.0
+    total = sum(weights)
+    terms = []
+    for weight, output in zip(weights, outputs, strict=True):
+        if weight == 0:
+            continue
+        target = label
+        if output.shape[2:] != label.shape[2:]:
+            target = functional.interpolate(label.float(), output.shape[2:], mode="nearest")
+        terms.append(weight / total * loss(output, target.long()))
+    return torch.stack(terms).sum()
 
 
 @contextlib.contextmanager

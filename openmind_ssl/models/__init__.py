@@ -35,10 +35,12 @@ def build_network(
     input_channels: int = 1,
     num_classes: int = 1,
     mae_decoder: bool = False,
+    deep_supervision: bool = False,
 ) -> nn.Module:
     """The network a ``ModelConfig`` describes, for crops of ``patch_size``. ``mae_decoder``
     gives Primus its small transformer decoder (``model.decoder_depth`` blocks) after the
-    mask-token restore; ResEnc-L reconstructs with its own U-Net decoder."""
+    mask-token restore; ResEnc-L reconstructs with its own U-Net decoder, which outputs one
+    prediction per decoder stage with ``deep_supervision`` (Primus has a single output)."""
     if model.architecture == "resenc_l":
         sizes = {
             key: value
@@ -48,7 +50,7 @@ def build_network(
             )
             if value is not None
         }
-        return ResEncL(input_channels, num_classes, **sizes)
+        return ResEncL(input_channels, num_classes, deep_supervision=deep_supervision, **sizes)
     overrides = {
         key: value
         for key, value in (
