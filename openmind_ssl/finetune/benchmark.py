@@ -42,11 +42,11 @@ from typing import Any
 import yaml
 
 from openmind_data.errors import ConfigError
-from openmind_ssl.finetune.config import check_same_run, checkpoint_model, finetune_config
+from openmind_ssl.finetune.config import RESUMABLE_CHANGES, checkpoint_model, finetune_config
 from openmind_ssl.finetune.report import build_table, write_table
 from openmind_ssl.finetune.schedules import SCHEDULES
 from openmind_ssl.finetune.trainer import Finetuner
-from openmind_ssl.train.config import read_yaml
+from openmind_ssl.train.config import check_same_run, read_yaml, to_dict
 
 __all__ = ["BenchmarkResult", "run_benchmark"]
 
@@ -135,8 +135,8 @@ def _run(
     config = finetune_config(raw, where)
     done = out / "evaluation.json"
     if done.is_file():  # finished before: read back, if it is this suite's run
-        saved = out / "config.yaml"
-        check_same_run(finetune_config(yaml.safe_load(saved.read_text()), str(saved)), config, out)
+        saved = finetune_config(yaml.safe_load((out / "config.yaml").read_text()), str(out))
+        check_same_run(to_dict(saved), to_dict(config), out, RESUMABLE_CHANGES)
         evaluation: dict[str, Any] = json.loads(done.read_text())
         return evaluation
     log.info("%s: fine-tuning into %s", where, out)

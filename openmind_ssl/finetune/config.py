@@ -18,7 +18,6 @@ paper's two presets (their stage lengths: :func:`openmind_ssl.finetune.schedules
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,16 +31,15 @@ from openmind_ssl.train import checkpoint
 from openmind_ssl.train.config import ModelConfig, OptimizerConfig, parse_dataclass, read_yaml
 
 __all__ = [
+    "RESUMABLE_CHANGES",
     "EvaluationConfig",
     "FinetuneConfig",
     "FinetuneTrain",
     "ScheduleConfig",
     "TaskConfig",
-    "check_same_run",
     "checkpoint_model",
     "finetune_config",
     "load_finetune_config",
-    "to_dict",
 ]
 
 
@@ -196,41 +194,11 @@ def checkpoint_model(path: Path, where: str) -> dict[str, Any]:
     return {}
 
 
-#: Keys a run may change on resume without changing what it computes.
+#: Keys a run may change on resume (or a benchmark on read-back) without changing what it
+#: computes.
 RESUMABLE_CHANGES = {
     ("train", "progress"),
     ("train", "workers"),
     ("train", "out"),
     ("task", "cache"),
 }
-
-
-def check_same_run(saved: FinetuneConfig, current: FinetuneConfig, path: Path) -> None:
-    """Refuse ``current`` if it computes something else than ``saved``, the config of the run
-    in ``path`` (keys such as the progress bar or the worker count may differ)."""
-    before, now = to_dict(saved), to_dict(current)
-    changed = [
-        f"{section}.{key}"
-        for section, values in now.items()
-        for key, value in (values.items() if isinstance(values, dict) else [("", values)])
-        if (section, key) not in RESUMABLE_CHANGES
-        and (before[section].get(key) if key else before[section]) != value
-    ]
-    if changed:
-        raise ConfigError(
-            f"{path} belongs to another run ({', '.join(changed)} differ); use another"
-            " train.out, or delete it to start over"
-        )
-
-
-def to_dict(config: FinetuneConfig) -> dict[str, Any]:
-    """Plain nested dicts and lists, for YAML and checkpoints."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, tuple | list):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-
-    return {key: plain(value) for key, value in dataclasses.asdict(config).items()}

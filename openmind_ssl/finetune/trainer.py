@@ -24,11 +24,9 @@ One process, on the GPU when there is one (bf16 autocast); nnU-Net fine-tunes on
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,12 +40,7 @@ from tqdm import tqdm
 
 from openmind_data.errors import ConfigError
 from openmind_ssl.finetune.adapt import load_pretrained, read_pretrained
-from openmind_ssl.finetune.config import (
-    FinetuneConfig,
-    check_same_run,
-    finetune_config,
-    to_dict,
-)
+from openmind_ssl.finetune.config import RESUMABLE_CHANGES, FinetuneConfig, finetune_config
 from openmind_ssl.finetune.metrics import auroc, balanced_accuracy, dice_per_class, mean_dice
 from openmind_ssl.finetune.networks import build_downstream, freeze, parameter_groups
 from openmind_ssl.finetune.schedules import Schedule, make_schedule
@@ -59,6 +52,8 @@ from openmind_ssl.finetune.tasks import (
 from openmind_ssl.finetune.volumes import PatchSamples, Prepared, center_crop, prepare
 from openmind_ssl.models import parameter_count
 from openmind_ssl.train import checkpoint
+from openmind_ssl.train.config import check_same_run, to_dict
+from openmind_ssl.train.metrics import CsvLog
 from openmind_ssl.train.optimizer import build_optimizer
 
 __all__ = ["FinetuneResult", "Finetuner"]
@@ -160,13 +155,17 @@ class Finetuner:
             augment=train.augment,
         )
         losses = []
-        with _metrics_log(self.out / "metrics.csv", self.epoch) as metrics:
+        # One row per epoch; rows from this epoch on, of a run that stopped, are written again.
+        metrics = CsvLog(self.out / "metrics.csv", self.epoch - 1, METRICS, key="epoch")
+        try:
             while self.epoch < self.schedule.epochs:
                 row = self.train_epoch(samples)
                 losses.append(row["loss"])
-                metrics.writerow(row)
+                metrics.write(row)
                 self.epoch += 1
                 self._save("latest.pt")
+        finally:
+            metrics.close()
         evaluation = self.evaluate(folder)
         (self.out / "evaluation.json").write_text(json.dumps(evaluation, indent=2) + "\n")
         self._save("final.pt")
@@ -353,16 +352,15 @@ class Finetuner:
         saved = checkpoint.load(path)
         if saved.get("kind") != "finetune":
             raise ConfigError(f"{path}: not a fine-tuning checkpoint")
-        check_same_run(finetune_config(saved["config"], str(path)), self.config, path)
+        config = to_dict(finetune_config(saved["config"], str(path)))
+        check_same_run(config, to_dict(self.config), path, RESUMABLE_CHANGES)
         self.network.load_state_dict(saved["model"])
         self.epoch = int(saved["epoch"])
-        if self.epoch < self.schedule.epochs:
-            trains = self.schedule.trainable(self.epoch)
-            for group, parameters in self.groups.items():
-                freeze(parameters, group not in trains)
-            if not self.schedule.new_optimizer_at(self.epoch) and saved["optimizer"] is not None:
-                self.optimizer = self._optimizer(trains)
-                self.optimizer.load_state_dict(saved["optimizer"])
+        # The optimizer carries on unless the next epoch starts a new one (train_epoch freezes).
+        resumes = self.epoch < self.schedule.epochs and saved["optimizer"] is not None
+        if resumes and not self.schedule.new_optimizer_at(self.epoch):
+            self.optimizer = self._optimizer(self.schedule.trainable(self.epoch))
+            self.optimizer.load_state_dict(saved["optimizer"])
         if self.scaler is not None and saved["scaler"] is not None:
             self.scaler.load_state_dict(saved["scaler"])
         checkpoint.restore_random_state(saved["random"])
@@ -404,18 +402,3 @@ def _deep_supervision(loss: nn.Module, outputs: list[Tensor], label: Tensor) -> 
             target = functional.interpolate(label.float(), output.shape[2:], mode="nearest")
         terms.append(weight / total * loss(output, target.long()))
     return torch.stack(terms).sum()
-
-
-@contextlib.contextmanager
-def _metrics_log(path: Path, resume_after: int) -> Iterator[csv.DictWriter[str]]:
-    """``OUT/metrics.csv``, one row per epoch, line-buffered; rows from epoch ``resume_after``
-    on (which a resumed run writes again) dropped."""
-    kept: list[dict[str, str]] = []
-    if path.is_file():
-        with path.open(newline="") as handle:
-            kept = [r for r in csv.DictReader(handle) if int(r["epoch"]) < resume_after]
-    with path.open("w", newline="", buffering=1) as handle:
-        writer = csv.DictWriter(handle, fieldnames=METRICS)
-        writer.writeheader()
-        writer.writerows(kept)
-        yield writer

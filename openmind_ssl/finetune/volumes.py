@@ -54,9 +54,8 @@ class Prepared:
 def prepare(case: Case, channels: int, spacing: float, folder: Path) -> Prepared:
     """``case`` preprocessed, from ``folder`` if it was done before."""
     folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / case.name
-    paths = {part: stem.with_name(f"{case.name}.{part}.npy") for part in ("image", "label", "fg")}
-    info = stem.with_name(f"{case.name}.json")
+    paths = {part: folder / f"{case.name}.{part}.npy" for part in ("image", "label", "fg")}
+    info = folder / f"{case.name}.json"
     expected = {"version": VERSION, "spacing": spacing, "sources": _sources(case)}
     done = info.is_file() and json.loads(info.read_text()) == expected
     segmentation = isinstance(case.target, Path)

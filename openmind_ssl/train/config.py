@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -37,6 +37,7 @@ __all__ = [
     "PretrainConfig",
     "TrainConfig",
     "build_options",
+    "check_same_run",
     "load_config",
     "paper_defaults",
     "parse_dataclass",
@@ -237,20 +238,52 @@ def from_dict(raw: Mapping[str, Any], where: str = "config") -> PretrainConfig:
         raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
 
 
-def to_dict(config: PretrainConfig) -> dict[str, Any]:
-    """Plain nested dicts and lists, for YAML and checkpoints."""
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass (pretraining's or fine-tuning's) as plain nested dicts and lists, for
+    YAML and checkpoints."""
 
     def plain(value: Any) -> Any:
         if isinstance(value, tuple | list):
             return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
         return value
 
-    return {
-        section.name: {
-            k: plain(v) for k, v in dataclasses.asdict(getattr(config, section.name)).items()
+    result: dict[str, Any] = plain(dataclasses.asdict(config))
+    return result
+
+
+def check_same_run(
+    saved: Mapping[str, Any],
+    current: Mapping[str, Any],
+    path: Path,
+    resumable: Collection[tuple[str, str]] = (),
+) -> None:
+    """Refuse to continue the run in ``path`` (its config ``saved``, as ``to_dict`` gives it)
+    with another config ``current``: a ``ConfigError`` listing each key that differs, old and
+    new value. ``resumable`` (section, key) pairs do not change what a run computes (the
+    progress bar, the output folder) and may differ; a top-level key is (key, "")."""
+
+    def flat(config: Mapping[str, Any]) -> dict[tuple[str, str], Any]:
+        return {
+            (section, key): value
+            for section, values in config.items()
+            for key, value in (values.items() if isinstance(values, Mapping) else [("", values)])
         }
-        for section in dataclasses.fields(config)
-    }
+
+    before, now = flat(saved), flat(current)
+    changed = [
+        f"{section}.{key}: {before.get((section, key))!r} -> {value!r}"
+        if key
+        else f"{section}: {before.get((section, key))!r} -> {value!r}"
+        for (section, key), value in now.items()
+        if (section, key) not in resumable and before.get((section, key)) != value
+    ]
+    if changed:
+        raise ConfigError(
+            f"{path} belongs to another run ({'; '.join(changed)}); use another train.out, or"
+            " delete it to start over"
+        )
 
 
 def read_yaml(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:

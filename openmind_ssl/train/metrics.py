@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["MetricsLog", "open_metrics"]
+__all__ = ["CsvLog", "MetricsLog", "open_metrics"]
 
 COLUMNS = (
     "step",
@@ -27,13 +28,23 @@ class MetricsLog(Protocol):
 
 
 class CsvLog:
-    def __init__(self, path: Path, resume_after: int) -> None:
+    """Rows of ``columns`` in ``path``, each flushed as written. Rows of an earlier run whose
+    ``key`` (step, or epoch) is beyond ``resume_after`` are dropped: the resumed run writes
+    them again."""
+
+    def __init__(
+        self,
+        path: Path,
+        resume_after: int,
+        columns: Sequence[str] = COLUMNS,
+        key: str = "step",
+    ) -> None:
         kept: list[dict[str, str]] = []
-        if path.is_file():  # drop rows a resumed run will write again
+        if path.is_file():
             with path.open(newline="") as handle:
-                kept = [r for r in csv.DictReader(handle) if int(r["step"]) <= resume_after]
+                kept = [r for r in csv.DictReader(handle) if int(r[key]) <= resume_after]
         self.handle = path.open("w", newline="")
-        self.writer = csv.DictWriter(self.handle, fieldnames=COLUMNS, extrasaction="ignore")
+        self.writer = csv.DictWriter(self.handle, fieldnames=columns, extrasaction="ignore")
         self.writer.writeheader()
         self.writer.writerows(kept)
 

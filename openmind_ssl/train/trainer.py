@@ -34,7 +34,7 @@ from openmind_ssl.data import Augmentation, OpenMindStream, Position, Preprocess
 from openmind_ssl.methods import Batch, Method, make_method
 from openmind_ssl.models import adaptation_keys, parameter_count
 from openmind_ssl.train import checkpoint
-from openmind_ssl.train.config import PretrainConfig, from_dict, to_dict
+from openmind_ssl.train.config import PretrainConfig, check_same_run, from_dict, to_dict
 from openmind_ssl.train.distributed import Distributed, setup
 from openmind_ssl.train.metrics import open_metrics
 from openmind_ssl.train.optimizer import build_optimizer
@@ -323,7 +323,8 @@ class Pretrainer:
         if not path.is_file():
             return None
         saved = checkpoint.load(path)
-        _same_run(from_dict(saved["config"], str(path)), self.config, path)
+        config = to_dict(from_dict(saved["config"], str(path)))
+        check_same_run(config, to_dict(self.config), path, RESUMABLE_CHANGES)
         self.network.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         if self.scaler is not None and saved["scaler"] is not None:
@@ -352,23 +353,6 @@ class Pretrainer:
             return self._stop
         flag = torch.tensor(float(self._stop), device=self.dist.device)
         return bool(self.dist.sum(flag) > 0)
-
-
-def _same_run(saved: PretrainConfig, current: PretrainConfig, path: Path) -> None:
-    """Refuse to resume a checkpoint of another run (keys that do not change the computation,
-    such as the progress bar, may differ)."""
-    before, now = to_dict(saved), to_dict(current)
-    changed = [
-        f"{section}.{key}: {before[section][key]!r} -> {now[section][key]!r}"
-        for section in now
-        for key in now[section]
-        if (section, key) not in RESUMABLE_CHANGES and before[section][key] != now[section][key]
-    ]
-    if changed:
-        raise ConfigError(
-            f"{path} belongs to another run ({'; '.join(changed)}); use another train.out,"
-            " or delete the checkpoint to start over"
-        )
 
 
 def _peak_memory_gb(device: torch.device) -> float:
