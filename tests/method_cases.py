@@ -3,6 +3,7 @@ crops at 3 mm of the synthetic T1w images) and a hand-made batch with a defaced 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import yaml
 from openmind_ssl.methods import Batch
 from openmind_ssl.train.config import PretrainConfig, load_config
 
-__all__ = ["TINY_MODEL", "defaced_batch", "tiny_run", "write_config"]
+__all__ = ["TINY_MODEL", "defaced_batch", "method_config", "tiny_run", "write_config"]
 
 TINY_MODEL = {
     "resenc_l": {"features_per_stage": [4, 8, 16, 16], "blocks_per_stage": [1, 1, 1, 1]},
@@ -51,6 +52,27 @@ def tiny_run(
     for section, values in sections.items():
         raw[section].update(values)
     return raw
+
+
+def method_config(name: str, architecture: str, *overrides: str) -> PretrainConfig:
+    """Method ``name`` on the shrunken ``architecture`` (Primus with its default MAE decoder
+    depth), 32^3 crops, batch 2; ``overrides`` as ``--set`` takes them, applied last."""
+    size = [
+        f"model.{key}={json.dumps(value)}"
+        for key, value in TINY_MODEL[architecture].items()
+        if key != "decoder_depth"
+    ]
+    return load_config(
+        None,
+        [
+            f"method.name={name}",
+            f"model.architecture={architecture}",
+            "train.patch_size=[32, 32, 32]",
+            "train.batch_size=2",
+            *size,
+            *overrides,
+        ],
+    )
 
 
 def write_config(raw: dict[str, Any], path: Path) -> PretrainConfig:

@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from method_cases import defaced_batch  # noqa: E402
+from method_cases import defaced_batch, method_config  # noqa: E402
 
 from openmind_data.errors import ConfigError  # noqa: E402
 from openmind_ssl.methods import make_method  # noqa: E402
@@ -31,26 +31,11 @@ from openmind_ssl.methods.models_genesis import (  # noqa: E402
     sample_local_shuffle,
     sample_painting,
 )
-from openmind_ssl.train.config import PretrainConfig, load_config  # noqa: E402
-
-TINY = {
-    "resenc_l": ["model.features_per_stage=[4,8,16,16]", "model.blocks_per_stage=[1,1,1,1]"],
-    "primus_m": ["model.embed_dim=48", "model.depth=2", "model.num_heads=2"],
-}
+from openmind_ssl.train.config import PretrainConfig  # noqa: E402
 
 
 def _config(architecture: str, *overrides: str) -> PretrainConfig:
-    return load_config(
-        None,
-        [
-            "method.name=models_genesis",
-            f"model.architecture={architecture}",
-            "train.patch_size=[32,32,32]",
-            "train.batch_size=2",
-            *TINY[architecture],
-            *overrides,
-        ],
-    )
+    return method_config("models_genesis", architecture, *overrides)
 
 
 # -- the transforms -------------------------------------------------------------------------

@@ -15,6 +15,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from method_cases import TINY_MODEL, method_config  # noqa: E402
+
 from openmind_data.errors import ConfigError  # noqa: E402
 from openmind_ssl.methods import Batch, make_method  # noqa: E402
 from openmind_ssl.methods.common import sample_generator  # noqa: E402
@@ -30,25 +32,11 @@ from openmind_ssl.models import Primus, adaptation_keys, find_backbone  # noqa: 
 from openmind_ssl.train.config import load_config  # noqa: E402
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
-TINY = {
-    "resenc_l": ["model.features_per_stage=[4,8,16,16]", "model.blocks_per_stage=[1,1,1,1]"],
-    "primus_m": ["model.embed_dim=48", "model.depth=2", "model.num_heads=2"],
-}
 SMALL = "method.options={view_size: [16, 16, 16], hidden_dim: 32, out_dim: 16}"
 
 
 def _config(architecture: str, *overrides: str) -> Any:
-    return load_config(
-        None,
-        [
-            "method.name=simclr",
-            f"model.architecture={architecture}",
-            "train.patch_size=[32, 32, 32]",
-            *TINY[architecture],
-            SMALL,
-            *overrides,
-        ],
-    )
+    return method_config("simclr", architecture, SMALL, *overrides)
 
 
 def _batch(keys: list[int]) -> Batch:
@@ -155,7 +143,7 @@ def test_views_larger_than_the_crop_or_not_whole_tokens_are_refused() -> None:
 # -- the network ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("architecture", sorted(TINY))
+@pytest.mark.parametrize("architecture", sorted(TINY_MODEL))
 def test_every_trainable_parameter_gets_a_gradient_and_the_decoder_is_frozen(
     architecture: str,
 ) -> None:

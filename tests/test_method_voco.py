@@ -13,6 +13,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from method_cases import TINY_MODEL, method_config  # noqa: E402
+
 from openmind_data.errors import ConfigError  # noqa: E402
 from openmind_ssl.methods import Batch, make_method  # noqa: E402
 from openmind_ssl.methods.voco import (  # noqa: E402
@@ -27,27 +29,14 @@ from openmind_ssl.models import Primus, adaptation_keys, find_backbone  # noqa: 
 from openmind_ssl.train.config import load_config  # noqa: E402
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
-TINY = {
-    "resenc_l": ["model.features_per_stage=[4,8,16,16]", "model.blocks_per_stage=[1,1,1,1]"],
-    "primus_m": ["model.embed_dim=48", "model.depth=2", "model.num_heads=2"],
-}
 SMALL = {"base_grid": [2, 2, 2], "targets": 3, "hidden_dim": 32, "out_dim": 16}
 
 
 def _config(architecture: str, *overrides: str, **options: Any) -> Any:
     """A 32^3 crop cut into 2x2x2 base crops of 16^3, three targets, a small projector;
     ``options`` change the method's own settings."""
-    return load_config(
-        None,
-        [
-            "method.name=voco",
-            f"model.architecture={architecture}",
-            "train.patch_size=[32, 32, 32]",
-            *TINY[architecture],
-            f"method.options={json.dumps({**SMALL, **options})}",
-            *overrides,
-        ],
-    )
+    options = {**SMALL, **options}
+    return method_config("voco", architecture, f"method.options={json.dumps(options)}", *overrides)
 
 
 def _batch(keys: list[int]) -> Batch:
@@ -197,7 +186,7 @@ def test_with_momentum_zero_the_teacher_is_the_students_copy() -> None:
             assert torch.equal(value, state[name[8:]]), name
 
 
-@pytest.mark.parametrize("architecture", sorted(TINY))
+@pytest.mark.parametrize("architecture", sorted(TINY_MODEL))
 def test_the_teacher_is_frozen_checkpointed_and_not_the_adapted_backbone(
     architecture: str,
 ) -> None:
@@ -216,7 +205,7 @@ def test_the_teacher_is_frozen_checkpointed_and_not_the_adapted_backbone(
 
 
 @pytest.mark.parametrize("symmetric", [False, True])
-@pytest.mark.parametrize("architecture", sorted(TINY))
+@pytest.mark.parametrize("architecture", sorted(TINY_MODEL))
 def test_every_trainable_parameter_gets_a_gradient(architecture: str, symmetric: bool) -> None:
     method = make_method(_config(architecture, symmetric=symmetric))
     torch.manual_seed(0)

@@ -11,6 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from method_cases import method_config  # noqa: E402
+
 from openmind_data.errors import ConfigError  # noqa: E402
 from openmind_ssl.methods import Batch, make_method  # noqa: E402
 from openmind_ssl.methods.common import sample_generator  # noqa: E402
@@ -23,27 +25,13 @@ from openmind_ssl.methods.volume_fusion import (  # noqa: E402
     fusion_weights,
     sample_fusion,
 )
-from openmind_ssl.train.config import PretrainConfig, load_config  # noqa: E402
+from openmind_ssl.train.config import PretrainConfig  # noqa: E402
 
-TINY = {
-    "resenc_l": ["model.features_per_stage=[4,8,16,16]", "model.blocks_per_stage=[1,1,1,1]"],
-    "primus_m": ["model.embed_dim=48", "model.depth=2", "model.num_heads=2"],
-}
 SHAPE = (16, 12, 8)
 
 
 def _config(architecture: str, *overrides: str) -> PretrainConfig:
-    return load_config(
-        None,
-        [
-            "method.name=volume_fusion",
-            f"model.architecture={architecture}",
-            "train.patch_size=[32,32,32]",
-            "train.batch_size=2",
-            *TINY[architecture],
-            *overrides,
-        ],
-    )
+    return method_config("volume_fusion", architecture, *overrides)
 
 
 def _fusion(*boxes: tuple[tuple[int, int, int], tuple[int, int, int], int]) -> Fusion:
