@@ -100,6 +100,10 @@ class ExclusionReason(StrEnum):
         "deface_unconfirmed",
         "Defacing could not be confirmed and the build policy excludes rather than defaces.",
     )
+    DEFACE_HITS_BRAIN = (
+        "deface_hits_brain",
+        "A defacing (the uploader's or the toolkit's) would remove more brain than allowed.",
+    )
     # -- diffusion ----------------------------------------------------------------------------
     MISSING_GRADIENTS = (
         "missing_gradients",

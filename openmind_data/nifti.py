@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import struct
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from openmind_data.errors import InvalidInputError
 from openmind_data.exclusions import ExclusionReason as R
 
 __all__ = [
+    "as_3d",
     "decode_nifti",
     "edit_stored",
     "encode_nifti",
@@ -84,6 +86,25 @@ def read_stored(path: str | Path) -> tuple[Any, NDArray[Any], tuple[float, float
     except (OSError, EOFError, ValueError, ImageFileError) as error:
         raise InvalidInputError(path, R.TRUNCATED, f"voxels cannot be read: {error}") from error
     return image, raw, scaling_of(image)
+
+
+def as_3d(raw: NDArray[Any], where: str | Path) -> tuple[NDArray[Any], dict[str, Any] | None]:
+    """A 3D image's voxels and, where the file stored it with trailing singleton axes (shape
+    (X, Y, Z, 1), as some converters write a single volume), the provenance step that dropped
+    them; an image with more than one volume is ``too_many_dimensions``, naming the file."""
+    if raw.ndim == 3:
+        return raw, None
+    if raw.ndim > 3 and all(n == 1 for n in raw.shape[3:]):
+        step = {
+            "step": "load.squeeze",
+            "method": "drop singleton axes",
+            "parameters": json.dumps({"stored_shape": [int(n) for n in raw.shape]}),
+            "software": f"nibabel {nib.__version__}",
+        }
+        return raw.reshape(raw.shape[:3]), step
+    raise InvalidInputError(
+        where, R.TOO_MANY_DIMENSIONS, f"a published image must be 3D, this is {raw.shape}"
+    )
 
 
 def scaled(raw: NDArray[Any], scaling: tuple[float, float]) -> NDArray[Any]:

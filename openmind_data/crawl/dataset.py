@@ -322,7 +322,7 @@ def _candidate(ds: _Dataset, rel: str, name: BidsName) -> None:
             f"shape {header.shape}: a diffusion series needs several volumes",
         )
         return
-    if not is_series and dims > 3:
+    if not is_series and dims > 3 and any(n != 1 for n in header.shape[3:]):
         ds.exclude(
             rel, R.TOO_MANY_DIMENSIONS, f"shape {header.shape}: {modality} images must be 3D"
         )

@@ -37,7 +37,7 @@ from openmind_data.masks import (
     masker_for,
     published_path,
 )
-from openmind_data.nifti import edit_stored, encode_nifti, read_stored, scaled
+from openmind_data.nifti import as_3d, edit_stored, encode_nifti, read_stored, scaled
 from openmind_data.quality import image_quality_metrics, load_model, score_image
 from openmind_data.quality.model import IqsModel
 
@@ -97,11 +97,8 @@ def _model(path: str | None) -> IqsModel:
 
 def _anatomical(row: Mapping[str, Any], root: Path, options: UnitOptions) -> Published:
     path = root / row["source_path"]
-    image, raw, scaling = read_stored(path)
-    if raw.ndim != 3:
-        raise InvalidInputError(
-            path, R.TOO_MANY_DIMENSIONS, f"a published image must be 3D, this is {raw.shape}"
-        )
+    image, stored_raw, scaling = read_stored(path)
+    raw, squeezed = as_3d(stored_raw, path)
     data = scaled(raw, scaling)
     spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
     masked = mask_image(
@@ -114,7 +111,11 @@ def _anatomical(row: Mapping[str, Any], root: Path, options: UnitOptions) -> Pub
         **masked.fields,
         "image_path": published_path(row["dataset_id"], row["source_path"]),
         "source_sha256": file_sha256(path),
-        "provenance": [*(row.get("provenance") or []), *masked.provenance],
+        "provenance": [
+            *(row.get("provenance") or []),
+            *([squeezed] if squeezed else []),
+            *masked.provenance,
+        ],
     }
     return _finish(record, masked, image, stored, scaling, spacing, options)
 

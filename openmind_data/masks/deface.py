@@ -6,18 +6,26 @@ anterior-inferiorly (under the frontal lobe, in front of the brainstem), and she
 lies beyond it. The brain lies wholly on the kept side of every hull edge, so no brain voxel is
 removed; a margin keeps the plane a few millimetres off the brain. Here the projection is done in
 world (RAS) millimetres, so any voxel orientation and oblique grid works.
+
+One plane leaves tissue where a head bends away from it: on real heads the nose, the lips or the
+cheeks under the temporal lobes stood in front of the plane and kept 4-22% of the facial
+surface. :func:`deface_region` therefore removes the union of the plane's side and the facial
+region of :mod:`openmind_data.masks.face` (anterior and inferior to the brain), each kept
+:data:`MARGIN_MM` off the brain mask.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from openmind_data.errors import InvalidInputError
 from openmind_data.exclusions import ExclusionReason as R
+from openmind_data.masks.face import facial_region
 
-__all__ = ["SHEAR_DIRECTION", "brain_overlap", "quickshear"]
+__all__ = ["SHEAR_DIRECTION", "brain_overlap", "deface_region", "quickshear"]
 
 #: The direction (anterior, superior) the chosen hull edge should face: down and forward, as
 #: the plane from under the frontal lobe to the front of the brainstem does (about 58 degrees
@@ -46,6 +54,21 @@ def quickshear(
     everywhere = _world(np.indices(brain.shape).reshape(3, -1), affine)[1:]
     beyond: NDArray[np.bool_] = normals[edge] @ everywhere + offsets[edge] > margin_mm
     return beyond.reshape(brain.shape)
+
+
+def deface_region(
+    brain: NDArray[np.bool_],
+    affine: NDArray[np.float64],
+    spacing: tuple[float, ...],
+    *,
+    margin_mm: float = MARGIN_MM,
+) -> NDArray[np.bool_]:
+    """The voxels the toolkit's defacing removes: beyond the shear plane, or in the facial
+    region, and at least ``margin_mm`` from the brain mask either way."""
+    cut = quickshear(brain, affine, margin_mm=margin_mm) | facial_region(brain, affine)
+    clear = ndimage.distance_transform_edt(~brain, sampling=spacing[:3]) > margin_mm
+    region: NDArray[np.bool_] = cut & clear
+    return region
 
 
 def brain_overlap(anon: NDArray[np.bool_], brain: NDArray[np.bool_]) -> float:

@@ -31,7 +31,7 @@ from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.exclusions import exclusion_row
 from openmind_data.masks.brain import BrainMasker, brain_masker
 from openmind_data.masks.stage import MaskOptions, mask_image
-from openmind_data.nifti import edit_stored, encode_nifti, read_stored, scaled
+from openmind_data.nifti import as_3d, edit_stored, encode_nifti, read_stored, scaled
 from openmind_data.parallel import run_jobs
 from openmind_data.schema import EXCLUDED_SCHEMA, IMAGE_SCHEMA, table_from_records, write_table
 
@@ -210,12 +210,9 @@ def _one(
 def _mask_one(
     row: Mapping[str, Any], source: str, out: Path, options: MaskOptions, derived: bool
 ) -> dict[str, Any]:
-    image, raw, scaling = read_stored(source)
+    image, stored_raw, scaling = read_stored(source)
+    raw, squeezed = as_3d(stored_raw, source)
     data = scaled(raw, scaling)
-    if data.ndim != 3:
-        raise InvalidInputError(
-            source, R.TOO_MANY_DIMENSIONS, f"masks need a 3D image, this is {data.shape}"
-        )
     spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
     masked = mask_image(
         data, image.affine, spacing, options, masker_for(options), where=source, derived=derived
@@ -236,5 +233,9 @@ def _mask_one(
         **row,
         **masked.fields,
         **{column: paths[column] for column, mask in volumes.items() if mask is not None},
-        "provenance": [*(row.get("provenance") or []), *masked.provenance],
+        "provenance": [
+            *(row.get("provenance") or []),
+            *([squeezed] if squeezed else []),
+            *masked.provenance,
+        ],
     }

@@ -1,10 +1,20 @@
-"""The masks stage for one image: anatomy, anonymization and brain masks, defacing, the check.
+"""The masks stage for one image: anatomy, anonymization and brain masks, defacing, the checks.
 
-Privacy rule: an image is published only when its face is known to be gone: defaced by its
-uploader (a solid anonymization region), or brain-extracted. Otherwise the toolkit defaces it
-(quickshear on the brain mask; the removed voxels become its anonymization mask), or, by
-policy, leaves it out (``deface_unconfirmed``). A defacing that covers more than
-``overlap_limit`` of the brain mask is flagged (``anon_overlaps_brain``).
+Privacy rule: a face is present unless the voxels show it absent. The facial zone is located
+from the brain mask (:mod:`openmind_data.masks.face`); an image counts as defaced by its uploader
+only when that zone holds next to no tissue, and as brain-extracted when the image is only a
+brain. Zeroed air, a zero-filled wedge left by resampling or a field of view cut elsewhere are
+not defacings: such an image is defaced by the toolkit (the shear plane and the facial region,
+see :func:`~openmind_data.masks.deface.deface_region`; the removed voxels become its
+anonymization mask), or, by policy, left out (``deface_unconfirmed``). Without a brain mask the
+face cannot be located, so it counts as present.
+
+The brain check measures the anonymization region's overlap with a brain estimate independent of
+the one that placed the cut: for the uploader's defacing, the brain masker's own mask; for the
+toolkit's, the learned masker's mask where the template placed it and a learned masker is
+installed, else the brain mask dilated by :data:`CHECK_DILATION_MM`. A defacing that would
+remove more than ``overlap_limit`` of it is never applied silently: by policy the image is
+excluded (``deface_hits_brain``, the default) or published with that QC flag.
 """
 
 from __future__ import annotations
@@ -12,41 +22,54 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from importlib.metadata import version
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import ndimage
 
 from openmind_data.errors import ConfigError, InvalidInputError
 from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.masks.anatomy import foreground
-from openmind_data.masks.brain import BrainMasker
-from openmind_data.masks.deface import MARGIN_MM, SHEAR_DIRECTION, brain_overlap, quickshear
+from openmind_data.masks.brain import BACKENDS, BrainMasker, check_masker
+from openmind_data.masks.deface import MARGIN_MM, SHEAR_DIRECTION, brain_overlap, deface_region
+from openmind_data.masks.face import face_shown
 
-__all__ = ["DEFACE_POLICIES", "MaskOptions", "MaskedImage", "mask_image"]
+__all__ = ["BRAIN_CUT_POLICIES", "DEFACE_POLICIES", "MaskOptions", "MaskedImage", "mask_image"]
 
 DEFACE_POLICIES = ("deface", "exclude", "off")
-BRAIN_BACKENDS = ("auto", "template", "hd-bet", "none")
+#: What happens to an image whose defacing would cut the brain.
+BRAIN_CUT_POLICIES = ("exclude", "flag")
+#: The fallback brain check: the brain mask dilated by this much (mm).
+CHECK_DILATION_MM: Final = 2.0
+HITS_BRAIN: Final = "deface_hits_brain"
 
 
 @dataclass(frozen=True)
 class MaskOptions:
-    """``brain``: which brain-mask backend ('auto': HD-BET where its parameters are, else the
-    template); ``deface``: what to do with an image whose defacing cannot be confirmed."""
+    """``brain``: which brain-mask backend ('auto': HD-BET on CUDA where its parameters are,
+    else deepbet where installed, else the template; 'none' makes no brain mask); ``deface``: what
+    to do with an image that shows a face; ``brain_cut``: what to do with one whose defacing
+    would remove more than ``overlap_limit`` of the brain."""
 
     brain: str = "auto"
     hdbet_params: str | None = None
     device: str = "cpu"
     deface: str = "deface"
-    overlap_limit: float = 0.02
+    overlap_limit: float = 0.005
+    brain_cut: str = "exclude"
 
     def __post_init__(self) -> None:
         if self.deface not in DEFACE_POLICIES:
             raise ConfigError(f"deface {self.deface!r}: choose from {DEFACE_POLICIES}")
-        if self.brain not in BRAIN_BACKENDS:
-            raise ConfigError(f"brain {self.brain!r}: choose from {BRAIN_BACKENDS}")
+        if self.brain not in (*BACKENDS, "none"):
+            raise ConfigError(f"brain {self.brain!r}: choose from {(*BACKENDS, 'none')}")
         if self.brain == "none" and self.deface == "deface":
             raise ConfigError("defacing needs a brain mask: choose a brain backend, or deface=off")
+        if self.brain_cut not in BRAIN_CUT_POLICIES:
+            raise ConfigError(f"brain_cut {self.brain_cut!r}: choose from {BRAIN_CUT_POLICIES}")
+        if not 0.0 <= self.overlap_limit < 1.0:
+            raise ConfigError(f"overlap_limit must lie in [0, 1), got {self.overlap_limit}")
 
 
 @dataclass
@@ -73,15 +96,16 @@ def mask_image(
     where: str,
     derived: bool = False,
 ) -> MaskedImage:
-    """Masks, defacing and the brain-overlap check of one 3D image (``where`` names it in
-    errors). ``masker`` is None only when ``options.brain == 'none'``. ``derived`` maps (FA,
-    MD, mean b0) follow the same privacy rule: a mean b0 shows a face as well as any T2w."""
+    """Masks, defacing and the brain check of one 3D image (``where`` names it in errors).
+    ``masker`` is None only when ``options.brain == 'none'``. ``derived`` maps (FA, MD, mean b0)
+    follow the same privacy rule: a mean b0 shows a face as well as any T2w."""
     volume = np.asarray(data, dtype=np.float32)
     if not np.isfinite(volume).all():
         bad = int((~np.isfinite(volume)).sum())
         raise InvalidInputError(where, R.NON_FINITE, f"{bad} voxels are NaN or infinite")
     if volume.size == 0 or float(volume.min()) == float(volume.max()):
         raise InvalidInputError(where, R.EMPTY_IMAGE, "every voxel holds the same value")
+    spacing = tuple(float(z) for z in spacing[:3])
     found = foreground(volume, spacing, derived=derived)
     steps = [
         _step(
@@ -90,46 +114,72 @@ def mask_image(
             {"background": found.background, "fill": found.fill, "derived": derived},
         )
     ]
-    anatomy, anon = found.anatomy, found.anon
+    anatomy = found.anatomy
     brain: NDArray[np.bool_] | None = None
     backend = None
     if found.is_brain_extract:
         brain, backend = anatomy.copy(), "image"
     elif masker is not None:
-        # The head including any defaced region: a defacing that cut the brain must show.
-        brain = np.asarray(masker(volume, affine, anatomy | anon), dtype=bool)
+        # The head including any solid region: a defacing that cut the brain must show.
+        brain = np.asarray(masker(volume, affine, anatomy | found.anon), dtype=bool)
         backend = masker.name
         steps.append(_step("brain", masker.name, masker.parameters()))
 
+    anon = np.zeros(volume.shape, dtype=bool)
     defaced_here = False
+    check_brain = brain
     if found.is_brain_extract:
         defacing = "brain_extract"
-    elif anon.any():
-        defacing = "source"
-    elif options.deface == "off":
-        defacing = "none"
-    elif options.deface == "exclude":
-        raise InvalidInputError(
-            where, R.DEFACE_UNCONFIRMED, "no defaced region and not brain-extracted"
-        )
     else:
-        assert brain is not None  # MaskOptions refuses deface without a brain backend
-        cut = quickshear(brain, affine) & ~found.padding
-        volume = volume.copy()
-        volume[cut] = found.fill
-        anon, anatomy = cut, anatomy & ~cut
-        defacing, defaced_here = "toolkit", True
-        steps.append(
-            _step(
-                "deface",
-                "quickshear",
-                {"margin_mm": MARGIN_MM, "direction_as": SHEAR_DIRECTION.round(4).tolist()},
+        face = face_shown(anatomy, brain, affine, spacing) if brain is not None else None
+        if face is not None:
+            steps.append(
+                _step(
+                    "face",
+                    "facial-zone",
+                    {"zone_ml": round(face.zone_ml, 1), "tissue_ml": round(face.tissue_ml, 1)},
+                )
             )
-        )
-    overlap = brain_overlap(anon, brain) if brain is not None else None
-    flags = (
-        ["anon_overlaps_brain"] if overlap is not None and overlap > options.overlap_limit else []
-    )
+        if face is not None and not face.shown:
+            # The uploader's solid regions are the anonymization mask; none: out of view.
+            anon = found.anon
+            defacing = "source" if anon.any() else "out_of_view"
+        elif options.deface == "off":
+            defacing = "none"
+        elif options.deface == "exclude":
+            raise InvalidInputError(
+                where, R.DEFACE_UNCONFIRMED, "the face is present and the policy excludes"
+            )
+        else:
+            assert brain is not None  # MaskOptions refuses deface without a brain backend
+            cut = deface_region(brain, affine, spacing) & ~found.padding
+            check_brain, method = _independent(brain, volume, affine, spacing, anatomy, masker)
+            volume = volume.copy()
+            volume[cut] = found.fill
+            anon, anatomy = cut, anatomy & ~cut
+            defacing, defaced_here = "toolkit", True
+            steps.append(
+                _step(
+                    "deface",
+                    "quickshear+facial-region",
+                    {
+                        "margin_mm": MARGIN_MM,
+                        "direction_as": SHEAR_DIRECTION.round(4).tolist(),
+                        "brain_check": method,
+                    },
+                )
+            )
+    overlap = brain_overlap(anon, check_brain) if check_brain is not None else None
+    flags: list[str] = []
+    if overlap is not None and overlap > options.overlap_limit:
+        if options.brain_cut == "exclude":
+            raise InvalidInputError(
+                where,
+                R.DEFACE_HITS_BRAIN,
+                f"the {defacing} defacing would remove {overlap:.2%} of the brain "
+                f"(limit {options.overlap_limit:.2%})",
+            )
+        flags.append(HITS_BRAIN)
     fields = {
         "is_brain_extract": found.is_brain_extract,
         "defacing": defacing,
@@ -138,6 +188,24 @@ def mask_image(
         "qc_flags": flags,
     }
     return MaskedImage(volume, anatomy, anon, brain, defaced_here, fields, steps)
+
+
+def _independent(
+    brain: NDArray[np.bool_],
+    volume: NDArray[np.float32],
+    affine: NDArray[np.float64],
+    spacing: tuple[float, ...],
+    head: NDArray[np.bool_],
+    masker: BrainMasker | None,
+) -> tuple[NDArray[np.bool_], str]:
+    """A brain estimate independent of ``brain``, which placed the toolkit's cut: the learned
+    masker's where ``masker`` is not learned and one is installed, else ``brain`` dilated."""
+    second = check_masker(masker)
+    if second is not None:
+        return np.asarray(second(volume, affine, head), dtype=bool), second.name
+    distance = ndimage.distance_transform_edt(~brain, sampling=spacing[:3])
+    dilated: NDArray[np.bool_] = distance <= CHECK_DILATION_MM
+    return dilated, f"{masker.name if masker else 'brain'} mask dilated {CHECK_DILATION_MM:g} mm"
 
 
 def _step(step: str, method: str, parameters: dict[str, Any]) -> dict[str, Any]:

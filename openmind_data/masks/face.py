@@ -1,0 +1,144 @@
+"""Where the face is, found from the brain, and whether an image still shows it.
+
+A face is present unless the voxels show it absent. The facial region is located in world (RAS)
+millimetres from the brain mask, so any voxel order, flip or oblique grid is the same problem:
+it is what lies in front of the brain's centre of mass (anterior) and below the brain's lower
+outline at each anterior position (inferior), in the sagittal projection of the brain; in
+front of the brain, the outline's front-most stretch extends forwards. Eyes, nose, mouth, chin
+and cheeks lie there; the forehead (above the outline) and the back of the head do not.
+
+Two measures are taken on it:
+
+- the *facial surface*: tissue of the facial region within :data:`SURFACE_MM` of the air (the
+  skin and what lies just under it, the part of a head a rendering shows). A defacing removes
+  it; :func:`face_removed` says which share of it a defacing took.
+- the *facial zone*: the facial region within :data:`ZONE_MM` of the brain, where a face always
+  is, whatever the field of view. An image whose uploader defaced it holds next to no tissue
+  there (:func:`face_shown`); zeroed air, a zero-filled wedge from resampling or a field of view
+  that cuts the top of the head all leave the face's tissue in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+__all__ = ["FaceCheck", "face_removed", "face_shown", "facial_region", "facial_surface"]
+
+#: The facial surface: tissue within this distance (mm) of the air.
+SURFACE_MM: Final = 15.0
+#: The facial zone: the facial region within this distance (mm) of the brain.
+ZONE_MM: Final = 45.0
+#: Width (mm) of the anterior bins the brain's lower outline is taken over, and of the
+#: front-most stretch of it that extends in front of the brain.
+BIN_MM: Final = 2.0
+FRONT_MM: Final = 10.0
+#: The face starts this far forwards along the brain's anterior extent (the eyes' back lies
+#: under the front third of the brain; the jaw's angle and the neck behind it are not face).
+FRONT_SHARE: Final = 0.7
+#: The facial zone starts further forwards: eyes, nose, lips and chin, what every defacer
+#: removes, lie in front of this share of the brain's anterior extent.
+ZONE_FRONT_SHARE: Final = 0.85
+#: A face is shown when at least this share of the facial zone (inside the field of view) is
+#: tissue, or at least :data:`FACE_ML` of it is (a face is tens of millilitres of tissue).
+SHOWN_SHARE: Final = 0.1
+FACE_ML: Final = 25.0
+
+
+@dataclass(frozen=True)
+class FaceCheck:
+    """What the facial zone of an image holds: its volume in the field of view and the share of
+    it that is tissue; ``shown`` is the verdict (see :func:`face_shown`)."""
+
+    zone_ml: float
+    tissue_ml: float
+    shown: bool
+
+    @property
+    def tissue_share(self) -> float:
+        return self.tissue_ml / self.zone_ml if self.zone_ml else 0.0
+
+
+def _coordinates(
+    shape: tuple[int, ...], affine: NDArray[np.float64]
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """World anterior and superior coordinates (mm) of every voxel, float32, by broadcasting."""
+    grids = np.ogrid[tuple(slice(0, n) for n in shape)]
+    out = []
+    for row in (1, 2):
+        value: NDArray[np.float32] = np.full((1, 1, 1), affine[row, 3], dtype=np.float32)
+        for axis, grid in enumerate(grids):
+            value = value + np.float32(affine[row, axis]) * grid.astype(np.float32)
+        out.append(np.broadcast_to(value, shape).astype(np.float32))
+    return out[0], out[1]
+
+
+def facial_region(
+    brain: NDArray[np.bool_], affine: NDArray[np.float64], front_share: float = FRONT_SHARE
+) -> NDArray[np.bool_]:
+    """Voxels anterior and inferior to ``brain`` (see the module docstring); empty without one."""
+    if not brain.any():
+        return np.zeros(brain.shape, dtype=bool)
+    anterior, superior = _coordinates(brain.shape, affine)
+    a, s = anterior[brain], superior[brain]
+    low, high = float(a.min()), float(a.max())
+    start = low + front_share * (high - low)
+    bins = np.floor((a - low) / BIN_MM).astype(np.int64)
+    count = int(bins.max()) + 1
+    outline = np.full(count, np.inf, dtype=np.float64)
+    np.minimum.at(outline, bins, s.astype(np.float64))
+    front = outline[max(0, count - int(np.ceil(FRONT_MM / BIN_MM))) :]
+    ahead = float(front[np.isfinite(front)].min())
+    # The outline at every voxel's anterior position; in front of the brain, its front stretch.
+    where = np.clip(np.floor((anterior - low) / BIN_MM).astype(np.int64), 0, count - 1)
+    level = np.where(anterior > high, ahead, outline[where])
+    region: NDArray[np.bool_] = (anterior > start) & (superior < level) & ~brain
+    return region
+
+
+def facial_surface(
+    tissue: NDArray[np.bool_], region: NDArray[np.bool_], spacing: tuple[float, ...]
+) -> NDArray[np.bool_]:
+    """Tissue of ``region`` within :data:`SURFACE_MM` of the air (what is not tissue)."""
+    depth = ndimage.distance_transform_edt(tissue, sampling=spacing[:3])
+    surface: NDArray[np.bool_] = tissue & region & (depth <= SURFACE_MM)
+    return surface
+
+
+def face_removed(
+    tissue: NDArray[np.bool_],
+    removed: NDArray[np.bool_],
+    brain: NDArray[np.bool_],
+    affine: NDArray[np.float64],
+    spacing: tuple[float, ...],
+) -> float:
+    """Share of the facial surface of ``tissue`` (the head before defacing) inside ``removed``;
+    1 where the head shows no facial surface."""
+    surface = facial_surface(tissue, facial_region(brain, affine), spacing)
+    total = int(surface.sum())
+    return float((surface & removed).sum() / total) if total else 1.0
+
+
+def face_shown(
+    tissue: NDArray[np.bool_],
+    brain: NDArray[np.bool_],
+    affine: NDArray[np.float64],
+    spacing: tuple[float, ...],
+) -> FaceCheck:
+    """Whether the image still shows a face: tissue in the facial zone, the facial region within
+    :data:`ZONE_MM` of the brain. No brain, no zone: the face counts as shown."""
+    if not brain.any():
+        return FaceCheck(0.0, 0.0, True)
+    near = ndimage.distance_transform_edt(~brain, sampling=spacing[:3]) <= ZONE_MM
+    zone = facial_region(brain, affine, ZONE_FRONT_SHARE) & near
+    voxel_ml = float(np.prod(spacing[:3])) / 1000.0
+    zone_ml = float(zone.sum()) * voxel_ml
+    tissue_ml = float((zone & tissue).sum()) * voxel_ml
+    if zone_ml == 0.0:  # the field of view holds no part of the facial zone
+        return FaceCheck(0.0, 0.0, False)
+    shown = tissue_ml >= FACE_ML or tissue_ml >= SHOWN_SHARE * zone_ml
+    return FaceCheck(zone_ml, tissue_ml, shown)
