@@ -34,6 +34,10 @@ __all__ = ["SHEAR_DIRECTION", "brain_overlap", "deface_region", "quickshear"]
 SHEAR_DIRECTION = np.array([1.0, -1.6]) / np.hypot(1.0, 1.6)
 #: Millimetres between the brain's hull and the plane.
 MARGIN_MM = 2.0
+#: The facial region the defacing removes starts further back than the one the checks measure
+#: (:data:`openmind_data.masks.face.FRONT_SHARE`): brain masks differ, and where they do, the
+#: face must still go.
+CUT_FRONT_SHARE = 0.6
 
 
 def quickshear(
@@ -65,7 +69,8 @@ def deface_region(
 ) -> NDArray[np.bool_]:
     """The voxels the toolkit's defacing removes: beyond the shear plane, or in the facial
     region, and at least ``margin_mm`` from the brain mask either way."""
-    cut = quickshear(brain, affine, margin_mm=margin_mm) | facial_region(brain, affine)
+    face = facial_region(brain, affine, front_share=CUT_FRONT_SHARE)
+    cut = quickshear(brain, affine, margin_mm=margin_mm) | face
     clear = ndimage.distance_transform_edt(~brain, sampling=spacing[:3]) > margin_mm
     region: NDArray[np.bool_] = cut & clear
     return region
