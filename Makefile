@@ -9,14 +9,19 @@ EXTRAS ?= test,ssl
 # build on PyPI that does not import beside CPU torch). Its U-Net needs neither.
 DNA    := dynamic-network-architectures==0.4.4
 TIMM   := timm==1.0.22 einops==0.8.2
+# Learned brain masking and real heads, installed without their dependencies: deepbet's wheel
+# holds its two TorchScript networks (its GUI toolkit and compiled helpers are not needed to
+# run them); pydeface's holds a real mean T1 head with its face mask (nipype is not needed).
+LEARNED := deepbet==1.0.2 pydeface==2.1.0
+REAL_MRI := .cache/real-mri
 
-.PHONY: demo test lint check install clean reference
+.PHONY: demo test lint check install clean reference real-mri
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
-	$(BIN)/python -m pip install -q --no-deps '$(DNA)'
+	$(BIN)/python -m pip install -q --no-deps '$(DNA)' $(LEARNED)
 	touch $@
 
 install: $(STAMP)
@@ -26,8 +31,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/openmind demo --out openmind --sources openmind-sources --nifti-tree openmind-nifti
 
+## Colin27 from Debian's mricron-data, for the real-head tests (skipped, saying why, without it).
+real-mri:
+	scripts/fetch_real_mri.sh $(REAL_MRI)
+
 ## The whole test suite, lint and type checks included.
-test: lint $(STAMP)
+test: lint $(STAMP) real-mri
 	$(BIN)/python -m pytest
 
 ## Primus against dynamic_network_architectures' own (timm in .reference/, outside the venv;

@@ -126,7 +126,9 @@ def pydeface_heads() -> tuple[Head, Head]:
 
 
 # -- variations ------------------------------------------------------------------------------------
-def _remap(head: Head, data: NDArray[np.generic], affine: NDArray[np.float64], **kw: object) -> Head:
+def _remap(
+    head: Head, data: NDArray[np.generic], affine: NDArray[np.float64], **kw: object
+) -> Head:
     return replace(head, data=data, affine=affine, **kw)  # type: ignore[arg-type]
 
 
@@ -139,10 +141,10 @@ def flipped(head: Head) -> Head:
     n = head.data.shape[1]
     # new[a, b, c] = old[b, n - 1 - a, c]: old index = swap @ new index
     swap = np.array([[0, 1, 0, 0], [-1, 0, 0, n - 1], [0, 0, 1, 0], [0, 0, 0, 1]], float)
-    return _remap(
+    return replace(
         head,
-        move(head.data),  # type: ignore[arg-type]
-        head.affine @ swap,
+        data=move(head.data),
+        affine=head.affine @ swap,
         brain=move(head.brain),
         anon=move(head.anon),
     )

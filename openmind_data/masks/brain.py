@@ -590,6 +590,7 @@ _FACTORIES: Final[dict[str, Callable[[str | Path | None, str], BrainMasker]]] = 
 _PREFERENCE: Final = {"cuda": ("hd-bet", "deepbet"), "cpu": ("deepbet",)}
 
 
+@lru_cache(maxsize=8)
 def brain_masker(
     backend: str = "auto", *, hdbet_params: str | Path | None = None, device: str = "cpu"
 ) -> BrainMasker:
@@ -598,7 +599,8 @@ def brain_masker(
     'auto' is the first learned masker that is installed, in :data:`_PREFERENCE` order for the
     device (HD-BET then deepbet on CUDA; deepbet on the CPU, where it costs about what the
     template costs), and the template otherwise. A learned backend asked for by name and not
-    installed is a ConfigError that says what to install.
+    installed is a ConfigError that says what to install. One instance per process and
+    arguments: a learned masker loads its networks once.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown brain-mask backend {backend!r}; choose from {list(BACKENDS)}")
@@ -621,8 +623,8 @@ def check_masker(masker: BrainMasker | None) -> BrainMasker | None:
     template and one is installed (see :mod:`openmind_data.masks.stage`); else None."""
     if masker is None or masker.name != "template":
         return None
-    candidate = _FACTORIES["deepbet"](None, "cpu")
-    return candidate if candidate.available() else None
+    candidate = brain_masker("auto")
+    return candidate if candidate.name != "template" else None
 
 
 def _learned_missing(backend: str, missing: list[str]) -> str:

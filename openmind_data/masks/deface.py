@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from openmind_data.errors import InvalidInputError
 from openmind_data.exclusions import ExclusionReason as R
-from openmind_data.masks.face import facial_region
+from openmind_data.masks.face import brain_distance, facial_region
 
 __all__ = ["SHEAR_DIRECTION", "brain_overlap", "deface_region", "quickshear"]
 
@@ -66,12 +65,16 @@ def deface_region(
     spacing: tuple[float, ...],
     *,
     margin_mm: float = MARGIN_MM,
+    distance: NDArray[np.float64] | None = None,
 ) -> NDArray[np.bool_]:
     """The voxels the toolkit's defacing removes: beyond the shear plane, or in the facial
-    region, and at least ``margin_mm`` from the brain mask either way."""
+    region, and at least ``margin_mm`` from the brain mask either way (``distance``: from
+    :func:`~openmind_data.masks.face.brain_distance`, where the caller has it)."""
     face = facial_region(brain, affine, front_share=CUT_FRONT_SHARE)
     cut = quickshear(brain, affine, margin_mm=margin_mm) | face
-    clear = ndimage.distance_transform_edt(~brain, sampling=spacing[:3]) > margin_mm
+    if distance is None:
+        distance = brain_distance(brain, spacing)
+    clear = distance > margin_mm
     region: NDArray[np.bool_] = cut & clear
     return region
 

@@ -28,7 +28,14 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-__all__ = ["FaceCheck", "face_removed", "face_shown", "facial_region", "facial_surface"]
+__all__ = [
+    "FaceCheck",
+    "brain_distance",
+    "face_removed",
+    "face_shown",
+    "facial_region",
+    "facial_surface",
+]
 
 #: The facial surface: tissue within this distance (mm) of the air, and at least
 #: :data:`CLEARANCE_MM` from the brain (what touches the brain is the orbits' roof and the brow
@@ -104,6 +111,13 @@ def facial_region(
     return region
 
 
+def brain_distance(brain: NDArray[np.bool_], spacing: tuple[float, ...]) -> NDArray[np.float64]:
+    """Every voxel's distance (mm) from the brain mask: 0 inside it. The masks stage computes
+    it once and hands it to :func:`face_shown` and the defacing."""
+    distance: NDArray[np.float64] = ndimage.distance_transform_edt(~brain, sampling=spacing[:3])
+    return distance
+
+
 def facial_surface(
     tissue: NDArray[np.bool_],
     brain: NDArray[np.bool_],
@@ -113,7 +127,7 @@ def facial_surface(
     """Tissue of the facial region of ``brain`` within :data:`SURFACE_MM` of the air (what is
     not tissue) and :data:`CLEARANCE_MM` or more from the brain."""
     depth = ndimage.distance_transform_edt(tissue, sampling=spacing[:3])
-    clear = ndimage.distance_transform_edt(~brain, sampling=spacing[:3]) >= CLEARANCE_MM
+    clear = brain_distance(brain, spacing) >= CLEARANCE_MM
     region = facial_region(brain, affine)
     surface: NDArray[np.bool_] = tissue & region & clear & (depth <= SURFACE_MM)
     return surface
@@ -138,12 +152,17 @@ def face_shown(
     brain: NDArray[np.bool_],
     affine: NDArray[np.float64],
     spacing: tuple[float, ...],
+    *,
+    distance: NDArray[np.float64] | None = None,
 ) -> FaceCheck:
     """Whether the image still shows a face: tissue in the facial zone, the facial region within
-    :data:`ZONE_MM` of the brain. No brain, no zone: the face counts as shown."""
+    :data:`ZONE_MM` of the brain (``distance``: :func:`brain_distance`, where the caller has it).
+    No brain: the face counts as shown."""
     if not brain.any():
         return FaceCheck(0.0, 0.0, True)
-    near = ndimage.distance_transform_edt(~brain, sampling=spacing[:3]) <= ZONE_MM
+    if distance is None:
+        distance = brain_distance(brain, spacing)
+    near = distance <= ZONE_MM
     zone = facial_region(brain, affine, ZONE_FRONT_SHARE) & near
     voxel_ml = float(np.prod(spacing[:3])) / 1000.0
     zone_ml = float(zone.sum()) * voxel_ml

@@ -26,14 +26,13 @@ from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from openmind_data.errors import ConfigError, InvalidInputError
 from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.masks.anatomy import foreground
 from openmind_data.masks.brain import BACKENDS, BrainMasker, check_masker
 from openmind_data.masks.deface import MARGIN_MM, SHEAR_DIRECTION, brain_overlap, deface_region
-from openmind_data.masks.face import face_shown
+from openmind_data.masks.face import brain_distance, face_shown
 
 __all__ = ["BRAIN_CUT_POLICIES", "DEFACE_POLICIES", "MaskOptions", "MaskedImage", "mask_image"]
 
@@ -131,7 +130,12 @@ def mask_image(
     if found.is_brain_extract:
         defacing = "brain_extract"
     else:
-        face = face_shown(anatomy, brain, affine, spacing) if brain is not None else None
+        distance = brain_distance(brain, spacing) if brain is not None else None
+        face = (
+            face_shown(anatomy, brain, affine, spacing, distance=distance)
+            if brain is not None
+            else None
+        )
         if face is not None:
             steps.append(
                 _step(
@@ -152,8 +156,8 @@ def mask_image(
             )
         else:
             assert brain is not None  # MaskOptions refuses deface without a brain backend
-            cut = deface_region(brain, affine, spacing) & ~found.padding
-            check_brain, method = _independent(brain, volume, affine, spacing, anatomy, masker)
+            cut = deface_region(brain, affine, spacing, distance=distance) & ~found.padding
+            check_brain, method = _independent(brain, distance, volume, affine, anatomy, masker)
             volume = volume.copy()
             volume[cut] = found.fill
             anon, anatomy = cut, anatomy & ~cut
@@ -192,9 +196,9 @@ def mask_image(
 
 def _independent(
     brain: NDArray[np.bool_],
+    distance: NDArray[np.float64] | None,
     volume: NDArray[np.float32],
     affine: NDArray[np.float64],
-    spacing: tuple[float, ...],
     head: NDArray[np.bool_],
     masker: BrainMasker | None,
 ) -> tuple[NDArray[np.bool_], str]:
@@ -203,7 +207,7 @@ def _independent(
     second = check_masker(masker)
     if second is not None:
         return np.asarray(second(volume, affine, head), dtype=bool), second.name
-    distance = ndimage.distance_transform_edt(~brain, sampling=spacing[:3])
+    assert distance is not None  # computed wherever there is a brain mask
     dilated: NDArray[np.bool_] = distance <= CHECK_DILATION_MM
     return dilated, f"{masker.name if masker else 'brain'} mask dilated {CHECK_DILATION_MM:g} mm"
 

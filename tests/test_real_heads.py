@@ -1,0 +1,177 @@
+"""The masks stage on real heads (see tests/real_heads.py): no face published, no brain cut.
+
+Accuracy claims are made here, on real MRI nobody here made: pydeface's mean T1 head (with its
+face, and defaced by pydeface's own mask) and Colin27 with its brain extraction. The synthetic
+collection stays for the plumbing. The default brain backend is what 'auto' picks on this
+machine: deepbet where its wheel and torch are installed (``make`` installs both), else the
+template.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+import real_heads as rh
+from numpy.typing import NDArray
+
+from openmind_data.crawl import crawl
+from openmind_data.curate import process_candidate
+from openmind_data.errors import InvalidInputError
+from openmind_data.masks import (
+    DeepBetBrainMasker,
+    MaskedImage,
+    MaskOptions,
+    TemplateBrainMasker,
+    brain_masker,
+    face_removed,
+    mask_image,
+)
+from openmind_data.nifti import as_3d
+
+colin_only = pytest.mark.skipif(not rh.have_colin(), reason=rh.WHY_NO_COLIN)
+
+
+def dice(a: NDArray[np.bool_], b: NDArray[np.bool_]) -> float:
+    return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+
+def run(head: rh.Head, **options: Any) -> MaskedImage:
+    chosen = MaskOptions(**options)
+    masker = brain_masker(chosen.brain)
+    return mask_image(head.values, head.affine, head.spacing, chosen, masker, where=head.name)
+
+
+@pytest.fixture(scope="session")
+def faces() -> list[tuple[rh.Head, MaskedImage]]:
+    """Every real head with a face under every variation, through the default masks stage."""
+    return [(head, run(head)) for head in rh.with_faces()]
+
+
+def test_auto_is_the_learned_masker_where_installed() -> None:
+    expected = "deepbet" if DeepBetBrainMasker().available() else "template"
+    assert brain_masker("auto").name == expected
+
+
+def test_no_face_is_published_on_any_real_head(faces: list[tuple[rh.Head, MaskedImage]]) -> None:
+    assert len(faces) >= len(rh.VARIATIONS)
+    for head, out in faces:
+        # Zeroed air, zero wedges and thick slices are no defacing: the toolkit defaces.
+        assert out.fields["defacing"] == "toolkit", head.name
+        assert out.fields["qc_flags"] == [], head.name
+        # The facial surface, measured from the truth brain where there is one.
+        brain = head.brain if head.brain is not None else out.brain
+        assert brain is not None
+        before = out.anatomy | out.anon
+        removed = face_removed(before, out.anon, brain, head.affine, head.spacing)
+        assert removed >= 0.95, (head.name, removed)
+        # The removed voxels hold the fill value; nothing else changed.
+        assert np.all(out.data[out.anon] == out.data[out.anon].flat[0]), head.name
+        np.testing.assert_array_equal(out.data[~out.anon], head.values[~out.anon])
+
+
+def test_brain_is_kept_and_masked_on_colin(faces: list[tuple[rh.Head, MaskedImage]]) -> None:
+    colin = [(h, o) for h, o in faces if h.brain is not None]
+    if not colin:
+        pytest.skip(rh.WHY_NO_COLIN)
+    for head, out in colin:
+        assert head.brain is not None and out.brain is not None
+        kept = 1 - (out.anon & head.brain).sum() / head.brain.sum()
+        assert kept >= 0.995, (head.name, kept)
+        assert dice(out.brain, head.brain) >= 0.93, (head.name, dice(out.brain, head.brain))
+        assert out.fields["anon_brain_overlap"] <= 0.005
+
+
+@colin_only
+def test_template_masker_fits_colin() -> None:
+    head = rh.colin()[0]
+    mask = TemplateBrainMasker()(head.values, head.affine)
+    assert dice(mask, head.brain) >= 0.93  # type: ignore[arg-type]
+
+
+def test_pydeface_defacing_is_recognised_and_left_unchanged() -> None:
+    head = rh.pydeface_heads()[1]
+    assert head.anon is not None
+    out = run(head)
+    assert out.fields["defacing"] == "source"
+    assert not out.defaced_here
+    assert dice(out.anon, head.anon) >= 0.95
+    np.testing.assert_array_equal(out.data, head.values)
+    face = {p["step"]: p for p in out.provenance}["masks.face"]
+    zone = json.loads(face["parameters"])
+    assert zone["tissue_ml"] < 0.2 * zone["zone_ml"]
+
+
+@colin_only
+def test_a_bet_brain_is_a_brain_extract() -> None:
+    out = run(rh.colin()[1])
+    assert out.fields["is_brain_extract"] and out.fields["defacing"] == "brain_extract"
+    assert not out.anon.any()
+
+
+def _cut_through_the_brain(head: rh.Head, brain: NDArray[np.bool_]) -> rh.Head:
+    """The head with a slab of 12 voxels zeroed through the middle of its brain."""
+    data = head.values.copy()
+    middle = int(np.median(np.argwhere(brain)[:, 1]))
+    data[:, middle - 6 : middle + 6] = 0
+    return replace(head, data=data, slope=1.0)
+
+
+def test_a_defacing_that_cuts_the_brain_is_excluded_or_flagged() -> None:
+    defaced = rh.pydeface_heads()[1]
+    brain = run(defaced).brain
+    assert brain is not None
+    careless = _cut_through_the_brain(defaced, brain)
+    with pytest.raises(InvalidInputError) as error:
+        run(careless)
+    assert error.value.reason == "deface_hits_brain"
+    assert "brain" in error.value.detail
+    flagged = run(careless, brain_cut="flag")
+    assert flagged.fields["qc_flags"] == ["deface_hits_brain"]
+    assert flagged.fields["anon_brain_overlap"] > 0.005
+
+
+def test_the_face_counts_as_present_without_a_brain_mask() -> None:
+    head = rh.pydeface_heads()[1]  # defaced, but nothing can say so without a brain
+    with pytest.raises(InvalidInputError) as error:
+        mask_image(
+            head.values, head.affine, head.spacing, MaskOptions(deface="exclude"), None, where="x"
+        )
+    assert error.value.reason == "deface_unconfirmed"
+
+
+def test_a_singleton_fourth_axis_is_a_3d_image(tmp_path: Path) -> None:
+    head = rh.singleton_axis(rh.pydeface_heads()[1])
+    squeezed, step = as_3d(np.asarray(head.data), "x.nii.gz")
+    assert squeezed.shape == head.data.shape[:3] and step is not None
+    assert json.loads(step["parameters"])["stored_shape"] == list(head.data.shape)
+    with pytest.raises(InvalidInputError) as error:
+        as_3d(np.zeros((4, 4, 4, 2)), "two.nii.gz")
+    assert error.value.reason == "too_many_dimensions" and "two.nii.gz" in str(error.value)
+    # Through the crawl and the build's unit: published, with the squeeze in its provenance.
+    root = tmp_path / "ds000001"
+    anat = root / "sub-01" / "anat"
+    anat.mkdir(parents=True)
+    (root / "dataset_description.json").write_text(
+        json.dumps({"Name": "one", "BIDSVersion": "1.8.0", "License": "CC0"})
+    )
+    rh.save(head, anat / "sub-01_T1w.nii.gz")
+    candidates = crawl(root).candidates.to_pylist()
+    assert [c["modality"] for c in candidates] == ["T1w"]
+    result = process_candidate(candidates[0], root)
+    assert not result.excluded, result.excluded
+    (published,) = result.published
+    assert "load.squeeze" in {p["step"] for p in published.row["provenance"]}
+    assert published.row["defacing"] == "source"
+    assert nib.Nifti1Image.from_bytes(_gunzip(published.voxels["image"])).ndim == 3
+
+
+def _gunzip(payload: bytes) -> bytes:
+    import gzip
+
+    return gzip.decompress(payload)
