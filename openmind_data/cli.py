@@ -40,12 +40,22 @@ def main(
 
 Resolution = Annotated[str, typer.Option(help="Voxel sizes: tiny | small | realistic.")]
 # The masks stage's options, shared by `masks` and `build`.
-Brain = Annotated[str, typer.Option(help="auto | template | hd-bet | none.")]
+Brain = Annotated[
+    str,
+    typer.Option(
+        help="auto | template | deepbet | hd-bet | none (auto: HD-BET on CUDA, else deepbet, "
+        "where installed; else the template)."
+    ),
+]
 HdbetParams = Annotated[
     str | None, typer.Option(help="HD-BET parameter folder (default: HD-BET's own).")
 ]
-Device = Annotated[str, typer.Option(help="Device for HD-BET: cpu | cuda.")]
-Deface = Annotated[str, typer.Option(help="Images not confirmed defaced: deface | exclude | off.")]
+Device = Annotated[str, typer.Option(help="Device for the learned brain maskers: cpu | cuda.")]
+Deface = Annotated[str, typer.Option(help="Images that show a face: deface | exclude | off.")]
+BrainCut = Annotated[
+    str,
+    typer.Option(help="Images whose defacing would cut the brain (> 0.5%): exclude | flag."),
+]
 
 
 @app.command()
@@ -166,6 +176,7 @@ def build(
     hdbet_params: HdbetParams = None,
     device: Device = "cpu",
     deface: Deface = "deface",
+    brain_cut: BrainCut = "exclude",
     iqs_model: Annotated[
         Path | None, typer.Option(help="An IQS model file (default: the shipped one).")
     ] = None,
@@ -189,7 +200,13 @@ def build(
 
     options = BuildOptions(
         unit=UnitOptions(
-            masks=MaskOptions(brain=brain, hdbet_params=hdbet_params, device=device, deface=deface),
+            masks=MaskOptions(
+                brain=brain,
+                hdbet_params=hdbet_params,
+                device=device,
+                deface=deface,
+                brain_cut=brain_cut,
+            ),
             iqs_model=str(iqs_model) if iqs_model else None,
         ),
         shards=ShardOptions(row_group_bytes=row_group_mb << 20, shard_bytes=shard_mb << 20),
@@ -294,6 +311,7 @@ def masks(
     hdbet_params: HdbetParams = None,
     device: Device = "cpu",
     deface: Deface = "deface",
+    brain_cut: BrainCut = "exclude",
     workers: Annotated[int, typer.Option(help="Processes (one image each).")] = 1,
 ) -> None:
     """Anatomy, anonymization and brain masks for every image; deface what is not defaced.
@@ -306,7 +324,9 @@ def masks(
     from openmind_data.crawl import read_index  # noqa: PLC0415
     from openmind_data.masks import MaskOptions, run_masks  # noqa: PLC0415
 
-    options = MaskOptions(brain=brain, hdbet_params=hdbet_params, device=device, deface=deface)
+    options = MaskOptions(
+        brain=brain, hdbet_params=hdbet_params, device=device, deface=deface, brain_cut=brain_cut
+    )
     result = run_masks(
         read_index(index).candidates,
         root,

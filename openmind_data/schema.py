@@ -46,7 +46,7 @@ __all__ = [
 
 #: Bumped in its major part when a column is removed, renamed or changes type; in its minor part
 #: when a column is added. Readers accept tables of the same major version.
-SCHEMA_VERSION = "2.0.0"
+SCHEMA_VERSION = "2.1.0"
 #: The BIDS specification version whose entities and suffixes the tables follow.
 BIDS_VERSION = "1.10.0"
 #: The values of the ``split`` column, in the order shards, configs and cards list them.
@@ -158,8 +158,8 @@ _IMAGE_FIELDS: list[pa.Field] = [
     _f(
         "brain_mask_backend",
         _CAT,
-        "What made the brain mask: 'hd-bet', 'template' (registered MNI152 head "
-        "model), or 'image' (the image is a brain extract); null where none was made.",
+        "What made the brain mask: 'deepbet', 'hd-bet', 'template' (registered MNI152 "
+        "head model), or 'image' (the image is a brain extract); null where none was made.",
     ),
     # -- what the image is ---------------------------------------------------------------------
     _f(
@@ -177,19 +177,21 @@ _IMAGE_FIELDS: list[pa.Field] = [
     _f(
         "defacing",
         _CAT,
-        "How the face was removed: 'source' (defaced by the uploader), "
-        "'toolkit' (defaced by this build), 'brain_extract', or 'none'.",
+        "How the face was removed: 'source' (defaced by the uploader: the facial zone "
+        "holds no tissue), 'toolkit' (defaced by this build), 'brain_extract', "
+        "'out_of_view' (the field of view holds no facial zone), or 'none' (not defaced, "
+        "by policy).",
     ),
     _f(
         "anon_brain_overlap",
         _F32,
-        "Share of the brain mask's voxels inside the anonymization mask: a defacing "
-        "that cut into the brain (flagged above 0.02).",
+        "Share of a brain estimate independent of the defacing inside the anonymization "
+        "mask: above 0.005 the image is excluded or flagged (deface_hits_brain).",
     ),
     _f(
         "qc_flags",
         pa.list_(_STR),
-        "Problems found by the checks, e.g. 'anon_overlaps_brain'; empty when none.",
+        "Problems found by the checks, e.g. 'deface_hits_brain'; empty when none.",
     ),
     # -- geometry (from the header alone) ------------------------------------------------------
     _f("shape", pa.list_(pa.int32()), "Voxel grid size; four values for a DWI candidate."),

@@ -17,7 +17,8 @@ against ch2bet as it is, is reported beside it by ``benchmarks/masks.py``.
 
 Variations (:data:`VARIATIONS`) change how the same head is stored, never what it shows: axis
 flips and permutations, int16 with a scl_slope, uint8, 4 mm slices, an oblique affine, a
-singleton fourth axis, zero-filled wedges from an oblique resampling, zeroed air.
+singleton fourth axis, zero-filled wedges from an oblique resampling, a field of view that cuts
+the top of the head, zeroed air.
 """
 
 from __future__ import annotations
@@ -229,6 +230,30 @@ def resampled_oblique(head: Head, degrees: float = 12.0) -> Head:
     )
 
 
+def cut_top(head: Head, mm: float = 25.0) -> Head:
+    """The top ``mm`` of the head outside the field of view: a slab that misses the vertex, not
+    the face (the superior axis is found from the affine, whatever the voxel order)."""
+    axis = int(np.argmax(np.abs(head.affine[2, :3])))
+    keep = head.data.shape[axis] - round(mm / head.spacing[axis])
+    upward = head.affine[2, axis] > 0
+    index = [slice(None)] * head.data.ndim
+    index[axis] = slice(0, keep) if upward else slice(head.data.shape[axis] - keep, None)
+    affine = head.affine.copy()
+    if not upward:
+        affine[:3, 3] += affine[:3, axis] * (head.data.shape[axis] - keep)
+
+    def crop(a: NDArray[np.generic] | None) -> NDArray[np.generic] | None:
+        return None if a is None else np.ascontiguousarray(a[tuple(index[:3])])
+
+    return replace(
+        head,
+        data=np.ascontiguousarray(head.data[tuple(index)]),
+        affine=affine,
+        brain=crop(head.brain),
+        anon=crop(head.anon),
+    )
+
+
 def singleton_axis(head: Head) -> Head:
     return replace(head, data=head.data[..., None])
 
@@ -253,6 +278,7 @@ VARIATIONS: dict[str, Callable[[Head], Head]] = {
     "oblique-15deg": oblique,
     "singleton-4th-axis": singleton_axis,
     "resampled-wedges": resampled_oblique,
+    "top-cut": cut_top,
     "zeroed-air": zeroed_air,
 }
 

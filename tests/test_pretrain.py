@@ -277,7 +277,7 @@ def test_torchrun_on_two_cpu_processes_matches_one_process(
     single = checkpoint.load(tmp_path / "single" / "final.pt")
     assert len(ddp["random"]) == 2 and len(single["random"]) == 1
     for key, value in single["model"].items():
-        torch.testing.assert_close(ddp["model"][key], value, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ddp["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
     ddp_losses = [r.split(",")[2] for r in (tmp_path / "ddp/metrics.csv").read_text().split()]
     one_losses = [r.split(",")[2] for r in (tmp_path / "single/metrics.csv").read_text().split()]
     assert [float(x) for x in ddp_losses[1:]] == pytest.approx(

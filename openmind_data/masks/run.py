@@ -215,7 +215,14 @@ def _mask_one(
     data = scaled(raw, scaling)
     spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
     masked = mask_image(
-        data, image.affine, spacing, options, masker_for(options), where=source, derived=derived
+        data,
+        image.affine,
+        spacing,
+        options,
+        masker_for(options),
+        where=source,
+        derived=derived,
+        modality=str(row["modality"]),
     )
     paths = mask_paths(row["image_path"])
     volumes = {

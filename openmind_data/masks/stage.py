@@ -2,8 +2,8 @@
 
 Privacy rule: a face is present unless the voxels show it absent. The facial zone is located
 from the brain mask (:mod:`openmind_data.masks.face`); an image counts as defaced by its uploader
-only when that zone holds next to no tissue, and as brain-extracted when the image is only a
-brain. Zeroed air, a zero-filled wedge left by resampling or a field of view cut elsewhere are
+only when that zone holds next to no tissue, as brain-extracted when the image is only a brain,
+and as ``out_of_view`` when its field of view holds neither the zone nor facial tissue. Zeroed air, a zero-filled wedge left by resampling or a field of view cut elsewhere are
 not defacings: such an image is defaced by the toolkit (the shear plane and the facial region,
 see :func:`~openmind_data.masks.deface.deface_region`; the removed voxels become its
 anonymization mask), or, by policy, left out (``deface_unconfirmed``). Without a brain mask the
@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from openmind_data.errors import ConfigError, InvalidInputError
 from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.masks.anatomy import foreground
-from openmind_data.masks.brain import BACKENDS, BrainMasker, check_masker
+from openmind_data.masks.brain import BACKENDS, BrainMasker, check_masker, for_image
 from openmind_data.masks.deface import MARGIN_MM, SHEAR_DIRECTION, brain_overlap, deface_region
 from openmind_data.masks.face import brain_distance, face_shown
 
@@ -94,10 +94,12 @@ def mask_image(
     *,
     where: str,
     derived: bool = False,
+    modality: str | None = None,
 ) -> MaskedImage:
     """Masks, defacing and the brain check of one 3D image (``where`` names it in errors).
-    ``masker`` is None only when ``options.brain == 'none'``. ``derived`` maps (FA, MD, mean b0)
-    follow the same privacy rule: a mean b0 shows a face as well as any T2w."""
+    ``masker`` is None only when ``options.brain == 'none'``; 'auto' chooses by the image's size
+    and ``modality``. ``derived`` maps (FA, MD, mean b0) follow the same privacy rule: a mean b0
+    shows a face as well as any T2w."""
     volume = np.asarray(data, dtype=np.float32)
     if not np.isfinite(volume).all():
         bad = int((~np.isfinite(volume)).sum())
@@ -119,6 +121,7 @@ def mask_image(
     if found.is_brain_extract:
         brain, backend = anatomy.copy(), "image"
     elif masker is not None:
+        masker = for_image(masker, volume.shape, modality)
         # The head including any solid region: a defacing that cut the brain must show.
         brain = np.asarray(masker(volume, affine, anatomy | found.anon), dtype=bool)
         backend = masker.name
@@ -145,9 +148,10 @@ def mask_image(
                 )
             )
         if face is not None and not face.shown:
-            # The uploader's solid regions are the anonymization mask; none: out of view.
-            anon = found.anon
-            defacing = "source" if anon.any() else "out_of_view"
+            if face.in_view:  # an empty facial zone: the uploader's solid regions removed it
+                anon, defacing = found.anon, "source"
+            else:  # the field of view holds no face at all
+                defacing = "out_of_view"
         elif options.deface == "off":
             defacing = "none"
         elif options.deface == "exclude":
@@ -157,7 +161,9 @@ def mask_image(
         else:
             assert brain is not None  # MaskOptions refuses deface without a brain backend
             cut = deface_region(brain, affine, spacing, distance=distance) & ~found.padding
-            check_brain, method = _independent(brain, distance, volume, affine, anatomy, masker)
+            check_brain, method = _independent(
+                brain, distance, volume, affine, anatomy, masker, modality
+            )
             volume = volume.copy()
             volume[cut] = found.fill
             anon, anatomy = cut, anatomy & ~cut
@@ -201,10 +207,11 @@ def _independent(
     affine: NDArray[np.float64],
     head: NDArray[np.bool_],
     masker: BrainMasker | None,
+    modality: str | None,
 ) -> tuple[NDArray[np.bool_], str]:
     """A brain estimate independent of ``brain``, which placed the toolkit's cut: the learned
     masker's where ``masker`` is not learned and one is installed, else ``brain`` dilated."""
-    second = check_masker(masker)
+    second = check_masker(masker, volume.shape, modality)
     if second is not None:
         return np.asarray(second(volume, affine, head), dtype=bool), second.name
     assert distance is not None  # computed wherever there is a brain mask
