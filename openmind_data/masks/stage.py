@@ -3,8 +3,9 @@
 Privacy rule: a face is present unless the voxels show it absent. The facial zone is located
 from the brain mask (:mod:`openmind_data.masks.face`); an image counts as defaced by its uploader
 only when that zone holds next to no tissue, as brain-extracted when the image is only a brain,
-and as ``out_of_view`` when its field of view holds neither the zone nor facial tissue. Zeroed air, a zero-filled wedge left by resampling or a field of view cut elsewhere are
-not defacings: such an image is defaced by the toolkit (the shear plane and the facial region,
+and as ``out_of_view`` when its field of view holds neither the zone nor facial tissue. Zeroed
+air, a zero-filled wedge left by resampling or a field of view cut elsewhere are not defacings:
+such an image is defaced by the toolkit (the shear plane and the facial region,
 see :func:`~openmind_data.masks.deface.deface_region`; the removed voxels become its
 anonymization mask), or, by policy, left out (``deface_unconfirmed``). Without a brain mask the
 face cannot be located, so it counts as present.
