@@ -308,7 +308,8 @@ def test_toolkit_defacing_is_written_and_recorded(
         assert steps["masks.deface"]["method"] == "quickshear+facial-region"
         assert json.loads(steps["masks.brain"]["parameters"])
         shape = tuple(nib.load(out / row["image_path"]).shape)
-        assert row["brain_mask_backend"] == for_image(brain_masker("auto"), shape).name
+        expected = for_image(brain_masker("auto"), shape, row["modality"]).name
+        assert row["brain_mask_backend"] == expected
     assert {r["defacing"] for r in result.images.to_pylist()} == {
         "toolkit",
         "source",

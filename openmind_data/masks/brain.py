@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol, runtime_checkable
+from typing import Any, Final, Literal
 
 import numpy as np
 import SimpleITK as sitk  # noqa: N813 (the alias SimpleITK's own documentation uses)
@@ -68,6 +68,7 @@ from openmind_data.errors import ConfigError
 from openmind_data.masks.deepbet import DeepBetBrainMasker
 from openmind_data.masks.hdbet import HDBET_DEFAULT_PARAMS, HDBetBrainMasker
 from openmind_data.masks.hdbet import missing_message as hdbet_missing
+from openmind_data.masks.learned import BrainMasker
 from openmind_data.synth.phantom import PHANTOM_VERSION, Tissue, head_phantom
 from openmind_data.synth.render import CONTRASTS
 
@@ -105,38 +106,6 @@ FACE_SHARE: Final = 0.25
 #: axis may be stretched relative to another; beyond them a stage is taken to have failed.
 SCALE_RANGE: Final = (0.6, 1.8)
 ANISOTROPY_MAX: Final = 1.35
-
-
-@runtime_checkable
-class BrainMasker(Protocol):
-    """A brain-mask backend: one image in its native grid in, a boolean mask in that grid out."""
-
-    name: str
-
-    def parameters(self) -> dict[str, Any]:
-        """JSON-able settings and versions, recorded as provenance beside every mask."""
-        ...
-
-    def available(self) -> bool:
-        """Whether everything the backend needs (packages, weights) is installed."""
-        ...
-
-    def missing(self) -> list[str]:
-        """What is not installed, for the error message; empty when :meth:`available`."""
-        ...
-
-    def __call__(
-        self,
-        data: NDArray[np.floating[Any]],
-        affine: NDArray[np.float64],
-        anatomy: NDArray[np.bool_] | None = None,
-    ) -> NDArray[np.bool_]:
-        """The brain mask of ``data`` (3D) whose voxel-to-world (RAS mm) matrix is ``affine``.
-
-        ``anatomy``, where the caller has it, marks where the head is (not air or padding);
-        the brain mask stays inside it. Registration ignores solid fill either way.
-        """
-        ...
 
 
 # -- the template backend -----------------------------------------------------------------------

