@@ -32,6 +32,7 @@ from openmind_data.masks import (
     TemplateBrainMasker,
     brain_masker,
     face_removed,
+    facial_region,
     mask_image,
 )
 from openmind_data.masks.brain import LEARNED_MIN_VOXELS
@@ -227,3 +228,16 @@ def test_hdbet_on_colin() -> None:
     mask = masker(head.values, head.affine)
     assert head.brain is not None
     assert dice(mask, head.brain) >= 0.95
+
+
+@colin_only
+def test_the_facial_region_holds_under_thick_coronal_slices() -> None:
+    """4 mm planes along the anterior axis leave the outline's 2 mm bins half empty: they take
+    their neighbours' outline, not an open column over the brain."""
+    head = rh.colin()[0]
+    assert head.brain is not None
+    thick = head.affine.copy()
+    thick[:3, 1] *= 4
+    coarse = facial_region(head.brain[:, ::4, :], thick)
+    fine = facial_region(head.brain, head.affine)[:, ::4, :]
+    assert dice(coarse, fine) >= 0.95

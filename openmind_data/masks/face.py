@@ -2,9 +2,10 @@
 
 A face is present unless the voxels show it absent. The facial region is located in world (RAS)
 millimetres from the brain mask, so any voxel order, flip or oblique grid is the same problem:
-it is what lies in front of the brain's centre of mass (anterior) and below the brain's lower
-outline at each anterior position (inferior), in the sagittal projection of the brain; in
-front of the brain, the outline's front-most stretch extends forwards. Eyes, nose, mouth, chin
+it is what lies in front of :data:`FRONT_SHARE` of the brain's anterior extent (anterior) and
+below the brain's lower outline at each anterior position (inferior), in the sagittal
+projection of the brain; in front of the brain, the outline's front-most stretch extends
+forwards. Eyes, nose, mouth, chin
 and cheeks lie there; the forehead (above the outline) and the back of the head do not.
 
 Two measures are taken on it:
@@ -13,10 +14,11 @@ Two measures are taken on it:
   skin and what lies just under it, the part of a head a rendering shows), kept
   :data:`CLEARANCE_MM` off the brain. A defacing removes it; :func:`face_removed` says which
   share of it a defacing took.
-- the *facial zone*: the facial region within :data:`ZONE_MM` of the brain, where a face always
-  is, whatever the field of view. An image whose uploader defaced it holds next to no tissue
-  there (:func:`face_shown`); zeroed air, a zero-filled wedge from resampling or a field of view
-  that cuts the top of the head all leave the face's tissue in place.
+- the *facial zone*: the front of the facial region (from :data:`ZONE_FRONT_SHARE`) within
+  :data:`ZONE_MM` of the brain, where eyes, nose and lips always are. An image whose uploader
+  defaced it holds next to no tissue there (:func:`face_shown`); zeroed air, a zero-filled
+  wedge from resampling or a field of view that cuts the top of the head all leave the face's
+  tissue in place.
 """
 
 from __future__ import annotations
@@ -112,8 +114,12 @@ def facial_region(
     count = int(bins.max()) + 1
     outline = np.full(count, np.inf, dtype=np.float64)
     np.minimum.at(outline, bins, s.astype(np.float64))
+    # Bins no brain voxel falls in (slices thicker than a bin along the anterior axis) take
+    # the outline of their neighbours.
+    known = np.isfinite(outline)
+    outline = np.interp(np.arange(count), np.flatnonzero(known), outline[known])
     front = outline[max(0, count - int(np.ceil(FRONT_MM / BIN_MM))) :]
-    ahead = float(front[np.isfinite(front)].min())
+    ahead = float(front.min())
     # The outline at every voxel's anterior position; in front of the brain, its front stretch.
     where = np.clip(np.floor((anterior - low) / BIN_MM).astype(np.int64), 0, count - 1)
     level = np.where(anterior > high, ahead, outline[where])
