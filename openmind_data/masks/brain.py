@@ -55,7 +55,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -68,7 +67,7 @@ from openmind_data.errors import ConfigError
 from openmind_data.masks.deepbet import DeepBetBrainMasker
 from openmind_data.masks.hdbet import HDBET_DEFAULT_PARAMS, HDBetBrainMasker
 from openmind_data.masks.hdbet import missing_message as hdbet_missing
-from openmind_data.masks.learned import BrainMasker
+from openmind_data.masks.learned import BrainMasker, package_version
 from openmind_data.synth.phantom import PHANTOM_VERSION, Tissue, head_phantom
 from openmind_data.synth.render import CONTRASTS
 
@@ -255,7 +254,7 @@ class TemplateBrainMasker:
             "scale_range": list(SCALE_RANGE),
             "anisotropy_max": ANISOTROPY_MAX,
             "simpleitk": sitk.Version.VersionString(),
-            "nilearn": _version("nilearn"),
+            "nilearn": package_version("nilearn"),
         }
 
     def __call__(
@@ -384,13 +383,6 @@ class TemplateBrainMasker:
         reg.SetInitialTransform(transform, inPlace=True)
         reg.Execute(fixed, moving)
         return float(reg.GetMetricValue())
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _spacing(affine: NDArray[np.float64]) -> NDArray[np.float64]:

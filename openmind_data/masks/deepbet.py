@@ -31,7 +31,7 @@ from scipy import ndimage
 
 from openmind_data.errors import ConfigError
 from openmind_data.masks.anatomy import fill_holes
-from openmind_data.masks.learned import LearnedBrainMasker
+from openmind_data.masks.learned import LearnedBrainMasker, package_version
 
 __all__ = ["DeepBetBrainMasker", "deepbet_models"]
 
@@ -86,8 +86,8 @@ class DeepBetBrainMasker(LearnedBrainMasker):
     def parameters(self) -> dict[str, Any]:
         return {
             "backend": self.name,
-            "deepbet": _version("deepbet"),
-            "torch": _version("torch"),
+            "deepbet": package_version("deepbet"),
+            "torch": package_version("torch"),
             "device": self.device,
             "small_shape": list(SMALL_SHAPE),
             "shape": list(SHAPE),
@@ -175,10 +175,3 @@ def _largest(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     sizes[0] = 0
     largest: NDArray[np.bool_] = labels == int(np.argmax(sizes))
     return largest
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None

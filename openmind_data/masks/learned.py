@@ -10,6 +10,7 @@ a backend implements :meth:`LearnedBrainMasker._mask` alone.
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import Any, Protocol, runtime_checkable
 
 import nibabel as nib
@@ -18,7 +19,7 @@ from numpy.typing import NDArray
 
 from openmind_data.errors import ConfigError
 
-__all__ = ["BrainMasker", "LearnedBrainMasker"]
+__all__ = ["BrainMasker", "LearnedBrainMasker", "package_version"]
 
 _RAS = np.array([[0, 1], [1, 1], [2, 1]])
 
@@ -99,3 +100,11 @@ class LearnedBrainMasker:
         """The brain mask of ``canonical``: the image in RAS voxel order, ``spacing`` mm per
         axis, ``affine`` its voxel-to-world matrix (for a backend that writes files)."""
         raise NotImplementedError
+
+
+def package_version(package: str) -> str | None:
+    """An installed package's version, for a backend's provenance; None where it is absent."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
