@@ -13,15 +13,22 @@ TIMM   := timm==1.0.22 einops==0.8.2
 # holds its two TorchScript networks (its GUI toolkit and compiled helpers are not needed to
 # run them); pydeface's holds a real mean T1 head with its face mask (nipype is not needed).
 LEARNED := deepbet==1.0.2 pydeface==2.1.0
+# Human ratings: mriqc-learn's wheel holds MRIQC's metrics of ABIDE and DS030 with their raters'
+# verdicts (its learning code and dependencies are not needed to read them).
+RATINGS := mriqc-learn==0.0.3
+# MRIQC's own metric functions (mriqc.qc.anatomical), the reference of the metric tests: its
+# wheel unpacked into .cache, outside the venv (importing mriqc pulls nipype and FSL wrappers).
+MRIQC := mriqc==24.0.2
+MRIQC_DIR := .cache/mriqc
 REAL_MRI := .cache/real-mri
 
-.PHONY: demo test lint check install clean reference real-mri
+.PHONY: demo test lint check install clean reference real-mri mriqc-reference
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
-	$(BIN)/python -m pip install -q --no-deps '$(DNA)' $(LEARNED)
+	$(BIN)/python -m pip install -q --no-deps '$(DNA)' $(LEARNED) $(RATINGS)
 	touch $@
 
 install: $(STAMP)
@@ -35,8 +42,13 @@ demo: $(STAMP)
 real-mri:
 	scripts/fetch_real_mri.sh $(REAL_MRI)
 
+## MRIQC's metric code for the metric tests (skipped, saying why, without it).
+mriqc-reference: $(STAMP)
+	test -f $(MRIQC_DIR)/mriqc/qc/anatomical.py || $(BIN)/python -m pip install -q --no-deps \
+		--target $(MRIQC_DIR) '$(MRIQC)' || echo "warning: $(MRIQC) not fetched: its tests skip" >&2
+
 ## The whole test suite, lint and type checks included.
-test: lint $(STAMP) real-mri
+test: lint $(STAMP) real-mri mriqc-reference
 	$(BIN)/python -m pytest
 
 ## Primus against dynamic_network_architectures' own (timm in .reference/, outside the venv;

@@ -207,8 +207,8 @@ def build(
                 deface=deface,
                 brain_cut=brain_cut,
             ),
-            iqs_model=str(iqs_model) if iqs_model else None,
         ),
+        iqs_model=str(iqs_model) if iqs_model else None,
         shards=ShardOptions(row_group_bytes=row_group_mb << 20, shard_bytes=shard_mb << 20),
         validation=validation,
         seed=seed,
@@ -354,6 +354,9 @@ DwiDir = Annotated[
 ModelFile = Annotated[
     Path | None, typer.Option(help="IQS model file (default: the one shipped with openmind).")
 ]
+MriqcModality = Annotated[
+    str, typer.Option(help="The modality of an MRIQC table's scans (without a modality column).")
+]
 Released = Annotated[
     Path | None,
     typer.Option(help="Released scores (e.g. OpenMind's openneuro_metadata.csv) to import."),
@@ -392,57 +395,106 @@ def quality_score(
 
 @quality_app.command("rescore")
 def quality_rescore(
-    table: Annotated[Path, typer.Argument(help="A table with the iqm_* columns.")],
-    out: Annotated[Path, typer.Option(help="The re-scored table (Parquet).")],
+    table: Annotated[
+        Path, typer.Argument(help="A table with the iqm_* columns, or an MRIQC group table.")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="The re-scored table (Parquet; an MRIQC table's: .tsv/.csv too).")
+    ],
     model: ModelFile = None,
     released: Released = None,
+    modality: MriqcModality = "T1w",
 ) -> None:
-    """Score a measured table again with another model (no voxel is read)."""
-    from openmind_data.quality import load_model, read_ratings, score_table  # noqa: PLC0415
+    """Score a measured table again with another model (no voxel is read). An MRIQC group
+    table (group_T1w.tsv: MRIQC's metric columns) keeps its rows and columns and gains
+    image_quality_score, each scan measured against its site."""
+    from openmind_data.quality import (  # noqa: PLC0415
+        is_mriqc_table,
+        load_model,
+        read_mriqc_table,
+        read_ratings,
+        score_mriqc,
+        score_table,
+    )
+    from openmind_data.quality.mriqc import write_rows  # noqa: PLC0415
     from openmind_data.schema import IMAGE_SCHEMA, read_table, write_table  # noqa: PLC0415
 
-    scored = score_table(
-        read_table(table, IMAGE_SCHEMA),
-        load_model(model),
-        released=read_ratings(released) if released else None,
-    )
-    write_table(scored, out)
+    if is_mriqc_table(table):
+        scored = score_mriqc(read_mriqc_table(table, modality), load_model(model))
+        write_rows(scored, out)
+    else:
+        scored = score_table(
+            read_table(table, IMAGE_SCHEMA),
+            load_model(model),
+            released=read_ratings(released) if released else None,
+        )
+        write_table(scored, out)
     typer.echo(f"rescored {scored.num_rows} images; wrote {out}")
 
 
 @quality_app.command("calibrate")
 def quality_calibrate(
-    table: Annotated[Path, typer.Argument(help="A table with the iqm_* columns.")],
-    ratings: Annotated[
+    table: Annotated[
         Path,
+        typer.Argument(
+            help="A table with the iqm_* columns (with --ratings), or an MRIQC group table "
+            "with rater_* columns (-1 exclude, 0 doubtful, 1 accept)."
+        ),
+    ],
+    ratings: Annotated[
+        Path | None,
         typer.Option(
             help="CSV/TSV/Parquet: a score column (rating, score or image_quality_score) and "
             "image_id, image_path, or dataset_id and modality."
         ),
-    ],
+    ] = None,
     out: Annotated[Path, typer.Option(help="The new model file (JSON).")] = Path("iqs.json"),
     name: Annotated[str, typer.Option(help="The model's name.")] = "iqs-calibrated",
     version: Annotated[str, typer.Option(help="The model's version.")] = "1",
+    prior: Annotated[
+        Path | None,
+        typer.Option(help="Model whose references modalities without enough images keep."),
+    ] = None,
     min_images: Annotated[
         int, typer.Option(help="Fewest images a modality needs for its own references.")
     ] = 5,
-    tolerance: Annotated[
-        float, typer.Option(help="Robust SDs worse than the reference that still count as normal.")
-    ] = 1.0,
+    modality: MriqcModality = "T1w",
 ) -> None:
-    """Fit the IQS model to ratings (a rater's, or OpenMind's released group scores) and write
-    its parameter file; use it with --model."""
-    from openmind_data.quality import calibrate, read_ratings  # noqa: PLC0415
+    """Fit the IQS model to ratings (a rater's 1-5 scores, OpenMind's released group scores, or
+    an MRIQC table's raters) and write its parameter file; use it with --model."""
+    from openmind_data.errors import ConfigError  # noqa: PLC0415
+    from openmind_data.quality import (  # noqa: PLC0415
+        FitSettings,
+        calibrate,
+        calibrate_mriqc,
+        is_mriqc_table,
+        load_model,
+        read_mriqc_table,
+        read_ratings,
+    )
     from openmind_data.schema import IMAGE_SCHEMA, read_table  # noqa: PLC0415
 
-    fit = calibrate(
-        read_table(table, IMAGE_SCHEMA),
-        read_ratings(ratings),
-        name=name,
-        version=version,
-        min_images=min_images,
-        tolerance=tolerance,
-    )
+    settings = FitSettings(min_images=min_images)
+    base = load_model(prior)
+    if is_mriqc_table(table):
+        fit = calibrate_mriqc(
+            read_mriqc_table(table, modality),
+            name=name,
+            version=version,
+            prior=base,
+            settings=settings,
+        )
+    elif ratings is None:
+        raise ConfigError(f"{table}: not an MRIQC table, so --ratings is needed")
+    else:
+        fit = calibrate(
+            read_table(table, IMAGE_SCHEMA),
+            read_ratings(ratings),
+            name=name,
+            version=version,
+            prior=base,
+            settings=settings,
+        )
     _print_counts(fit.counts())
     typer.echo(f"wrote {fit.model.save(out)}")
 

@@ -46,7 +46,7 @@ __all__ = [
 
 #: Bumped in its major part when a column is removed, renamed or changes type; in its minor part
 #: when a column is added. Readers accept tables of the same major version.
-SCHEMA_VERSION = "2.1.0"
+SCHEMA_VERSION = "2.2.0"
 #: The BIDS specification version whose entities and suffixes the tables follow.
 BIDS_VERSION = "1.10.0"
 #: The values of the ``split`` column, in the order shards, configs and cards list them.
@@ -89,20 +89,26 @@ PROVENANCE_TYPE = pa.struct(
 
 #: The image-quality metrics behind the IQS, MRIQC-style, computed over the image's own masks.
 IQM_COLUMNS: dict[str, str] = {
-    "iqm_snr": "Signal-to-noise ratio: mean foreground over background noise (Rician-corrected).",
-    "iqm_cnr": "Contrast-to-noise ratio between grey and white matter; null where tissue "
-    "classes cannot be estimated (e.g. FA, MD).",
-    "iqm_efc": "Entropy focus criterion (Atkinson et al.); higher means more ghosting/blur.",
-    "iqm_fber": "Foreground-to-background energy ratio.",
-    "iqm_cjv": "Coefficient of joint variation of grey and white matter; null where tissue "
-    "classes cannot be estimated.",
-    "iqm_qi1": "Share of background voxels with artefactual intensity (in the spirit of QI1).",
-    "iqm_inu": "Intensity non-uniformity: spread of the estimated bias field inside the head.",
+    "iqm_snr": "Signal-to-noise ratio (MRIQC's snr_total): mean over CSF, grey and white matter "
+    "of each tissue's median over its SD.",
+    "iqm_cnr": "Contrast-to-noise ratio (MRIQC's cnr): grey/white matter contrast over the "
+    "tissues' and the air's SDs; null where tissue classes cannot be estimated (e.g. FA, MD).",
+    "iqm_efc": "Entropy focus criterion (MRIQC's efc, Atkinson et al. 1997); higher means more "
+    "ghosting/blur.",
+    "iqm_fber": "Foreground-to-background energy ratio (MRIQC's fber): median squared head "
+    "intensity over median squared air intensity.",
+    "iqm_cjv": "Coefficient of joint variation of grey and white matter (MRIQC's cjv); null "
+    "where tissue classes cannot be estimated.",
+    "iqm_qi1": "Share of the air's voxels that are artefacts (MRIQC's qi_1, Mortamet et al. 2009).",
+    "iqm_inu": "Intensity non-uniformity: 5-95th percentile spread of the estimated bias field "
+    "inside the brain over its median (close to MRIQC's inu_range).",
     "iqm_ghost": "Ghosting/motion indicator: signal in the phase-encode ghost band over "
-    "foreground signal.",
-    "iqm_fwhm": "Smoothness: full width at half maximum of the image's spatial autocorrelation "
-    "inside the head, in mm, averaged over the axes (Forman et al. 1995; MRIQC's fwhm_avg); "
-    "higher means blurrier.",
+    "foreground signal (no MRIQC counterpart for T1w/T2w).",
+    "iqm_fwhm": "Smoothness in voxels, averaged over the axes (MRIQC's fwhm_avg, AFNI's "
+    "3dFWHMx estimator); higher means blurrier.",
+    "iqm_wm2max": "Median white matter intensity over the image's 99.95th percentile (MRIQC's "
+    "wm2max).",
+    "iqm_icvs_wm": "White matter's share of the brain's tissue voxels (MRIQC's icvs_wm).",
 }
 
 _IMAGE_FIELDS: list[pa.Field] = [

@@ -18,7 +18,8 @@ against ch2bet as it is, is reported beside it by ``benchmarks/masks.py``.
 Variations (:data:`VARIATIONS`) change how the same head is stored, never what it shows: axis
 flips and permutations, int16 with a scl_slope, uint8, 4 mm slices, an oblique affine, a
 singleton fourth axis, zero-filled wedges from an oblique resampling, a field of view that cuts
-the top of the head, zeroed air.
+the top of the head, zeroed air. Degradations (:data:`DEGRADATIONS`, :func:`degraded`) change
+what it shows, at three severities: noise, blur, a bias field, ghosting and motion.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
+
+from openmind_data.synth.artifacts import DEGRADATIONS as DEGRADATIONS_SYNTH
+from openmind_data.synth.artifacts import apply_degradation, bias_field, rician
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Where ``make`` unpacks mricron-data's templates.
@@ -281,6 +285,40 @@ VARIATIONS: dict[str, Callable[[Head], Head]] = {
     "top-cut": cut_top,
     "zeroed-air": zeroed_air,
 }
+
+
+#: Kind -> the parameter of severities 1, 2, 3 on a real head. noise: SD of added complex
+#: Gaussian noise (the magnitude is Rician) as a share of the head's 99th percentile; the others
+#: as the synthetic generator's (openmind_data.synth.artifacts.DEGRADATIONS): blur sigma in
+#: voxels, bias log peak-to-peak, ghost intensity, share of k-space lines moved.
+DEGRADATIONS: dict[str, tuple[float, float, float]] = {
+    "noise": (0.02, 0.05, 0.10),
+    "blur": DEGRADATIONS_SYNTH["blur"][1:],  # type: ignore[dict-item]
+    "bias": DEGRADATIONS_SYNTH["bias"][1:],  # type: ignore[dict-item]
+    "ghosting": DEGRADATIONS_SYNTH["ghosting"][1:],  # type: ignore[dict-item]
+    "motion": DEGRADATIONS_SYNTH["motion"][1:],  # type: ignore[dict-item]
+}
+#: The anterior-posterior axis of both real heads' grids: the phase-encode axis of a sagittal
+#: or axial T1 acquisition, where ghosts and motion lines fall.
+PHASE_AXIS = 1
+
+
+def degraded(head: Head, kind: str, severity: int, seed: int = 0) -> Head:
+    """``head`` degraded by ``kind`` at ``severity`` (1-3), stored as float32; the same seed
+    gives the same noise, field or lines at every severity."""
+    values = head.values
+    rng = np.random.default_rng(seed)
+    level = DEGRADATIONS[kind][severity - 1]
+    if kind == "noise":
+        sigma = level * float(np.percentile(values, 99))
+        out = rician(values, sigma, rng)
+    elif kind == "bias":
+        out = values * bias_field(values.shape, rng, level)
+    else:
+        out = apply_degradation(values, kind, severity, rng, phase_axis=PHASE_AXIS)
+    return replace(
+        head, name=f"{head.name}/{kind}-{severity}", data=out.astype(np.float32), slope=1.0
+    )
 
 
 def with_faces() -> list[Head]:

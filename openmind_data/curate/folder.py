@@ -35,6 +35,7 @@ from openmind_data.curate.shards import ShardOptions, ShardRow, write_shard_rows
 from openmind_data.curate.splits import SPLITS, assign_splits
 from openmind_data.curate.tree import write_nifti_tree
 from openmind_data.durable import write_with
+from openmind_data.quality import IqsModel, score_table
 from openmind_data.schema import (
     EXCLUDED_SCHEMA,
     IMAGE_SCHEMA,
@@ -66,9 +67,11 @@ def write_folder(
     validation: float,
     seed: int,
     roots: Mapping[str, str],
+    iqs_model: IqsModel,
     nifti_tree: str | Path | None = None,
 ) -> FolderResult:
-    """Write the folder for the candidates ``keys`` from what ``journal`` holds of them."""
+    """Write the folder for the candidates ``keys`` from what ``journal`` holds of them; each
+    image's IQS is scored here, against its peers among the published images."""
     out = Path(out)
     journaled = journal.rows(keys)
     located = journaled.published
@@ -78,6 +81,7 @@ def write_folder(
         for r in located.select(["image_id", "_batch", "_row", "_bytes"]).to_pylist()
     }
     kept, duplicates = drop_duplicates(located.select(IMAGE_SCHEMA.names).cast(IMAGE_SCHEMA))
+    kept = score_table(kept, iqs_model)
     rows = assign_splits(kept, validation=validation, seed=seed).sort_by("image_id").to_pylist()
     # Made anew from the rows: the journal's batches give chunks and dictionaries that depend
     # on how the work was scheduled, and Parquet would write them into the file.

@@ -12,8 +12,6 @@ often the build was interrupted or which executor ran it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -59,6 +57,7 @@ class BuildOptions:
 
     unit: UnitOptions = field(default_factory=UnitOptions)
     shards: ShardOptions = field(default_factory=ShardOptions)
+    iqs_model: str | None = None  # a model file (None: the shipped one)
     validation: float = 0.1
     seed: int = 0
     licenses: tuple[str, ...] | None = None
@@ -73,17 +72,16 @@ class BuildOptions:
 
     def fingerprint(self) -> dict[str, Any]:
         """What the journaled units depend on: a resume with another fingerprint is refused.
-        The split, the shard sizes and the licence filter are applied when the folder is
-        written, so changing them re-uses every finished unit."""
+        The split, the shard sizes, the licence filter and the IQS model are applied when the
+        folder is written (the IQS measures each image against its peers, so it needs them
+        all), so changing them re-uses every finished unit."""
         from openmind_data import __version__  # noqa: PLC0415 - a cycle at import time
 
-        model = json.dumps(load_model(self.unit.iqs_model).to_dict(), sort_keys=True)
         return {
             "openmind_data": __version__,
             "schema": SCHEMA_VERSION,
             "masks": asdict(self.unit.masks),
             "dwi": asdict(self.unit.dwi),
-            "iqs_model_sha256": hashlib.sha256(model.encode()).hexdigest(),
         }
 
 
@@ -173,6 +171,7 @@ def build(
             validation=options.validation,
             seed=options.seed,
             roots={name: str(path) for name, path in datasets.items()},
+            iqs_model=load_model(options.iqs_model),
             nifti_tree=nifti_tree,
         )
     # Timings go to the log only: nothing in the folder or the journal depends on the clock.

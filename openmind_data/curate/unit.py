@@ -15,7 +15,6 @@ import logging
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,7 @@ from openmind_data.masks import (
     published_path,
 )
 from openmind_data.nifti import as_3d, edit_stored, encode_nifti, read_stored, scaled
-from openmind_data.quality import image_quality_metrics, load_model, score_image
-from openmind_data.quality.model import IqsModel
+from openmind_data.quality import image_quality_metrics
 
 __all__ = ["Published", "UnitOptions", "UnitResult", "process_candidate"]
 
@@ -48,11 +46,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class UnitOptions:
-    """Options of every stage the unit runs; ``iqs_model`` is a model file (None: shipped)."""
+    """Options of every stage the unit runs."""
 
     masks: MaskOptions = field(default_factory=MaskOptions)
     dwi: DwiOptions = field(default_factory=DwiOptions)
-    iqs_model: str | None = None
 
 
 @dataclass
@@ -88,11 +85,6 @@ def process_candidate(
         log.debug("build: %s failed:\n%s", row["source_path"], traceback.format_exc())
         detail = f"{type(error).__name__}: {error}"
         return UnitResult(excluded=[exclusion_row(row, R.PROCESSING_ERROR, detail, stage="build")])
-
-
-@lru_cache(maxsize=4)
-def _model(path: str | None) -> IqsModel:
-    return load_model(path)
 
 
 def _anatomical(row: Mapping[str, Any], root: Path, options: UnitOptions) -> Published:
@@ -181,7 +173,6 @@ def _finish(
         spacing=spacing,
     )
     record.update(metrics)
-    record.update(score_image(record, _model(options.iqs_model)))
     paths = mask_paths(record["image_path"])
     voxels = {"image": encode_nifti(stored, like, scaling=scaling)}
     for column, mask in (

@@ -1,54 +1,58 @@
 """The IQS model: image-quality metrics in, one score from 1 (best) to 5 (worst) out.
 
-Three steps, each a line of the parameter file (``iqs_default.json``, shipped with the package;
+The score is ``IQS = 1 + 4 p``, ``p`` the model's probability that a rater would exclude the
+image (for the shipped model: ABIDE's raters, through MRIQC's metrics; see
+``scripts/fit_default_iqs.py``). IQS 3 is a coin toss; 2 is one chance in four. Three steps,
+each a part of the parameter file (``iqs_default.json``, shipped with the package;
 ``openmind quality calibrate`` writes new ones):
 
-1. *Badness per metric.* Each metric is turned so that larger is worse (``-log`` of the ratios
-   SNR, CNR and FBER; ``log`` of the FWHM; CJV, EFC, QI1, INU and ghosting as they are) and
-   standardized robustly against its modality's reference: ``z = (x - median) / scale``,
-   ``scale`` the MAD times 1.4826, never below the metric's floor. A modality the model has no
-   reference for uses the pooled one (``"*"``). Only what is clearly worse than the reference
-   counts: ``h = max(z - tolerance, 0)``, with a tolerance of one robust standard deviation by
-   default (the spread between good images: head size against the field of view moves EFC,
-   the scanner's own coil profile INU).
-2. *Monotone combination.* ``s = intercept + sum_k weight_k * h_k`` with every weight >= 0, so
-   no metric can make an image look better by being worse. A null metric (it does not apply to
-   the modality) adds nothing.
-3. *Scale.* ``IQS = 1 + 4 * (1 - exp(-s))``: 1 for a reference image, approaching 5, strictly
-   increasing in every badness, so severities never tie at the top of the scale.
+1. *Standardize against the peers.* Each metric is turned so that larger is worse (``-log`` of
+   the ratios SNR, CNR, FBER, WM2MAX and the WM share; ``log`` of the FWHM; CJV, EFC, QI1, INU
+   and ghosting as they are) and standardized robustly, ``z = (x - median) / scale``
+   (``scale`` the MAD times 1.4826, never below the metric's floor). The median and scale
+   come from the image's peers where it has enough (:mod:`openmind_data.quality.peers`: its
+   source dataset, else its modality in the collection), drawn towards the model's own
+   references, its *prior*; an image scored alone is scored against the prior. A modality the
+   model has no reference for uses the pooled one (``"*"``).
+2. *A bounded, monotone badness per metric.* ``c_m = sum_j w_mj * clip(z_m - knot_j, 0,
+   cap - knot_j)``: piecewise linear in ``z`` with a bend at each knot, every weight >= 0 (no
+   metric can make an image look better by being worse), flat beyond ``cap`` robust SDs. So no
+   metric moves the score by more than ``bound(m) = sum_j w_mj (cap - knot_j)``, a figure the
+   fit sets. A null metric (it does not apply to the modality) adds nothing.
+3. *Logistic.* ``p = 1 / (1 + exp(-(intercept + sum_m c_m)))``.
 
-Calibration fits the references (per-modality medians and scales of the images given) and the
-weights (non-negative least squares of ``s`` on the badness, the ratings mapped through the
-inverse of step 3). Ratings may be per image or per (dataset, modality) group, as OpenMind
-released them; a group counts once, however many images it has.
+Fitting (:mod:`openmind_data.quality.fit`) is a non-negative logistic regression of the
+targets' exclusion probabilities on the clipped hinges of step 2.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import nnls
 
 from openmind_data.errors import ConfigError
 
 __all__ = [
     "DEFAULT_MODEL",
     "METRICS",
+    "POOLED",
     "IqsModel",
-    "fit_model",
+    "Reference",
+    "iqs_of_log_odds",
     "load_model",
-    "rating_to_badness",
+    "robust_reference",
+    "turn",
 ]
 
 #: Metric column -> how it is made "larger is worse": 'neglog' (-log x), 'log' (log x, for a
-#: width in mm, where changes are relative) or 'identity'.
+#: width, where changes are relative) or 'identity'.
 METRICS: dict[str, str] = {
     "iqm_snr": "neglog",
     "iqm_cnr": "neglog",
@@ -59,6 +63,8 @@ METRICS: dict[str, str] = {
     "iqm_inu": "identity",
     "iqm_ghost": "identity",
     "iqm_fwhm": "log",
+    "iqm_wm2max": "neglog",
+    "iqm_icvs_wm": "neglog",
 }
 #: The smallest scale a metric is standardized by (in its turned units): below it differences
 #: are within what the metric itself resolves. -log units are relative changes.
@@ -72,33 +78,44 @@ SCALE_FLOORS: dict[str, float] = {
     "iqm_inu": 0.01,
     "iqm_ghost": 0.005,
     "iqm_fwhm": 0.03,
+    "iqm_wm2max": 0.02,
+    "iqm_icvs_wm": 0.02,
 }
 POOLED = "*"
 MAD_TO_SD = 1.4826
-#: Ratings are clipped below 5 before the inverse of ``1 + 4(1 - exp(-s))``, which is infinite.
-MAX_RATING = 4.95
 DEFAULT_MODEL = "iqs_default.json"
-FORMAT = "openmind-iqs/1"
+FORMAT = "openmind-iqs/2"
 
 
-def rating_to_badness(rating: float) -> float:
-    """The combined badness ``s`` that scores ``rating`` (the inverse of step 3)."""
-    r = min(max(float(rating), 1.0), MAX_RATING)
-    return -math.log(1.0 - (r - 1.0) / 4.0)
-
-
-def _turn(column: str, value: float) -> float | None:
+def turn(column: str, value: Any) -> float | None:
+    """``value`` of metric ``column`` made larger-is-worse, or None where it is missing."""
+    if value is None:
+        return None
+    x = float(value)
+    if not math.isfinite(x):
+        return None
     if METRICS[column] == "neglog":
-        return -math.log(value) if value > 0 else None
+        return -math.log(x) if x > 0 else None
     if METRICS[column] == "log":
-        return math.log(value) if value > 0 else None
-    return value
+        return math.log(x) if x > 0 else None
+    return x
 
 
 @dataclass(frozen=True)
 class Reference:
+    """Robust location and scale of one turned metric over a set of images."""
+
     median: float
     scale: float
+    images: int = 0  # how many images it was measured on (0: not from images, e.g. a prior)
+
+
+def robust_reference(column: str, values: Sequence[float]) -> Reference:
+    """Median and MAD-scale (floored) of turned values of ``column``."""
+    x = np.asarray(values, dtype=np.float64)
+    median = float(np.median(x))
+    mad = float(np.median(np.abs(x - median))) * MAD_TO_SD
+    return Reference(median, max(mad, SCALE_FLOORS[column]), len(x))
 
 
 @dataclass(frozen=True)
@@ -108,10 +125,15 @@ class IqsModel:
 
     name: str
     version: str
-    weights: dict[str, float]
+    knots: tuple[float, ...]
+    cap: float
+    weights: dict[str, tuple[float, ...]]  # metric -> one weight per knot
     intercept: float
-    references: dict[str, dict[str, Reference]]  # modality -> metric -> reference
-    tolerance: float = 1.0  # robust standard deviations of badness that count as normal
+    references: dict[str, dict[str, Reference]]  # modality -> metric -> the prior
+    #: Peers: a group needs ``min_peers`` images with a metric to have references of its own,
+    #: and the prior counts as ``prior_images`` images in them.
+    min_peers: int = 10
+    prior_images: int = 10
     description: str = ""
     fitted_on: dict[str, Any] = field(default_factory=dict)
 
@@ -119,46 +141,78 @@ class IqsModel:
         unknown = set(self.weights) - set(METRICS)
         if unknown:
             raise ConfigError(f"IQS model {self.name}: unknown metrics {sorted(unknown)}")
-        if any(w < 0 for w in self.weights.values()) or min(self.intercept, self.tolerance) < 0:
+        if list(self.knots) != sorted(self.knots) or not self.knots or self.cap <= self.knots[-1]:
             raise ConfigError(
-                f"IQS model {self.name}: weights, intercept and tolerance must be >= 0"
+                f"IQS model {self.name}: knots must increase and lie below the cap "
+                f"(knots {list(self.knots)}, cap {self.cap})"
             )
+        for column, ws in self.weights.items():
+            if len(ws) != len(self.knots) or any(w < 0 for w in ws):
+                raise ConfigError(
+                    f"IQS model {self.name}: {column} needs {len(self.knots)} weights >= 0"
+                )
         if POOLED not in self.references:
             raise ConfigError(f"IQS model {self.name}: no pooled ('*') reference")
+        if self.min_peers < 2 or self.prior_images < 0:
+            raise ConfigError(f"IQS model {self.name}: min_peers >= 2, prior_images >= 0")
 
     @property
     def label(self) -> str:
         return f"{self.name}/{self.version}"
 
-    def badness(self, metrics: Mapping[str, Any], modality: str) -> dict[str, float]:
-        """Metric -> h = max(z - tolerance, 0) for the metrics present; absent and null ones
-        are left out."""
-        references = self.references.get(modality, {})
-        pooled = self.references[POOLED]
+    def prior(self, modality: str, column: str) -> Reference | None:
+        """The model's own reference for ``column`` in ``modality`` (else the pooled one)."""
+        own = self.references.get(modality, {}).get(column)
+        return own or self.references[POOLED].get(column)
+
+    def hinges(self, z: float) -> list[float]:
+        """The clipped hinges of one standardized badness, one per knot."""
+        return [min(max(z - k, 0.0), self.cap - k) for k in self.knots]
+
+    def standardized(
+        self,
+        metrics: Mapping[str, Any],
+        modality: str,
+        references: Mapping[str, Reference] | None = None,
+    ) -> dict[str, float]:
+        """Metric -> z against ``references`` (an image's peers) where given, else the prior;
+        absent and null metrics are left out."""
         out: dict[str, float] = {}
         for column in self.weights:
-            value = metrics.get(column)
-            if value is None or not math.isfinite(float(value)):
-                continue
-            turned = _turn(column, float(value))
-            reference = references.get(column) or pooled.get(column)
-            if turned is None or reference is None:
-                continue
-            z = (turned - reference.median) / reference.scale
-            out[column] = max(z - self.tolerance, 0.0)
+            turned = turn(column, metrics.get(column))
+            reference = (references or {}).get(column) or self.prior(modality, column)
+            if turned is not None and reference is not None:
+                out[column] = (turned - reference.median) / reference.scale
         return out
 
-    def contributions(self, metrics: Mapping[str, Any], modality: str) -> dict[str, float]:
-        """Metric -> its share of ``s`` (weight times badness); the intercept is not included."""
-        return {k: self.weights[k] * h for k, h in self.badness(metrics, modality).items()}
+    def contributions(
+        self,
+        metrics: Mapping[str, Any],
+        modality: str,
+        references: Mapping[str, Reference] | None = None,
+    ) -> dict[str, float]:
+        """Metric -> its share of the log-odds (the intercept is not included)."""
+        return {
+            column: float(np.dot(self.weights[column], self.hinges(z)))
+            for column, z in self.standardized(metrics, modality, references).items()
+        }
 
-    def score(self, metrics: Mapping[str, Any], modality: str) -> float | None:
+    def bound(self, column: str) -> float:
+        """The most ``column`` can add to the log-odds."""
+        pairs = zip(self.weights[column], self.knots, strict=True)
+        return float(sum(w * (self.cap - k) for w, k in pairs))
+
+    def score(
+        self,
+        metrics: Mapping[str, Any],
+        modality: str,
+        references: Mapping[str, Reference] | None = None,
+    ) -> float | None:
         """The IQS of one image, or None when none of the model's metrics is present."""
-        parts = self.contributions(metrics, modality)
+        parts = self.contributions(metrics, modality, references)
         if not parts:
             return None
-        s = self.intercept + sum(parts.values())
-        return 1.0 + 4.0 * (1.0 - math.exp(-s))
+        return iqs_of_log_odds(self.intercept + sum(parts.values()))
 
     # -- the parameter file -----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -169,12 +223,14 @@ class IqsModel:
             "description": self.description,
             "fitted_on": self.fitted_on,
             "transforms": {k: METRICS[k] for k in self.weights},
-            "tolerance": _round(self.tolerance),
+            "knots": [_round(k) for k in self.knots],
+            "cap": _round(self.cap),
             "intercept": _round(self.intercept),
-            "weights": {k: _round(w) for k, w in self.weights.items()},
+            "weights": {k: [_round(w) for w in ws] for k, ws in self.weights.items()},
+            "peers": {"min_peers": self.min_peers, "prior_images": self.prior_images},
             "references": {
                 modality: {
-                    k: {"median": _round(r.median), "scale": _round(r.scale)}
+                    k: {"median": _round(r.median), "scale": _round(r.scale), "images": r.images}
                     for k, r in sorted(metrics.items())
                 }
                 for modality, metrics in sorted(self.references.items())
@@ -190,24 +246,36 @@ class IqsModel:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], where: str = "IQS model") -> IqsModel:
         if values.get("format") != FORMAT:
-            raise ConfigError(f"{where}: not an IQS model file (format {values.get('format')!r})")
+            raise ConfigError(
+                f"{where}: not an IQS model file of this toolkit (format "
+                f"{values.get('format')!r}, expected {FORMAT!r}); fit one with "
+                "`openmind quality calibrate`"
+            )
         for column, transform in values.get("transforms", {}).items():
             if METRICS.get(column) != transform:
                 raise ConfigError(
                     f"{where}: {column} transform {transform!r} is not this toolkit's"
                 )
         try:
+            peers = values.get("peers", {})
             return cls(
                 name=str(values["name"]),
                 version=str(values["version"]),
                 description=str(values.get("description", "")),
                 fitted_on=dict(values.get("fitted_on", {})),
+                knots=tuple(float(k) for k in values["knots"]),
+                cap=float(values["cap"]),
                 intercept=float(values["intercept"]),
-                tolerance=float(values.get("tolerance", 1.0)),
-                weights={str(k): float(v) for k, v in values["weights"].items()},
+                weights={
+                    str(k): tuple(float(w) for w in ws) for k, ws in values["weights"].items()
+                },
+                min_peers=int(peers.get("min_peers", 10)),
+                prior_images=int(peers.get("prior_images", 10)),
                 references={
                     str(modality): {
-                        str(k): Reference(float(r["median"]), float(r["scale"]))
+                        str(k): Reference(
+                            float(r["median"]), float(r["scale"]), int(r.get("images", 0))
+                        )
                         for k, r in metrics.items()
                     }
                     for modality, metrics in values["references"].items()
@@ -215,6 +283,11 @@ class IqsModel:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ConfigError(f"{where}: malformed IQS model ({error!r})") from error
+
+
+def iqs_of_log_odds(s: float) -> float:
+    """``1 + 4 p`` for the log-odds ``s`` of exclusion."""
+    return 1.0 + 4.0 / (1.0 + math.exp(-s)) if s > -700 else 1.0
 
 
 def _round(x: float) -> float:
@@ -237,72 +310,3 @@ def load_model(path: str | Path | None = None) -> IqsModel:
     except json.JSONDecodeError as error:
         raise ConfigError(f"{where}: not JSON ({error})") from error
     return IqsModel.from_dict(values, where)
-
-
-def _references(
-    rows: Sequence[Mapping[str, Any]], min_images: int
-) -> dict[str, dict[str, Reference]]:
-    """Modality -> metric -> robust reference, from every row (rated or not); pooled under '*'."""
-    turned: dict[str, dict[str, list[float]]] = {}
-    for row in rows:
-        for modality in (str(row["modality"]), POOLED):
-            for column in METRICS:
-                value = row.get(column)
-                if value is None or not math.isfinite(float(value)):
-                    continue
-                t = _turn(column, float(value))
-                if t is not None:
-                    turned.setdefault(modality, {}).setdefault(column, []).append(t)
-    out: dict[str, dict[str, Reference]] = {}
-    for modality, metrics in turned.items():
-        for column, values in metrics.items():
-            if len(values) < min_images and modality != POOLED:
-                continue
-            x = np.asarray(values)
-            median = float(np.median(x))
-            mad = float(np.median(np.abs(x - median))) * MAD_TO_SD
-            out.setdefault(modality, {})[column] = Reference(median, max(mad, SCALE_FLOORS[column]))
-    if POOLED not in out:
-        raise ConfigError("calibration: no image has any quality metric")
-    return out
-
-
-def fit_model(
-    rows: Sequence[Mapping[str, Any]],
-    targets: Iterable[tuple[int, float, float]],
-    *,
-    name: str,
-    version: str,
-    min_images: int = 5,
-    tolerance: float = 1.0,
-    description: str = "",
-    fitted_on: Mapping[str, Any] | None = None,
-) -> IqsModel:
-    """Fit an IQS model: references from every row, weights from ``targets``, each a (row
-    index, rating in [1, 5], weight) triple. A modality with fewer than ``min_images`` images
-    with a metric uses the pooled reference for it."""
-    targets = list(targets)
-    if len(targets) < 3:
-        raise ConfigError(f"calibration needs at least 3 rated images, got {len(targets)}")
-    references = _references(rows, min_images)
-    unfitted = IqsModel(name, version, dict.fromkeys(METRICS, 1.0), 0.0, references, tolerance)
-    design = np.zeros((len(targets), len(METRICS) + 1))
-    goal = np.zeros(len(targets))
-    for i, (index, rating, weight) in enumerate(targets):
-        row = rows[index]
-        h = unfitted.badness(row, str(row["modality"]))
-        root = math.sqrt(weight)
-        design[i, 0] = root
-        design[i, 1:] = [root * h.get(column, 0.0) for column in METRICS]
-        goal[i] = root * rating_to_badness(rating)
-    solution, _ = nnls(design, goal)
-    return IqsModel(
-        name=name,
-        version=version,
-        intercept=float(solution[0]),
-        weights={column: float(w) for column, w in zip(METRICS, solution[1:], strict=True)},
-        references=references,
-        tolerance=tolerance,
-        description=description,
-        fitted_on=dict(fitted_on or {}),
-    )

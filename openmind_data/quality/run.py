@@ -28,7 +28,8 @@ from openmind_data.exclusions import exclusion_row
 from openmind_data.nifti import read_stored, scaled
 from openmind_data.parallel import run_jobs
 from openmind_data.quality.metrics import image_quality_metrics
-from openmind_data.quality.model import IqsModel, load_model
+from openmind_data.quality.model import IqsModel, Reference, load_model
+from openmind_data.quality.peers import peer_references
 from openmind_data.quality.ratings import Ratings
 from openmind_data.schema import (
     EXCLUDED_SCHEMA,
@@ -73,13 +74,20 @@ class QualityResult:
         return paths
 
 
-def score_image(row: Mapping[str, Any], model: IqsModel) -> dict[str, Any]:
+def score_image(
+    row: Mapping[str, Any],
+    model: IqsModel,
+    references: Mapping[str, Reference] | None = None,
+    peers: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
     """The score fields of one row with its ``iqm_*`` columns: IQS, model label, and a
-    provenance step (replacing an earlier scoring) that says which metrics drove the score,
-    each one's share of the combined badness."""
+    provenance step (replacing an earlier scoring) that says which metrics drove the score
+    (each one's share of the log-odds) and what it was measured against: its peers'
+    ``references`` (:func:`~openmind_data.quality.peers.peer_references`) or, without them,
+    the model's prior."""
     modality = str(row["modality"])
     metrics = {column: row.get(column) for column in IQM_COLUMNS}
-    parts = model.contributions(metrics, modality)
+    parts = model.contributions(metrics, modality, references)
     step = {
         "step": "quality",
         "method": f"iqs {model.label}",
@@ -88,6 +96,7 @@ def score_image(row: Mapping[str, Any], model: IqsModel) -> dict[str, Any]:
                 "intercept": round(model.intercept, 4),
                 "contributions": {k: round(v, 4) for k, v in sorted(parts.items()) if v > 0},
                 "not_applicable": sorted(k for k, v in metrics.items() if v is None),
+                "peers": dict(peers or {"dataset": 0, "modality": 0}),
             },
             sort_keys=True,
         ),
@@ -95,21 +104,31 @@ def score_image(row: Mapping[str, Any], model: IqsModel) -> dict[str, Any]:
     }
     earlier = [p for p in row.get("provenance") or [] if p["step"] != "quality"]
     return {
-        "image_quality_score": model.score(metrics, modality),
+        "image_quality_score": model.score(metrics, modality, references),
         "iqs_model": model.label,
         "provenance": [*earlier, step],
     }
 
 
 def score_table(
-    images: pa.Table, model: IqsModel | None = None, *, released: Ratings | None = None
+    images: pa.Table,
+    model: IqsModel | None = None,
+    *,
+    released: Ratings | None = None,
+    peers: bool = True,
 ) -> pa.Table:
     """Score (or re-score) every row of a table with its ``iqm_*`` columns; no voxel is read.
-    ``released`` scores, when given, fill ``released_quality_score``."""
+    Each image is measured against its peers in the table (its dataset, its modality; see
+    :mod:`~openmind_data.quality.peers`), or with ``peers=False`` against the model's prior
+    alone. ``released`` scores, when given, fill ``released_quality_score``."""
     model = model or load_model()
+    rows = images.to_pylist()
+    found = peer_references(rows, model) if peers else None
     records = []
-    for row in images.to_pylist():
-        record = {**row, **score_image(row, model)}
+    for i, row in enumerate(rows):
+        references = None if found is None else found.references[i]
+        counts = None if found is None else found.peers[i]
+        record = {**row, **score_image(row, model, references, counts)}
         if released is not None:
             record["released_quality_score"] = released.score_of(row)
         records.append(record)
