@@ -8,20 +8,27 @@ rating below 0. Printed:
   (against its own site's statistics drawn towards the fitted prior, as a build scores a
   dataset); the AUC per site, their mean, and the AUC of all held-out scores pooled;
 - DS030: the AUC and the accuracy (IQS >= 3, i.e. p(exclude) >= 0.5, counts as "exclude") of
-  a model fitted on all of ABIDE with ``--knots/--cap/--ridge/--prior-images`` and of the
-  shipped model (``openmind_data/quality/iqs_default.json``), beside MRIQC's classifier (76%
+  a model fitted on all of ABIDE with ``--knots/--cap/--ridge/--prior-images/--metrics`` and of
+  the shipped model (``openmind_data/quality/iqs_default.json``), beside MRIQC's classifier (76%
   accuracy leave-one-site-out on ABIDE and 76% on DS030; Esteban et al. 2017).
+
+With ``--anchors DIR`` (a synthetic collection measured by ``scripts/fit_default_iqs.py --work
+DIR``) every fit is the shipped recipe, ABIDE's raters plus the synthetic anchors; without it,
+ABIDE's raters alone.
 
 Run from the repository root (mriqc-learn is installed by ``make install``)::
 
-    .venv/bin/python benchmarks/quality_ratings.py
-    .venv/bin/python benchmarks/quality_ratings.py --knots 0 --cap 8   # another shape, on ABIDE
+    .venv/bin/python scripts/fit_default_iqs.py --work anchors --out /tmp/iqs.json
+    .venv/bin/python benchmarks/quality_ratings.py --anchors anchors
+    .venv/bin/python benchmarks/quality_ratings.py --knots 0 --cap 8 --abide-only
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
@@ -37,6 +44,7 @@ from openmind_data.quality import (
 from openmind_data.quality.model import IqsModel
 
 MRIQC_ACCURACY = 0.76
+Fit = Callable[[MriqcTable], IqsModel]
 
 
 def mriqc_learn_table(name: str) -> Path:
@@ -52,7 +60,7 @@ def scores_of(table: MriqcTable, model: IqsModel) -> list[float]:
     return [float(s) for s in score_mriqc(table, model).column("image_quality_score").to_pylist()]
 
 
-def leave_one_site_out(abide: MriqcTable, settings: FitSettings) -> dict[str, object]:
+def leave_one_site_out(abide: MriqcTable, fit: Fit) -> dict[str, object]:
     excluded = abide.excluded()
     sites = sorted({row["dataset_id"] for row in abide.rows})
     held_out: dict[int, float] = {}
@@ -60,7 +68,7 @@ def leave_one_site_out(abide: MriqcTable, settings: FitSettings) -> dict[str, ob
     for site in sites:
         train = [i for i, row in enumerate(abide.rows) if row["dataset_id"] != site]
         test = [i for i, row in enumerate(abide.rows) if row["dataset_id"] == site]
-        model = calibrate_mriqc(abide.take(train), name="loso", settings=settings).model
+        model = fit(abide.take(train))
         held_out.update(zip(test, scores_of(abide.take(test), model), strict=True))
         labels = [bool(excluded[i]) for i in test]
         if 0 < sum(labels) < len(labels):
@@ -96,6 +104,7 @@ def main() -> None:
     parser.add_argument("--ridge", type=float, default=defaults.ridge)
     parser.add_argument("--prior-images", type=int, default=defaults.prior_images)
     parser.add_argument("--metrics", nargs="+", default=list(defaults.metrics))
+    parser.add_argument("--anchors", type=Path, help="fit with these synthetic anchors too")
     parser.add_argument("--abide-only", action="store_true", help="do not score DS030")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
@@ -107,12 +116,19 @@ def main() -> None:
         metrics=tuple(args.metrics),
     )
     abide = read_mriqc_table(mriqc_learn_table("abide.tsv"))
-    figures: dict[str, object] = {"settings": settings.__dict__}
-    figures["abide_leave_one_site_out"] = leave_one_site_out(abide, settings)
+    fit: Fit = lambda table: calibrate_mriqc(table, name="abide", settings=settings).model  # noqa: E731
+    if args.anchors is not None:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+        from fit_default_iqs import anchored_fit, read_anchors  # noqa: PLC0415
+
+        anchors, ratings = read_anchors(args.anchors)
+        fit = lambda table: anchored_fit(table, anchors, ratings, settings)  # noqa: E731
+    figures: dict[str, object] = {"settings": settings.__dict__, "anchors": bool(args.anchors)}
+    figures["abide_leave_one_site_out"] = leave_one_site_out(abide, fit)
     print("ABIDE leave-one-site-out:", json.dumps(figures["abide_leave_one_site_out"]))
     if not args.abide_only:
         ds030 = read_mriqc_table(mriqc_learn_table("ds030.tsv"))
-        fitted = calibrate_mriqc(abide, name="abide", settings=settings).model
+        fitted = fit(abide)
         figures["ds030_fitted_on_abide"] = held_out(ds030, fitted)
         figures["ds030_shipped_model"] = held_out(ds030, load_model())
         figures["mriqc_classifier_accuracy"] = MRIQC_ACCURACY

@@ -1,15 +1,33 @@
 """Fit the IQS model shipped with the package (openmind_data/quality/iqs_default.json).
 
-The shipped model is calibrated on the synthetic collection, with the ratings a rater who knew
-the truth would give (clean 1; the quality ladder's severities 1, 2, 3 rated 2.33, 3.67, 5).
-It knows the toolkit's synthetic degradations, not a human rater's taste: calibrate it on your
-own ratings, or on OpenMind's released scores, with ``openmind quality calibrate``.
+The weights come from a non-negative logistic regression on two sets of rated images:
 
-The collection uses seed 1 and six copies of each recipe (the quality ladder in T1w, T2w and
-FLAIR, twice each), so the tests, which render their own ladders from other seeds, do not
-grade the model on the images it was fitted to.
+- ABIDE's human ratings: MRIQC's metrics of 1,101 T1w scans from 17 sites with up to three
+  raters each, as ``mriqc-learn`` ships them (the target: the share of a scan's raters who
+  excluded it, a "doubtful" counting half; each scan measured against its own site);
+- anchors for what ABIDE's raters never saw: the synthetic collection's quality ladder (seed
+  1, six copies) measured by the toolkit, a clean image's target 0, a severity's s/3 (severe:
+  1), each image against its dataset and modality. ABIDE has few badly blurred, ghosted or
+  moved scans, so on its own it cannot say how bad those are (its fit gives blur at most +1.4
+  log-odds).
+
+DS030 is never used here: it is the held-out test (benchmarks/quality_ratings.py).
+
+The references, the prior an image is measured against when it has too few peers:
+
+- T1w (and the pooled ``*``): ABIDE's, robust statistics of its 1,101 scans (ghosting, which
+  MRIQC does not measure on T1w, as for the other modalities). The toolkit's
+  metrics follow MRIQC's definitions (openmind_data/quality/metrics.py), and on a real clean
+  head land where MRIQC's do (README: "Image quality").
+- every other modality: no human ratings exist for it here. Its medians come from the
+  toolkit's measurements of the clean images of the synthetic collection, its scales from the
+  larger of that collection's spread and ABIDE's (a population of real scanners varies at
+  least as much as ABIDE's T1w scanners do).
 
     python scripts/fit_default_iqs.py [--work DIR] [--out openmind_data/quality/iqs_default.json]
+
+``--work DIR`` keeps the synthetic measurements (DIR/quality/quality.parquet, DIR/ratings.csv)
+for ``benchmarks/quality_ratings.py --anchors DIR``.
 """
 
 from __future__ import annotations
@@ -17,20 +35,81 @@ from __future__ import annotations
 import argparse
 import csv
 import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from importlib.metadata import distribution
 from pathlib import Path
+from typing import Any
 
-from openmind_data.crawl import crawl
-from openmind_data.dwi import run_dwi
-from openmind_data.masks import MaskOptions, run_masks
-from openmind_data.quality import calibrate, measure_quality, read_ratings
-from openmind_data.synth import SynthConfig, synthesize
+from fit_synthetic_iqs import COPIES, SEED, measure_synthetic
 
-VERSION = "1.0.0"
-DESCRIPTION = (
-    "Fitted by scripts/fit_default_iqs.py on the synthetic collection (seed 1, 6 copies) with "
-    "truth ratings: clean 1, degradation severities 1-3 rated 2.33-5. References per modality "
-    "from that collection. Calibrate on real ratings for real data."
-)
+from openmind_data.quality import FitSettings, MriqcTable, fit_model, read_mriqc_table
+from openmind_data.quality.fit import probability_of_rating, references_of
+from openmind_data.quality.model import POOLED, IqsModel, Reference
+
+VERSION = "2.0.0"
+ANCHOR_WEIGHT = 1.0  # of each synthetic image, against 1 for each ABIDE scan
+
+
+def anchored_fit(
+    abide: MriqcTable,
+    anchors: Sequence[Mapping[str, Any]],
+    ratings: Mapping[str, float],
+    settings: FitSettings,
+    *,
+    name: str = "openmind-iqs",
+    version: str = VERSION,
+) -> IqsModel:
+    """The shipped recipe: ``abide``'s raters plus the synthetic ``anchors`` (toolkit rows,
+    ``ratings`` their truth by image_path, 1-5)."""
+    real = references_of(abide.rows, settings.min_images)
+    clean = [r for r in anchors if ratings.get(r["image_path"]) == 1.0]
+    synthetic = {
+        modality: {
+            column: Reference(r.median, max(r.scale, real[POOLED][column].scale), r.images)
+            for column, r in metrics.items()
+            if column in real[POOLED]
+        }
+        for modality, metrics in references_of(clean, settings.min_images).items()
+    }
+    # ABIDE's where it has the metric; the synthetic collection's for the rest (ghosting, which
+    # MRIQC does not measure on T1w, and every other modality).
+    references = {
+        m: synthetic.get(m, {}) | real.get(m, {}) for m in sorted(synthetic.keys() | real.keys())
+    }
+    # Each set is measured in its own units against its own peers: the synthetic collection's
+    # T1w are the toolkit's, not MRIQC's, so they are a modality of their own while fitting.
+    synthetic_rows = [
+        {**r, "modality": f"synthetic {r['modality']}", "dataset_id": f"synthetic {r['dataset_id']}"}
+        for r in anchors
+    ]
+    fitting = references | {
+        f"synthetic {m}": metrics for m, metrics in synthetic.items()
+    }
+    rows = [*abide.rows, *synthetic_rows]
+    targets = [*abide.targets()] + [
+        (len(abide.rows) + i, probability_of_rating(ratings[r["image_path"]]), ANCHOR_WEIGHT)
+        for i, r in enumerate(anchors)
+        if r["image_path"] in ratings
+    ]
+    model = fit_model(
+        rows, targets, name=name, version=version, references=fitting, settings=settings
+    )
+    return replace(model, references=references)
+
+
+def read_anchors(work: Path) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """A measured synthetic collection kept by ``--work``."""
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    with (work / "ratings.csv").open() as handle:
+        ratings = {r["image_path"]: float(r["rating"]) for r in csv.DictReader(handle)}
+    return pq.read_table(work / "quality" / "quality.parquet").to_pylist(), ratings
+
+
+def abide_table() -> MriqcTable:
+    path = distribution("mriqc-learn").locate_file("mriqc_learn/datasets/abide.tsv")
+    return read_mriqc_table(Path(str(path)))
 
 
 def main() -> None:
@@ -38,45 +117,49 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="Working folder (default: a temporary one).")
     parser.add_argument("--out", type=Path, default=Path("openmind_data/quality/iqs_default.json"))
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--copies", type=int, default=6, help="Copies of the five recipes.")
     args = parser.parse_args()
+    abide = abide_table()
+    settings = FitSettings()
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
-        sources = work / "sources"
-        collection = synthesize(
-            sources, SynthConfig(seed=1, copies=args.copies), workers=args.workers, overwrite=True
-        )
-        index = crawl(sources, workers=args.workers)
-        maps = run_dwi(index.candidates, sources, work / "dwi", workers=args.workers)
-        masked = run_masks(
-            index.candidates,
-            sources,
-            work / "masks",
-            MaskOptions(brain="template"),
-            derived=maps.images,
-            derived_root=work / "dwi",
-            workers=args.workers,
-        )
-        measured = measure_quality(
-            masked.images, masked.voxels, work / "masks", workers=args.workers
-        )
-        measured.write(work / "quality")
-        ratings_path = work / "ratings.csv"
-        with ratings_path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["image_path", "rating"])
-            writer.writeheader()
-            writer.writerows(collection.quality_ratings())
-        fit = calibrate(
-            measured.images,
-            read_ratings(ratings_path),
-            name="openmind-iqs",
-            version=VERSION,
-            description=DESCRIPTION,
-        )
-        path = fit.model.save(args.out)
-        for key, value in fit.counts().items():
-            print(f"{key}: {value}")
-        print(f"wrote {path}")
+        if not (work / "quality" / "quality.parquet").exists():
+            images, _ = measure_synthetic(work, workers=args.workers)
+            images_path = work / "quality" / "quality.parquet"
+            images_path.parent.mkdir(parents=True, exist_ok=True)
+            import pyarrow.parquet as pq  # noqa: PLC0415
+
+            pq.write_table(images, images_path)
+        anchors, ratings = read_anchors(work)
+    model = anchored_fit(abide, anchors, ratings, settings)
+    model = replace(
+        model,
+        description=(
+            "Weights: a non-negative logistic fit to ABIDE's human ratings (mriqc-learn's "
+            "abide.tsv: MRIQC's metrics of 1,101 T1w scans, 17 sites, up to three raters; "
+            "target the share of raters excluding a scan, doubtful counting half; each scan "
+            "against its site) and to the synthetic quality ladder's truth as anchors for "
+            "severe degradations. References: T1w from ABIDE; other modalities' medians from "
+            "the synthetic collection's clean images, scales at least ABIDE's. By "
+            "scripts/fit_default_iqs.py."
+        ),
+        fitted_on={
+            "human_ratings": "mriqc-learn abide.tsv",
+            "rated_images": len(abide.targets()),
+            "sites": len({r["dataset_id"] for r in abide.rows}),
+            "target": "share of raters excluding, doubtful counting half",
+            "anchors": f"synthetic collection, seed {SEED}, {COPIES} copies: "
+            f"{len(anchors)} images, weight {ANCHOR_WEIGHT} each",
+            "metrics": list(settings.metrics),
+            "references": {
+                "T1w, *": "ABIDE",
+                "others": "synthetic collection's clean images, scales at least ABIDE's",
+            },
+        },
+    )
+    for column, weights in model.weights.items():
+        print(f"{column}: {[round(w, 3) for w in weights]} (bound {model.bound(column):.2f})")
+    print(f"intercept: {model.intercept:.3f}")
+    print(f"wrote {model.save(args.out)}")
 
 
 if __name__ == "__main__":

@@ -85,12 +85,15 @@ def test_a_stronger_bias_field_raises_the_non_uniformity(ladder: Any) -> None:
 def test_metrics_that_do_not_apply_are_null(collection: Collection) -> None:
     stripped = next(f for f in collection.files("image") if f.get("is_brain_extract"))
     metrics = metrics_of(collection, stripped)
-    # No air left around a brain extract: nothing to measure the noise against.
-    assert metrics["iqm_snr"] is None and metrics["iqm_fber"] is None
+    # No air left around a brain extract: nothing to measure the noise against (MRIQC's SNR
+    # is the tissues' own, and CNR takes an air SD of 0, as MRIQC's would there).
+    assert metrics["iqm_fber"] is None
     assert metrics["iqm_qi1"] is None and metrics["iqm_ghost"] is None
     assert metrics["iqm_efc"] is not None and metrics["iqm_cnr"] is not None
+    assert metrics["iqm_snr"] is not None
 
     series = next(f for f in collection.files("image") if f["modality"] == "DWI")
     fa = {**series, "path": series["truth_masks"]["fa"]}
     metrics = metrics_of(collection, fa, modality="FA")
     assert metrics["iqm_cnr"] is None and metrics["iqm_cjv"] is None
+    assert metrics["iqm_snr"] is None and metrics["iqm_wm2max"] is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,42 +14,74 @@ import pytest
 from scipy.stats import spearmanr
 
 from openmind_data.errors import ConfigError
-from openmind_data.quality import calibrate, fit_model, load_model, read_ratings
-from openmind_data.quality.model import METRICS, IqsModel, Reference, rating_to_badness
+from openmind_data.quality import (
+    FitSettings,
+    calibrate,
+    fit_model,
+    load_model,
+    peer_references,
+    read_ratings,
+)
+from openmind_data.quality.fit import probability_of_rating
+from openmind_data.quality.model import METRICS, IqsModel, Reference, iqs_of_log_odds
 from openmind_data.schema import IQM_COLUMNS
 
 TYPICAL = {
-    "iqm_snr": 20.0,
-    "iqm_cnr": 2.2,
+    "iqm_snr": 10.0,
+    "iqm_cnr": 3.5,
     "iqm_fber": 200.0,
-    "iqm_cjv": 0.6,
+    "iqm_cjv": 0.35,
     "iqm_efc": 0.6,
     "iqm_qi1": 0.0,
-    "iqm_inu": 0.2,
+    "iqm_inu": 0.3,
     "iqm_ghost": 0.0,
-    "iqm_fwhm": 6.0,
+    "iqm_fwhm": 3.5,
+    "iqm_wm2max": 0.55,
+    "iqm_icvs_wm": 0.35,
 }
 
 
-def test_the_shipped_model_loads_covers_every_metric_and_names_its_version() -> None:
+def test_the_shipped_model_loads_covers_every_metric_and_says_what_it_was_fitted_on() -> None:
     model = load_model()
     assert set(model.weights) == set(METRICS) == set(IQM_COLUMNS)
     assert model.label.startswith("openmind-iqs/")
     assert {"*", "T1w", "T2w", "FLAIR"} <= set(model.references)
-    assert sum(model.weights.values()) > 0
-    assert "synthetic" in model.description
+    assert sum(map(sum, model.weights.values())) > 0
+    assert not any(model.weights["iqm_icvs_wm"])  # measured, not scored (see fit.py)
+    assert "ABIDE" in model.description and model.fitted_on["rated_images"] == 1101
+    assert model.references["T1w"]["iqm_snr"].images == 1101
 
 
 @pytest.mark.parametrize("column", list(METRICS))
 def test_the_score_is_monotone_in_every_metric_and_stays_in_range(column: str) -> None:
     model = load_model()
     if METRICS[column] == "neglog":  # a ratio: smaller is worse
-        values = np.geomspace(500.0, 0.05, 40)
+        values = np.geomspace(500.0, 0.01, 40)
     else:
-        values = np.geomspace(0.01, 20.0, 40)
+        values = np.geomspace(0.001, 20.0, 40)
     scores = [model.score({**TYPICAL, column: float(v)}, "T1w") for v in values]
     assert all(s is not None and 1.0 <= s <= 5.0 for s in scores)
     assert np.all(np.diff(np.asarray(scores, dtype=float)) >= 0), (column, scores)
+
+
+@pytest.mark.parametrize("column", list(METRICS))
+def test_no_metric_moves_the_score_by_more_than_its_bound(column: str) -> None:
+    model = load_model()
+    worst = 1e-9 if METRICS[column] == "neglog" else 1e9
+    parts = model.contributions({**TYPICAL, column: worst}, "T1w")
+    assert parts.get(column, 0.0) == pytest.approx(model.bound(column))
+    assert model.bound(column) < 10.0  # log-odds: no metric alone is a verdict unless fitted so
+
+
+def test_the_score_is_one_plus_four_times_the_probability_of_exclusion() -> None:
+    reference = {"*": {"iqm_snr": Reference(0.0, 1.0)}}
+    model = IqsModel("m", "1", (0.0,), 6.0, {"iqm_snr": (1.0,)}, -1.0, reference)
+    for z in (0.0, 1.0, 3.0, 10.0):
+        s = -1.0 + min(z, 6.0)
+        expected = 1.0 + 4.0 / (1.0 + np.exp(-s))
+        assert model.score({"iqm_snr": float(np.exp(-z))}, "T1w") == pytest.approx(expected)
+    assert iqs_of_log_odds(0.0) == 3.0 and iqs_of_log_odds(-1e6) == 1.0
+    assert probability_of_rating(1) == 0.0 and probability_of_rating(3) == 0.5
 
 
 def test_a_null_metric_adds_nothing_and_no_metric_gives_no_score() -> None:
@@ -73,64 +106,87 @@ def test_the_parameter_file_round_trips_and_bad_files_name_themselves(tmp_path: 
     broken.write_text("{not json")
     with pytest.raises(ConfigError, match=r"broken\.json"):
         load_model(broken)
-    values = model.to_dict()
-    values["weights"]["iqm_snr"] = -1.0
-    (tmp_path / "negative.json").write_text(json.dumps(values))
-    with pytest.raises(ConfigError, match=">= 0"):
-        load_model(tmp_path / "negative.json")
-    values = model.to_dict()
-    values["transforms"]["iqm_snr"] = "identity"
-    (tmp_path / "transform.json").write_text(json.dumps(values))
-    with pytest.raises(ConfigError, match="transform"):
-        load_model(tmp_path / "transform.json")
+    cases = {
+        "negative": (lambda v: v["weights"].update(iqm_snr=[-1.0, 0, 0, 0]), ">= 0"),
+        "transform": (lambda v: v["transforms"].update(iqm_snr="identity"), "transform"),
+        "knots": (lambda v: v.update(knots=[2.0, 1.0]), "knots must increase"),
+        "old": (lambda v: v.update(format="openmind-iqs/1"), "quality calibrate"),
+    }
+    for name, (change, message) in cases.items():
+        values = model.to_dict()
+        change(values)
+        (tmp_path / f"{name}.json").write_text(json.dumps(values))
+        with pytest.raises(ConfigError, match=message):
+            load_model(tmp_path / f"{name}.json")
     with pytest.raises(ConfigError, match=r"missing\.json"):
         load_model(tmp_path / "missing.json")
 
 
-def _population(n: int, seed: int) -> list[dict[str, Any]]:
-    """Rows with metrics spread around TYPICAL, half T1w, half FLAIR (FLAIR brighter)."""
+def _population(n: int, seed: int, datasets: int = 4) -> list[dict[str, Any]]:
+    """Rows with metrics spread around TYPICAL, half T1w, half FLAIR (FLAIR brighter), in
+    ``datasets`` datasets, each its own scanner (an offset of every metric)."""
     rng = np.random.default_rng(seed)
+    offsets = rng.normal(0.0, 0.1, size=(datasets, len(METRICS)))
     rows = []
     for i in range(n):
         modality = "T1w" if i % 2 else "FLAIR"
+        dataset = i % datasets
         bad = rng.exponential(1.0, size=len(METRICS)) * (rng.random(len(METRICS)) < 0.3)
         row: dict[str, Any] = {"image_id": f"img{i:03d}", "modality": modality}
-        for (column, transform), b in zip(METRICS.items(), bad, strict=True):
+        for (column, transform), b, o in zip(METRICS.items(), bad, offsets[dataset], strict=True):
             if transform in ("neglog", "log"):
                 sign = -1.0 if transform == "neglog" else 1.0
                 base = TYPICAL[column] * (1.3 if modality == "FLAIR" else 1.0)
-                row[column] = base * float(np.exp(sign * 0.3 * b + rng.normal(0, 0.02)))
+                row[column] = base * float(np.exp(sign * 0.3 * b + o + rng.normal(0, 0.02)))
             else:
-                row[column] = TYPICAL[column] + 0.1 * b + abs(rng.normal(0, 0.005))
-        row["dataset_id"] = f"ds{i % 5:06d}"
+                row[column] = TYPICAL[column] + 0.1 * b + abs(o) * 0.1 + abs(rng.normal(0, 0.005))
+        row["dataset_id"] = f"ds{dataset:06d}"
         rows.append(row)
     return rows
 
 
 def test_calibration_recovers_the_ranking_of_a_known_model() -> None:
-    rows = _population(400, seed=1)
-    truth = fit_model(rows, [(i, 1.0, 1.0) for i in range(3)], name="t", version="0")
-    weights = dict(zip(METRICS, [0.3, 0.0, 0.1, 0.5, 0.0, 0.2, 0.4, 0.1, 0.3], strict=True))
-    weights = {k: 0.1 * w for k, w in weights.items()}  # scores below the clipping at 4.95
-    truth = IqsModel("t", "0", weights, 0.05, truth.references)
-    scores = [truth.score(r, r["modality"]) for r in rows]
-    assert max(s for s in scores if s is not None) < 4.95
-    targets = [(i, float(s), 1.0) for i, s in enumerate(scores) if s is not None]
-    fitted = fit_model(rows, targets, name="fit", version="1")
-    again = [fitted.score(r, r["modality"]) for r in rows]
+    rows = _population(800, seed=1)
+    settings = FitSettings(ridge=0.0, metrics=tuple(METRICS))
+    shape = fit_model(rows, [(i, 0.5, 1.0) for i in range(3)], name="t", version="0")
+    rng = np.random.default_rng(2)
+    weights = {k: tuple(float(w) for w in rng.uniform(0, 0.4, 4)) for k in METRICS}
+    truth = replace(shape, weights=weights, intercept=-3.0)
+    peers = peer_references(rows, truth)
+    scores = [truth.score(r, r["modality"], peers.references[i]) for i, r in enumerate(rows)]
+    targets = [(i, (float(s) - 1.0) / 4.0, 1.0) for i, s in enumerate(scores) if s is not None]
+    fitted = fit_model(rows, targets, name="fit", version="1", settings=settings)
+    peers = peer_references(rows, fitted)
+    again = [fitted.score(r, r["modality"], peers.references[i]) for i, r in enumerate(rows)]
     assert spearmanr(scores, again).statistic > 0.99
-    for column, weight in weights.items():
-        assert fitted.weights[column] == pytest.approx(weight, abs=0.005), column
+    assert fitted.intercept == pytest.approx(-3.0, abs=0.3)
     # Per-modality references: FLAIR's brighter SNR is its normal, not a better image.
     assert fitted.references["FLAIR"]["iqm_snr"].median < fitted.references["T1w"]["iqm_snr"].median
 
 
-def test_a_rating_maps_back_to_itself() -> None:
-    model = IqsModel("m", "1", {"iqm_snr": 1.0}, 0.0, {"*": {"iqm_snr": Reference(0.0, 1.0)}})
-    for rating in (1.0, 2.0, 3.5, 4.9):
-        s = rating_to_badness(rating)
-        assert 1.0 + 4.0 * (1.0 - np.exp(-s)) == pytest.approx(rating)
-    assert model.score({"iqm_snr": 1.0}, "T1w") == 1.0  # -log(1) = 0: the reference itself
+def test_peers_take_a_scanners_offset_out_and_small_datasets_lean_on_the_prior() -> None:
+    model = load_model()
+    k = model.prior_images
+    rows: list[dict[str, Any]] = []
+    for dataset, snr, count in (("ds-dim", 5.0, 150), ("ds-bright", 12.0, 150), ("ds-few", 5.0, 3)):
+        rows += [{**TYPICAL, "modality": "T1w", "dataset_id": dataset, "iqm_snr": snr}] * count
+    peers = peer_references(rows, model)
+    # Each level is drawn towards the one above it as if that one were k more images.
+    prior = model.references["T1w"]["iqm_snr"].median
+    level = peer_references(rows, model).references
+    values = [-np.log(r["iqm_snr"]) for r in rows]
+    modality = (len(rows) * np.median(values) + k * prior) / (len(rows) + k)
+    dim = (150 * -np.log(5.0) + k * modality) / (150 + k)
+    assert level[0]["iqm_snr"].median == pytest.approx(dim)
+    assert level[0]["iqm_snr"].images == 150
+    # Three images are too few for their own references: the collection's T1w level serves.
+    assert level[300]["iqm_snr"].median == pytest.approx(modality)
+    assert peers.peers[300] == {"dataset": 3, "modality": 303}
+    # Against the prior alone, the dim scanner's images look much worse than the bright one's;
+    # against their peers less so.
+    alone = [model.score(r, "T1w") for r in rows]
+    scored = [model.score(r, "T1w", level[i]) for i, r in enumerate(rows)]
+    assert scored[0] - scored[150] < 0.75 * (alone[0] - alone[150])
 
 
 # -- ratings ------------------------------------------------------------------------------------
@@ -191,9 +247,11 @@ def test_bad_ratings_are_refused_naming_the_file(tmp_path: Path, text: str, mess
 
 
 def test_calibrate_reports_its_fit_and_refuses_ratings_that_match_nothing(tmp_path: Path) -> None:
-    rows = _population(60, seed=3)
-    references = fit_model(rows, [(i, 1.0, 1.0) for i in range(3)], name="r", version="0")
-    rater = IqsModel("rater", "0", {"iqm_cjv": 0.05, "iqm_inu": 0.03}, 0.0, references.references)
+    rows = _population(120, seed=3)
+    shape = fit_model(rows, [(i, 0.5, 1.0) for i in range(3)], name="r", version="0")
+    weights = {k: (0.0, 0.0, 0.0, 0.0) for k in METRICS}
+    weights |= {"iqm_cjv": (0.0, 0.5, 0.5, 0.0), "iqm_inu": (0.0, 0.3, 0.3, 0.0)}
+    rater = replace(shape, weights=weights, intercept=-2.0)
     ratings = pa.table(
         {
             "image_id": [r["image_id"] for r in rows],
@@ -202,9 +260,9 @@ def test_calibrate_reports_its_fit_and_refuses_ratings_that_match_nothing(tmp_pa
     )
     pq.write_table(ratings, tmp_path / "r.parquet")
     fit = calibrate(pa.Table.from_pylist(rows), read_ratings(tmp_path / "r.parquet"))
-    assert fit.rated_images == 60 and fit.unmatched_ratings == 0
-    assert fit.spearman["all"] > 0.95
-    assert fit.model.weights["iqm_cjv"] > 0 and fit.model.weights["iqm_inu"] > 0
+    assert fit.rated_images == 120 and fit.unmatched_ratings == 0
+    assert fit.spearman["all"] > 0.9
+    assert sum(fit.model.weights["iqm_cjv"]) > 0 and sum(fit.model.weights["iqm_inu"]) > 0
     other = _csv(tmp_path / "other.csv", "image_id,rating\nnobody,2\n")
     with pytest.raises(ConfigError, match="none matches"):
         calibrate(pa.Table.from_pylist(rows), read_ratings(other))

@@ -49,8 +49,10 @@ class FitSettings:
     min_peers: int = 10  # see IqsModel
     prior_images: int = 100
     min_images: int = 5  # fewest images a modality needs for references of its own
-    #: The metrics given weights (the others keep weights of 0).
-    metrics: tuple[str, ...] = tuple(METRICS)
+    #: The metrics given weights (the others keep weights of 0). The WM share (icvs_wm) is
+    #: measured but not scored: it is anatomy as much as quality (it falls with age and with a
+    #: blurred or averaged head), and a filter on it would thin out older brains.
+    metrics: tuple[str, ...] = tuple(m for m in METRICS if m != "iqm_icvs_wm")
 
 
 def probability_of_rating(rating: float) -> float:
@@ -88,13 +90,17 @@ def fit_model(
     name: str,
     version: str,
     prior: IqsModel | None = None,
+    references: Mapping[str, Mapping[str, Reference]] | None = None,
     settings: FitSettings | None = None,
     group_of: Callable[[Row], str] | None = None,
     description: str = "",
     fitted_on: Mapping[str, Any] | None = None,
 ) -> IqsModel:
     """Fit an IQS model. ``targets`` are (row index, exclusion probability, weight) triples;
-    ``group_of`` names a row's peer group (default: its ``dataset_id``)."""
+    ``group_of`` names a row's peer group (default: its ``dataset_id``). The model's
+    references are ``references`` where given (rows measured in other units than the model's
+    images, such as an MRIQC table's beside the toolkit's), else :func:`references_of` the
+    rows with ``prior``'s for modalities with too few."""
     targets = list(targets)
     if len(targets) < 3:
         raise ConfigError(f"calibration needs at least 3 rated images, got {len(targets)}")
@@ -109,7 +115,11 @@ def fit_model(
         cap=float(settings.cap),
         weights={c: (0.0,) * len(knots) for c in columns},
         intercept=0.0,
-        references=references_of(rows, settings.min_images, prior),
+        references=(
+            {m: dict(r) for m, r in references.items()}
+            if references is not None
+            else references_of(rows, settings.min_images, prior)
+        ),
         min_peers=settings.min_peers,
         prior_images=settings.prior_images,
         description=description,

@@ -46,10 +46,11 @@ Where MRIQC and this module differ on purpose: MRIQC measures the N4-corrected i
 module the image as stored (N4 is not run in a build); MRIQC's hat leaves out the air below
 the nasion-inion plane, found by registration, which is not run either; MRIQC's -1 sentinels
 (no air for ``fber``, ``qi_1``) are nulls here. Where the air is not noisy air (a brain
-extract, a fitted map, air zeroed by the uploader) the metrics that need it (FBER, QI1,
-ghosting) are null and CNR takes an air SD of 0, as MRIQC's would on such an image; where the
-tissues cannot be estimated (FA and MD maps, or a brain without three distinct classes) SNR,
-CNR, CJV, WM2MAX and the WM share are null. No metric is ever made up.
+extract, a fitted map, air zeroed by the uploader) the metrics that need its noise (FBER,
+QI1) are null, ghosting too where the air is blank, and CNR takes an air SD of 0, as
+MRIQC's would on such an image; where the tissues cannot be estimated (FA and MD maps, or a
+brain without three distinct classes) SNR, CNR, CJV, WM2MAX and the WM share are null. No
+metric is ever made up.
 
 Every metric is computed on a sampling grid of about 5 mm (every fifth voxel of a 1 mm image,
 every second of a 2.4 mm one; ``sample_mm=0`` takes every voxel): medians, percentiles and SDs
@@ -221,7 +222,9 @@ def image_quality_metrics(
         if energy >= 1e-3 and head.any():
             out["iqm_fber"] = float(np.median(np.square(volume[head], dtype=np.float64))) / energy
         out["iqm_qi1"] = float(r.artifacts.sum()) / float(r.hat.sum())
-        mean_head = float(volume[head].mean()) if head.any() else 0.0
+    if r.hat.sum() >= MIN_BACKGROUND and head.any() and np.mean(volume[r.hat] != 0) >= 0.01:
+        # A ghost needs no noise to be seen, only air that is not blank (a brain extract's).
+        mean_head = float(volume[head].mean())
         if mean_head > 0:
             out["iqm_ghost"] = _ghost(volume, head, air) / mean_head
     return {k: (None if v is None or not np.isfinite(v) else float(v)) for k, v in out.items()}
