@@ -66,9 +66,8 @@ def anchored_fit(
     clean = [r for r in anchors if ratings.get(r["image_path"]) == 1.0]
     synthetic = {
         modality: {
-            column: Reference(r.median, max(r.scale, real[POOLED][column].scale), r.images)
+            column: Reference(r.median, max(r.scale, _scale(real, column)), r.images)
             for column, r in metrics.items()
-            if column in real[POOLED]
         }
         for modality, metrics in references_of(clean, settings.min_images).items()
     }
@@ -80,12 +79,14 @@ def anchored_fit(
     # Each set is measured in its own units against its own peers: the synthetic collection's
     # T1w are the toolkit's, not MRIQC's, so they are a modality of their own while fitting.
     synthetic_rows = [
-        {**r, "modality": f"synthetic {r['modality']}", "dataset_id": f"synthetic {r['dataset_id']}"}
+        {
+            **r,
+            "modality": f"synthetic {r['modality']}",
+            "dataset_id": f"synthetic {r['dataset_id']}",
+        }
         for r in anchors
     ]
-    fitting = references | {
-        f"synthetic {m}": metrics for m, metrics in synthetic.items()
-    }
+    fitting = references | {f"synthetic {m}": metrics for m, metrics in synthetic.items()}
     rows = [*abide.rows, *synthetic_rows]
     targets = [*abide.targets()] + [
         (len(abide.rows) + i, probability_of_rating(ratings[r["image_path"]]), ANCHOR_WEIGHT)
@@ -96,6 +97,12 @@ def anchored_fit(
         rows, targets, name=name, version=version, references=fitting, settings=settings
     )
     return replace(model, references=references)
+
+
+def _scale(real: Mapping[str, Mapping[str, Reference]], column: str) -> float:
+    """ABIDE's spread of a metric, or 0 for one MRIQC does not measure on T1w (ghosting)."""
+    reference = real[POOLED].get(column)
+    return 0.0 if reference is None else reference.scale
 
 
 def read_anchors(work: Path) -> tuple[list[dict[str, Any]], dict[str, float]]:

@@ -29,7 +29,9 @@ from openmind_data.synth import SynthConfig, synthesize
 SEED, COPIES = 1, 6
 
 
-def measure_synthetic(work: Path, *, copies: int = COPIES, workers: int = 2) -> tuple[pa.Table, Path]:
+def measure_synthetic(
+    work: Path, *, copies: int = COPIES, workers: int = 2
+) -> tuple[pa.Table, Path]:
     """The synthetic collection measured by the toolkit (template brain masks), and the truth
     ratings' file (image_path, rating)."""
     sources = work / "sources"

@@ -249,7 +249,7 @@ def test_bad_ratings_are_refused_naming_the_file(tmp_path: Path, text: str, mess
 def test_calibrate_reports_its_fit_and_refuses_ratings_that_match_nothing(tmp_path: Path) -> None:
     rows = _population(120, seed=3)
     shape = fit_model(rows, [(i, 0.5, 1.0) for i in range(3)], name="r", version="0")
-    weights = {k: (0.0, 0.0, 0.0, 0.0) for k in METRICS}
+    weights = dict.fromkeys(METRICS, (0.0, 0.0, 0.0, 0.0))
     weights |= {"iqm_cjv": (0.0, 0.5, 0.5, 0.0), "iqm_inu": (0.0, 0.3, 0.3, 0.0)}
     rater = replace(shape, weights=weights, intercept=-2.0)
     ratings = pa.table(

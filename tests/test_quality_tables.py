@@ -73,7 +73,7 @@ def test_a_table_reads_as_the_toolkits_columns_with_its_raters(tmp_path: Path) -
     assert table.rows[5]["iqm_fber"] is None  # MRIQC's -1: no air to measure
     assert table.rows[6]["iqm_cnr"] is None  # n/a
     assert table.rows[0]["iqm_snr"] == pytest.approx(float(table.table["snr_total"][0]))
-    targets = dict((i, p) for i, p, _ in table.targets())
+    targets = {i: p for i, p, _ in table.targets()}
     excluded = table.excluded()
     for i, votes in enumerate(table.verdicts()):
         assert targets[i] == pytest.approx(sum((1 - v) / 2 for v in votes) / len(votes))
@@ -100,8 +100,10 @@ def test_calibrate_and_rescore_an_mriqc_table_from_the_command_line(tmp_path: Pa
     scores = scored["image_quality_score"].to_pylist()
     assert auc(labels, scores) > 0.9
     # Site C's brighter SNR is its scanner's: against its site it is no better than A's.
-    by_site = {s: np.mean([x for x, r in zip(scores, table.rows, strict=True)
-                           if r["dataset_id"] == s]) for s in "AC"}
+    by_site = {
+        s: np.mean([x for x, r in zip(scores, table.rows, strict=True) if r["dataset_id"] == s])
+        for s in "AC"
+    }
     assert abs(by_site["A"] - by_site["C"]) < 0.5
 
 
