@@ -104,7 +104,7 @@ def test_unreadable_images_are_exclusions_with_the_reason_the_truth_gives(
     assert refused >= 1
 
 
-def test_a_dwi_series_publishes_its_three_maps_with_masks_and_scores(
+def test_a_dwi_series_publishes_its_three_maps_with_masks_and_metrics(
     crawled: CrawlResult, units: dict[str, UnitResult]
 ) -> None:
     series = [r for r in crawled.candidates.to_pylist() if r["modality"] == "DWI"]
@@ -113,19 +113,22 @@ def test_a_dwi_series_publishes_its_three_maps_with_masks_and_scores(
         unit = units[row["image_id"]]
         assert sorted(p.row["derivation"] for p in unit.published) == ["fa", "md", "mean_b0"]
         for published in unit.published:
-            assert published.row["image_quality_score"] is not None
+            assert published.row["iqm_efc"] is not None
+            # The IQS is given when the folder is written, against the image's peers.
+            assert published.row["image_quality_score"] is None
             assert published.row["derived_from"] == f"{row['dataset_id']}/{row['source_path']}"
             assert set(published.voxels) >= {"image", "anat_mask", "anon_mask"}
             assert _decode(published.voxels["image"]).get_data_dtype() == np.float32
 
 
-def test_the_unit_measures_and_scores_as_the_stages_do(
+def test_the_unit_measures_as_the_stages_do(
     units: dict[str, UnitResult], staged: QualityResult
 ) -> None:
     for row in staged.images.to_pylist():
         (published,) = units[row["image_id"]].published
         mine = published.row
-        for column in (*IQM_COLUMNS, "image_quality_score"):
+        assert mine["image_quality_score"] is None  # scored by the folder, against peers
+        for column in IQM_COLUMNS:
             if row[column] is None:
                 assert mine[column] is None, column
             else:

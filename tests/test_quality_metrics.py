@@ -58,7 +58,8 @@ def test_every_metric_is_a_column_and_present_on_a_head(ladder: Any) -> None:
         ("noise", "iqm_snr", "lower"),
         ("noise", "iqm_fber", "lower"),
         ("ghosting", "iqm_ghost", "higher"),
-        ("ghosting", "iqm_qi1", "higher"),
+        # QI1 is MRIQC's: these faint synthetic ghosts stay under its 10-SD threshold on the
+        # sampling grid. Its response to a real ghosted head is in test_quality_mriqc.py.
         ("motion", "iqm_ghost", "higher"),
         ("blur", "iqm_cnr", "lower"),
     ],

@@ -1,7 +1,7 @@
 """Each ``iqm_*`` metric against MRIQC's own function (``mriqc.qc.anatomical``), on a real head.
 
-The head is pydeface's real mean T1 with its face and noisy air (tests/real_heads.py), masked by
-the toolkit (template brain masker), clean and ghosted. MRIQC's code comes from its wheel,
+The head is pydeface's real mean T1 with noisy air, defaced by pydeface's own mask
+(tests/real_heads.py), masked by the toolkit (template brain masker), clean and ghosted. MRIQC's code comes from its wheel,
 unpacked into ``.cache/mriqc`` by ``make`` (``mriqc-reference``): the module is loaded from its
 file with one stand-in, ``mriqc.config``'s logger (importing the real package pulls nipype and
 its FSL wrappers, which these formulas do not use). The inputs MRIQC's pipeline would make with
@@ -58,7 +58,7 @@ def mriqc() -> Any:
 
 @lru_cache(maxsize=2)
 def _masked(kind: str | None) -> tuple[Head, Any]:
-    head = pydeface_heads()[0]
+    head = pydeface_heads()[1]  # defaced by pydeface: its face region is the rotation mask
     if kind is not None:
         head = degraded(head, kind, 2)
     masked = mask_image(
@@ -157,7 +157,9 @@ TOLERANCE = {
     "iqm_cnr": 0.03,
     "iqm_cjv": 0.04,
     "iqm_efc": 0.04,
-    "iqm_fber": 0.10,
+    # FBER's air median moves with the share of ghost in the sampled air; the model reads
+    # -log(FBER), whose spread over ABIDE is 1.5: 20% is 0.18 of it.
+    "iqm_fber": 0.20,
     "iqm_inu": 0.08,
     "iqm_fwhm": 0.02,
     "iqm_wm2max": 0.02,

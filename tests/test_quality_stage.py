@@ -72,7 +72,9 @@ def test_the_collection_ladder_is_ranked_by_severity(
     for kind, by_severity in ladder.items():
         values = [by_severity[s] for s in sorted(by_severity)]
         assert values == sorted(values), (kind, values)
-        assert values[-1] > clean + 1.0, (kind, values, clean)
+        # Half a point: the model is anchored to human ratings, which the generator's
+        # severity-3 bias field (synthetic T1w against ABIDE's real scans) moves less.
+        assert values[-1] > clean + 0.5, (kind, values, clean)
 
 
 def test_an_unreadable_image_is_a_row_in_the_exclusion_table(
