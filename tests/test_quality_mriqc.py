@@ -1,8 +1,8 @@
 """Each ``iqm_*`` metric against MRIQC's own function (``mriqc.qc.anatomical``), on a real head.
 
 The head is pydeface's real mean T1 with noisy air, defaced by pydeface's own mask
-(tests/real_heads.py), masked by the toolkit (template brain masker), clean and ghosted. MRIQC's code comes from its wheel,
-unpacked into ``.cache/mriqc`` by ``make`` (``mriqc-reference``): the module is loaded from its
+(tests/real_heads.py), masked by the toolkit (template brain masker), clean and ghosted.
+MRIQC's code comes from its wheel, unpacked into ``.cache/mriqc`` by ``make`` (``mriqc-reference``): the module is loaded from its
 file with one stand-in, ``mriqc.config``'s logger (importing the real package pulls nipype and
 its FSL wrappers, which these formulas do not use). The inputs MRIQC's pipeline would make with
 FSL FAST and its air masks are the toolkit's regions on the full grid
