@@ -2,14 +2,15 @@
 
 The head is pydeface's real mean T1 with noisy air, defaced by pydeface's own mask
 (tests/real_heads.py), masked by the toolkit (template brain masker), clean and ghosted.
-MRIQC's code comes from its wheel, unpacked into ``.cache/mriqc`` by ``make`` (``mriqc-reference``): the module is loaded from its
-file with one stand-in, ``mriqc.config``'s logger (importing the real package pulls nipype and
-its FSL wrappers, which these formulas do not use). The inputs MRIQC's pipeline would make with
-FSL FAST and its air masks are the toolkit's regions on the full grid
-(:func:`~openmind_data.quality.metrics.regions` with ``sample_mm=0``): the tests check that the
-formulas are MRIQC's over the same masks, and that the sampled figures of a build stay within
-a few percent of the full grid's. Where MRIQC's tissue statistics need statsmodels (weighted
-quantiles, ``mad``), the same statistics are computed here by hand on 0/1 weights.
+MRIQC's code comes from its wheel, unpacked into ``.cache/mriqc`` by ``make``
+(``mriqc-reference``): the module is loaded from its file with one stand-in, ``mriqc.config``'s
+logger (importing the real package pulls nipype and its FSL wrappers, which these formulas do
+not use). The inputs MRIQC's pipeline would make with FSL FAST and its air masks are the
+toolkit's regions on the full grid (:func:`~openmind_data.quality.metrics.regions` with
+``sample_mm=0``): the tests check that the formulas are MRIQC's over the same masks, and that
+the sampled figures of a build stay within a few percent of the full grid's. Where MRIQC's
+tissue statistics need statsmodels (weighted quantiles, ``mad``), the same statistics are
+computed here by hand on 0/1 weights.
 """
 
 from __future__ import annotations
