@@ -6,7 +6,8 @@ at severities 1-3 (``real_heads.DEGRADATIONS``). Every copy goes through the too
 build takes it: its own masks (``--brain``, default ``auto``), the metrics, the shipped model,
 scored alone (no peers). Printed per head: the clean score, each kind's scores by severity with
 Spearman's rho, and the metric that drives the severe case; then the issue's bars (clean <= 2,
-severe >= 4, rho >= 0.9) as counts.
+severe >= 4, rho >= 0.9) as counts; then the cost of the metrics and the score of each clean
+head against loading it with nibabel (best of 3).
 
     .venv/bin/python benchmarks/quality_real.py [--brain auto|template|deepbet] [--json F]
 """
@@ -16,10 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import numpy as np
 from scipy.stats import spearmanr
+from timing import best
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from real_heads import DEGRADATIONS, colin, degraded, have_colin, pydeface_heads
@@ -56,6 +61,37 @@ def _measure(case: Case) -> tuple[Case, dict[str, float | None]]:
         masked.data, masked.anatomy, masked.anon, masked.brain, modality="T1w", spacing=head.spacing
     )
     return case, metrics
+
+
+def _cost() -> dict[str, float]:
+    """Metrics and score of each clean head over its masks, against loading it with nibabel
+    (``np.asanyarray(nib.load(path).dataobj)``); best of 3."""
+    model = load_model()
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, head in sorted(_heads().items()):
+            path = Path(tmp) / f"{name}.nii.gz"
+            nib.save(head.image(), path)
+            m = mask_image(
+                head.values,
+                head.affine,
+                head.spacing,
+                MaskOptions(brain="template"),
+                brain_masker("template"),
+                where=name,
+                modality="T1w",
+            )
+
+            def quality(m: Any = m, head: Any = head) -> None:
+                metrics = image_quality_metrics(
+                    m.data, m.anatomy, m.anon, m.brain, modality="T1w", spacing=head.spacing
+                )
+                model.score(metrics, "T1w")
+
+            ratio = best(quality, 3) / best(lambda p=path: np.asanyarray(nib.load(p).dataobj), 3)
+            out[name] = round(ratio, 2)
+            print(f"{name}: metrics and score {ratio:.2f}x the load")
+    return out
 
 
 def main() -> None:
@@ -95,6 +131,7 @@ def main() -> None:
             )
         figures["heads"][name] = head
     figures["bars"] = {k: f"{a} of {b}" for k, (a, b) in bars.items()}
+    figures["cost"] = _cost()
     print(json.dumps(figures["bars"]))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -310,15 +310,19 @@ def _cores(
 ) -> NDArray[np.uint8]:
     """``tissues`` (on the grid) where each of the point's six neighbours in the image is in
     the brain and of the point's class; 0 elsewhere."""
-    points = [np.arange(0, n, step) for n, step in zip(data.shape[:3], steps, strict=True)]
-    cores = tissues.copy()
+    where = np.nonzero(tissues)  # grid points in the brain
+    labels = tissues[where]
+    full = [w * step for w, step in zip(where, steps, strict=True)]
+    core = np.ones(labels.shape, dtype=bool)
     for axis in range(3):
         for offset in (-1, 1):
-            moved = list(points)
-            moved[axis] = np.clip(points[axis] + offset, 0, data.shape[axis] - 1)
-            where = np.ix_(*moved)
-            same = brain[where] & (classify(np.asarray(data[where], dtype=np.float32)) == tissues)
-            cores[~same] = 0
+            moved = list(full)
+            moved[axis] = np.clip(full[axis] + offset, 0, data.shape[axis] - 1)
+            index = tuple(moved)
+            core &= brain[index]
+            core &= classify(np.asarray(data[index], dtype=np.float32)) == labels
+    cores = np.zeros_like(tissues)
+    cores[tuple(w[core] for w in where)] = labels[core]
     return cores
 
 
