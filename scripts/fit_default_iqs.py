@@ -129,13 +129,7 @@ def main() -> None:
     settings = FitSettings()
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
-        if not (work / "quality" / "quality.parquet").exists():
-            images, _ = measure_synthetic(work, workers=args.workers)
-            images_path = work / "quality" / "quality.parquet"
-            images_path.parent.mkdir(parents=True, exist_ok=True)
-            import pyarrow.parquet as pq  # noqa: PLC0415
-
-            pq.write_table(images, images_path)
+        measure_synthetic(work, workers=args.workers)
         anchors, ratings = read_anchors(work)
     model = anchored_fit(abide, anchors, ratings, settings)
     model = replace(

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from openmind_data.crawl import crawl
 from openmind_data.dwi import run_dwi
@@ -33,7 +34,11 @@ def measure_synthetic(
     work: Path, *, copies: int = COPIES, workers: int = 2
 ) -> tuple[pa.Table, Path]:
     """The synthetic collection measured by the toolkit (template brain masks), and the truth
-    ratings' file (image_path, rating)."""
+    ratings' file (image_path, rating); kept in ``work`` (quality/quality.parquet,
+    ratings.csv) and re-used from there when a run finds them."""
+    table, ratings = work / "quality" / "quality.parquet", work / "ratings.csv"
+    if table.exists() and ratings.exists():
+        return pq.read_table(table), ratings
     sources = work / "sources"
     collection = synthesize(
         sources, SynthConfig(seed=SEED, copies=copies), workers=workers, overwrite=True
@@ -50,7 +55,8 @@ def measure_synthetic(
         workers=workers,
     )
     measured = measure_quality(masked.images, masked.voxels, work / "masks", workers=workers)
-    ratings = work / "ratings.csv"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(measured.images, table)
     with ratings.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["image_path", "rating"])
         writer.writeheader()
