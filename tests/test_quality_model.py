@@ -173,7 +173,7 @@ def test_peers_take_a_scanners_offset_out_and_small_datasets_lean_on_the_prior()
     peers = peer_references(rows, model)
     # Each level is drawn towards the one above it as if that one were k more images.
     prior = model.references["T1w"]["iqm_snr"].median
-    level = peer_references(rows, model).references
+    level = peers.references
     values = [-np.log(r["iqm_snr"]) for r in rows]
     modality = (len(rows) * np.median(values) + k * prior) / (len(rows) + k)
     dim = (150 * -np.log(5.0) + k * modality) / (150 + k)
