@@ -27,9 +27,8 @@ from scipy.stats import spearmanr
 from timing import best
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from real_heads import DEGRADATIONS, colin, degraded, have_colin, pydeface_heads
+from real_heads import DEGRADATIONS, colin, degraded, have_colin, masked, pydeface_heads
 
-from openmind_data.masks import MaskOptions, brain_masker, mask_image
 from openmind_data.parallel import run_jobs
 from openmind_data.quality import image_quality_metrics, load_model
 
@@ -48,17 +47,9 @@ def _measure(case: Case) -> tuple[Case, dict[str, float | None]]:
     head = _heads()[name]
     if kind is not None:
         head = degraded(head, kind, severity)
-    masked = mask_image(
-        head.values,
-        head.affine,
-        head.spacing,
-        MaskOptions(brain=backend),
-        brain_masker(backend),
-        where=head.name,
-        modality="T1w",
-    )
+    m = masked(head, "T1w", brain=backend)
     metrics = image_quality_metrics(
-        masked.data, masked.anatomy, masked.anon, masked.brain, modality="T1w", spacing=head.spacing
+        m.data, m.anatomy, m.anon, m.brain, modality="T1w", spacing=head.spacing
     )
     return case, metrics
 
@@ -72,15 +63,7 @@ def _cost() -> dict[str, float]:
         for name, head in sorted(_heads().items()):
             path = Path(tmp) / f"{name}.nii.gz"
             nib.save(head.image(), path)
-            m = mask_image(
-                head.values,
-                head.affine,
-                head.spacing,
-                MaskOptions(brain="template"),
-                brain_masker("template"),
-                where=name,
-                modality="T1w",
-            )
+            m = masked(head, "T1w", brain="template")
 
             def quality(m: Any = m, head: Any = head) -> None:
                 metrics = image_quality_metrics(

@@ -30,12 +30,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from openmind_data.masks import MaskedImage, MaskOptions, brain_masker, mask_image
 from openmind_data.synth.artifacts import DEGRADATIONS as DEGRADATIONS_SYNTH
 from openmind_data.synth.artifacts import apply_degradation, bias_field, rician
 
@@ -318,6 +320,20 @@ def degraded(head: Head, kind: str, severity: int, seed: int = 0) -> Head:
         out = apply_degradation(values, kind, severity, rng, phase_axis=PHASE_AXIS)
     return replace(
         head, name=f"{head.name}/{kind}-{severity}", data=out.astype(np.float32), slope=1.0
+    )
+
+
+def masked(head: Head, modality: str | None = None, **options: Any) -> MaskedImage:
+    """``head`` through the toolkit's masks stage with ``MaskOptions(**options)``."""
+    chosen = MaskOptions(**options)
+    return mask_image(
+        head.values,
+        head.affine,
+        head.spacing,
+        chosen,
+        brain_masker(chosen.brain),
+        where=head.name,
+        modality=modality,
     )
 
 

@@ -25,10 +25,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from real_heads import Head, degraded, pydeface_heads
+from real_heads import Head, degraded, masked, pydeface_heads
 from scipy import ndimage
 
-from openmind_data.masks import MaskOptions, brain_masker, mask_image
 from openmind_data.quality.metrics import MAD_TO_SD, image_quality_metrics, regions
 
 MRIQC_FILE = Path(__file__).resolve().parents[1] / ".cache/mriqc/mriqc/qc/anatomical.py"
@@ -62,16 +61,7 @@ def _masked(kind: str | None) -> tuple[Head, Any]:
     head = pydeface_heads()[1]  # defaced by pydeface: its face region is the rotation mask
     if kind is not None:
         head = degraded(head, kind, 2)
-    masked = mask_image(
-        head.values,
-        head.affine,
-        head.spacing,
-        MaskOptions(brain="template"),
-        brain_masker("template"),
-        where=head.name,
-        modality="T1w",
-    )
-    return head, masked
+    return head, masked(head, "T1w", brain="template")
 
 
 @lru_cache(maxsize=2)

@@ -23,10 +23,18 @@ from functools import lru_cache
 from typing import Any
 
 import pytest
-from real_heads import DEGRADATIONS, WHY_NO_COLIN, Head, colin, degraded, have_colin, pydeface_heads
+from real_heads import (
+    DEGRADATIONS,
+    WHY_NO_COLIN,
+    Head,
+    colin,
+    degraded,
+    have_colin,
+    masked,
+    pydeface_heads,
+)
 from scipy.stats import spearmanr
 
-from openmind_data.masks import MaskOptions, brain_masker, mask_image
 from openmind_data.quality import image_quality_metrics, load_model
 
 KINDS = tuple(DEGRADATIONS)
@@ -44,31 +52,23 @@ def _head(name: str) -> Head:
 def ladder(name: str) -> dict[tuple[str | None, int], float]:
     """(kind, severity) -> IQS, the clean head under (None, 0)."""
     head = _head(name)
-    masked = mask_image(
-        head.values,
-        head.affine,
-        head.spacing,
-        MaskOptions(brain="auto"),
-        brain_masker("auto"),
-        where=head.name,
-        modality="T1w",
-    )
+    masks = masked(head, "T1w", brain="auto")
     model = load_model()
 
     def score(data: Any) -> float:
         metrics = image_quality_metrics(
-            data, masked.anatomy, masked.anon, masked.brain, modality="T1w", spacing=head.spacing
+            data, masks.anatomy, masks.anon, masks.brain, modality="T1w", spacing=head.spacing
         )
         value = model.score(metrics, "T1w")
         assert value is not None
         return value
 
-    scores = {(None, 0): score(masked.data)}
+    scores = {(None, 0): score(masks.data)}
     for kind in KINDS:
         for severity in (1, 2, 3):
             copy = degraded(head, kind, severity)
             # The defaced region of the clean head stays defaced in its copies.
-            scores[(kind, severity)] = score(copy.values * ~masked.anon)
+            scores[(kind, severity)] = score(copy.values * ~masks.anon)
     return scores
 
 

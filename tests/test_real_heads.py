@@ -14,7 +14,6 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -45,10 +44,7 @@ def dice(a: NDArray[np.bool_], b: NDArray[np.bool_]) -> float:
     return float(2 * (a & b).sum() / (a.sum() + b.sum()))
 
 
-def run(head: rh.Head, **options: Any) -> MaskedImage:
-    chosen = MaskOptions(**options)
-    masker = brain_masker(chosen.brain)
-    return mask_image(head.values, head.affine, head.spacing, chosen, masker, where=head.name)
+run = rh.masked
 
 
 @pytest.fixture(scope="session")
