@@ -23,7 +23,7 @@ from openmind_data.errors import ConfigError
 from openmind_data.quality.fit import FitSettings, fit_model, probability_of_rating
 from openmind_data.quality.model import IqsModel
 from openmind_data.quality.mriqc import MriqcTable
-from openmind_data.quality.peers import peer_references
+from openmind_data.quality.peers import peer_scores
 from openmind_data.quality.ratings import Ratings
 
 __all__ = ["Calibration", "auc", "calibrate", "calibrate_mriqc"]
@@ -98,7 +98,7 @@ def calibrate(
             "rated_by": ratings.key,
         },
     )
-    scores = _scores(rows, model)
+    scores = peer_scores(rows, model)
     fitted: dict[str, list[tuple[float, float]]] = {}
     for index, rating, _ in matched:
         score = scores[index]
@@ -144,7 +144,7 @@ def calibrate_mriqc(
             "target": "share of raters excluding, doubtful counting half",
         },
     )
-    scores = _scores(table.rows, model)
+    scores = peer_scores(table.rows, model)
     excluded = table.excluded()
     spearman_pairs = [(s, p) for i, p, _ in targets if (s := scores[i]) is not None]
     x, y = np.array(spearman_pairs).T
@@ -161,11 +161,3 @@ def calibrate_mriqc(
         if len({label for label, _ in pairs}) == 2:
             aucs[key] = auc([p[0] for p in pairs], [p[1] for p in pairs])
     return Calibration(model, len(targets), 0, spearman, aucs)
-
-
-def _scores(rows: Sequence[dict[str, Any]], model: IqsModel) -> list[float | None]:
-    peers = peer_references(rows, model)
-    return [
-        model.score(row, str(row["modality"]), references)
-        for row, references in zip(rows, peers.references, strict=True)
-    ]

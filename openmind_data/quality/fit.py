@@ -27,7 +27,7 @@ from openmind_data.quality.model import (
     IqsModel,
     Reference,
     robust_reference,
-    turn,
+    turned_values,
 )
 from openmind_data.quality.peers import peer_references
 
@@ -64,13 +64,8 @@ def references_of(
     rows: Sequence[Row], min_images: int, prior: IqsModel | None = None
 ) -> dict[str, dict[str, Reference]]:
     """Modality -> metric -> robust reference of ``rows``; pooled under '*'."""
-    turned: dict[str, dict[str, list[float]]] = {}
-    for row in rows:
-        for modality in (str(row["modality"]), POOLED):
-            for column in METRICS:
-                value = turn(column, row.get(column))
-                if value is not None:
-                    turned.setdefault(modality, {}).setdefault(column, []).append(value)
+    turned = turned_values(rows, [str(row["modality"]) for row in rows])
+    turned |= turned_values(rows, [POOLED] * len(rows))
     out: dict[str, dict[str, Reference]] = {}
     if prior is not None:
         out = {m: dict(refs) for m, refs in prior.references.items()}

@@ -49,6 +49,7 @@ __all__ = [
     "load_model",
     "robust_reference",
     "turn",
+    "turned_values",
 ]
 
 #: Metric column -> how it is made "larger is worse": 'neglog' (-log x), 'log' (log x, for a
@@ -99,6 +100,22 @@ def turn(column: str, value: Any) -> float | None:
     if METRICS[column] == "log":
         return math.log(x) if x > 0 else None
     return x
+
+
+def turned_values(
+    rows: Sequence[Mapping[str, Any]], keys: Sequence[Any]
+) -> dict[Any, dict[str, list[float]]]:
+    """Key -> metric -> the turned values of the rows with that key (``keys[i]`` is row i's);
+    missing and null metrics left out."""
+    out: dict[Any, dict[str, list[float]]] = {}
+    for row, key in zip(rows, keys, strict=True):
+        metrics = out.setdefault(key, {})
+        for column in row:
+            if column in METRICS:
+                value = turn(column, row[column])
+                if value is not None:
+                    metrics.setdefault(column, []).append(value)
+    return out
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from openmind_data.errors import ConfigError
 from openmind_data.quality.metrics import MRIQC_NAMES
 from openmind_data.quality.model import IqsModel
-from openmind_data.quality.peers import peer_references
+from openmind_data.quality.peers import peer_scores
 
 __all__ = ["MriqcTable", "is_mriqc_table", "read_mriqc_table", "score_mriqc", "write_rows"]
 
@@ -147,11 +147,7 @@ def _value(cell: Any, mriqc: str, path: Path, line: int) -> float | None:
 
 def score_mriqc(table: MriqcTable, model: IqsModel) -> pa.Table:
     """The table's rows, every column kept, with ``image_quality_score`` (peers: the site)."""
-    peers = peer_references(table.rows, model)
-    scores = [
-        model.score(row, row["modality"], references)
-        for row, references in zip(table.rows, peers.references, strict=True)
-    ]
+    scores = peer_scores(table.rows, model)
     out = table.table
     if "image_quality_score" in out.column_names:
         out = out.drop_columns(["image_quality_score"])

@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from openmind_data.quality.model import METRICS, IqsModel, Reference, robust_reference, turn
+from openmind_data.quality.model import IqsModel, Reference, robust_reference, turned_values
 
-__all__ = ["PeerReferences", "peer_references"]
+__all__ = ["PeerReferences", "peer_references", "peer_scores"]
 
 Row = Mapping[str, Any]
 
@@ -48,8 +48,8 @@ def peer_references(
     """The references each row is scored against (see the module's docstring)."""
     modalities = [str(row["modality"]) for row in rows]
     groups = [(group_of(row), modality) for row, modality in zip(rows, modalities, strict=True)]
-    by_modality = _values(rows, modalities)
-    by_group = _values(rows, groups)
+    by_modality = turned_values(rows, modalities)
+    by_group = turned_values(rows, groups)
     levels: dict[str, dict[str, Reference]] = {}
     for modality, metrics in by_modality.items():
         levels[modality] = {}
@@ -75,17 +75,15 @@ def peer_references(
     return PeerReferences([own[g] for g in groups], [counts[g] for g in groups])
 
 
-def _values(rows: Sequence[Row], keys: Sequence[Any]) -> dict[Any, dict[str, list[float]]]:
-    """Key -> metric -> the turned values of the rows with that key."""
-    out: dict[Any, dict[str, list[float]]] = {}
-    for row, key in zip(rows, keys, strict=True):
-        metrics = out.setdefault(key, {})
-        for column in row:
-            if column in METRICS:
-                value = turn(column, row[column])
-                if value is not None:
-                    metrics.setdefault(column, []).append(value)
-    return out
+def peer_scores(
+    rows: Sequence[Row], model: IqsModel, group_of: Callable[[Row], str] = _dataset_of
+) -> list[float | None]:
+    """Each row's IQS against its peers (see :func:`peer_references`)."""
+    found = peer_references(rows, model, group_of)
+    return [
+        model.score(row, str(row["modality"]), references)
+        for row, references in zip(rows, found.references, strict=True)
+    ]
 
 
 def _drawn(column: str, values: list[float], prior: Reference, model: IqsModel) -> Reference:
