@@ -231,6 +231,92 @@ def build(
     typer.echo(f"wrote {out}/ ({', '.join(str(p) for p in result.folder.tables.values())})")
 
 
+@app.command("import-release")
+def import_release(
+    source: Annotated[
+        str, typer.Argument(help="A local copy of the release, or a Hub repo ORG/NAME[@revision].")
+    ],
+    out: Annotated[Path, typer.Option(help="The dataset folder to write.")] = Path("openmind"),
+    modality: Annotated[
+        list[str] | None, typer.Option(help="Only this modality (repeatable).")
+    ] = None,
+    max_iqs: Annotated[
+        float | None, typer.Option(help="Only images whose released IQS is at most this.")
+    ] = None,
+    dataset: Annotated[
+        list[str] | None, typer.Option(help="Only this OpenNeuro dataset, dsNNNNNN (repeatable).")
+    ] = None,
+    recompute: Annotated[
+        str, typer.Option(help="Stages made again from the voxels: masks, quality (comma list).")
+    ] = "",
+    workers: Annotated[int, typer.Option(help="Local processes (1: this process).")] = 1,
+    downloads: Annotated[int, typer.Option(help="Files downloaded at once from the Hub.")] = 8,
+    fresh: Annotated[
+        bool, typer.Option(help="Discard an earlier import's journal instead of resuming it.")
+    ] = False,
+    nifti_tree: Annotated[
+        Path | None, typer.Option(help="Also write the released OpenMind layout here.")
+    ] = None,
+    brain: Brain = "auto",
+    device: Device = "cpu",
+    iqs_model: Annotated[
+        Path | None, typer.Option(help="The IQS model of --recompute quality (default: shipped).")
+    ] = None,
+) -> None:
+    """Import OpenMind's release into the dataset folder OUT: one row per image with its masks
+    and metadata as columns. Only the rows the filters keep are downloaded (from the Hub, in
+    parallel, checked against their checksums); the release's masks and scores are kept unless
+    --recompute says otherwise. Killed, the same command resumes without downloading twice.
+    """
+    from openmind_data.curate import BuildOptions, make_executor  # noqa: PLC0415
+    from openmind_data.masks import MaskOptions  # noqa: PLC0415
+    from openmind_data.release.importer import import_release as run_import  # noqa: PLC0415
+    from openmind_data.release.unit import ImportOptions  # noqa: PLC0415
+
+    options = ImportOptions(
+        recompute=tuple(part.strip() for part in recompute.split(",") if part.strip()),
+        masks=MaskOptions(brain=brain, device=device),
+    )
+    executor = make_executor(workers=workers)
+    try:
+        result = run_import(
+            source,
+            out,
+            modalities=modality,
+            max_iqs=max_iqs,
+            datasets=dataset,
+            options=options,
+            build=BuildOptions(iqs_model=str(iqs_model) if iqs_model else None),
+            executor=executor,
+            fresh=fresh,
+            nifti_tree=nifti_tree,
+            download_workers=downloads,
+            progress=_State.progress,
+        )
+    finally:
+        executor.close()
+    _print_counts(result.summary())
+    typer.echo(f"wrote {out}/ ({', '.join(str(p) for p in result.folder.tables.values())})")
+
+
+@app.command("export-nnssl")
+def export_nnssl(
+    folder: Annotated[Path, typer.Argument(help="A dataset folder (build or import-release).")],
+    out: Annotated[Path, typer.Option(help="nnssl's raw dataset folder to write.")],
+    tree: Annotated[
+        Path | None,
+        typer.Option(help="An existing released-layout tree to point at instead of writing one."),
+    ] = None,
+    name: Annotated[str, typer.Option(help="nnssl's collection name.")] = "Dataset745_OpenMind",
+) -> None:
+    """Write nnssl's pretrain_data.json into OUT for the images of FOLDER, pointing at a
+    released-layout tree (OUT/, written from the shards, unless --tree names one)."""
+    from openmind_data.release.nnssl import export_nnssl as run_export  # noqa: PLC0415
+
+    written = run_export(folder, out, tree=tree, collection_name=name)
+    typer.echo(f"wrote {written.json} ({written.images} images in {written.datasets} datasets)")
+
+
 @app.command()
 def crawl(
     roots: Annotated[list[Path], typer.Argument(help="BIDS datasets, or folders of them.")],

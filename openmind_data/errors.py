@@ -11,6 +11,7 @@ from pathlib import Path
 
 __all__ = [
     "ConfigError",
+    "DownloadError",
     "InvalidInputError",
     "OpenMindError",
     "SchemaError",
@@ -32,6 +33,11 @@ class SchemaError(OpenMindError, ValueError):
 
 class SynthError(OpenMindError):
     """The synthetic collection generator cannot do what it was asked."""
+
+
+class DownloadError(OpenMindError):
+    """A file could not be downloaded (network, server); the message names it. Running the
+    same command again resumes where it stopped."""
 
 
 class InvalidInputError(OpenMindError):

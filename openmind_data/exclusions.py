@@ -83,10 +83,29 @@ class ExclusionReason(StrEnum):
         "not_utf8",
         "A text file (JSON, TSV, bval, bvec) that is not valid UTF-8; its content is not used.",
     )
+    # -- a released dataset's table and files (openmind import-release) ------------------------
+    INVALID_METADATA = (
+        "invalid_metadata",
+        (
+            "A row of a release's metadata table without a usable image path (empty, absolute, "
+            "outside the release, not NIfTI), or listed twice."
+        ),
+    )
+    MISSING_FILE = (
+        "missing_file",
+        "A file the release's metadata table names is not in the release.",
+    )
+    CHECKSUM_MISMATCH = (
+        "checksum_mismatch",
+        "A downloaded file's SHA-256 is not the one the release's LFS pointer records, twice.",
+    )
     # -- selection ----------------------------------------------------------------------------
     UNMAPPED_MODALITY = (
         "unmapped_modality",
-        "An anatomical image whose suffix and labels map to no modality of the vocabulary.",
+        (
+            "An image whose suffix and labels (or, in a release, whose modality) map to no "
+            "modality of the vocabulary."
+        ),
     )
     LICENSE_NOT_ALLOWED = (
         "license_not_allowed",

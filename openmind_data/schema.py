@@ -46,7 +46,7 @@ __all__ = [
 
 #: Bumped in its major part when a column is removed, renamed or changes type; in its minor part
 #: when a column is added. Readers accept tables of the same major version.
-SCHEMA_VERSION = "2.2.0"
+SCHEMA_VERSION = "2.3.0"
 #: The BIDS specification version whose entities and suffixes the tables follow.
 BIDS_VERSION = "1.10.0"
 #: The values of the ``split`` column, in the order shards, configs and cards list them.
@@ -157,6 +157,12 @@ _IMAGE_FIELDS: list[pa.Field] = [
         _STR,
         "Path of the image in the released OpenMind layout, "
         "'<dataset>/sub-*/[ses-*/]anat/<name>.nii.gz' ('dwi/' for maps of a DWI series).",
+    ),
+    _f(
+        "unique_id",
+        _STR,
+        "OpenMind's own identifier of an imported image (openneuro_metadata.csv's "
+        "unique_id, which starts with the dataset id); null for an image this toolkit built.",
     ),
     _f("anat_mask_path", _STR, "Path of the anatomy mask in the released layout."),
     _f("anon_mask_path", _STR, "Path of the anonymization (deface) mask in the released layout."),
@@ -310,7 +316,8 @@ EXCLUDED_SCHEMA = _schema(
         _f(
             "stage",
             _CAT,
-            "Where it was excluded: 'crawl', 'load', 'dwi', 'masks', 'quality' or 'build'.",
+            "Where it was excluded: 'crawl', 'import', 'load', 'dwi', 'masks', 'quality' or "
+            "'build'.",
             nullable=False,
         ),
         _f(
@@ -358,10 +365,10 @@ IGNORED_SCHEMA = _schema(
 
 #: Columns of OpenMind's released ``openneuro_metadata.csv``, all present in IMAGE_SCHEMA.
 RELEASED_COLUMNS: tuple[str, ...] = (
-    "image_path", "anat_mask_path", "anon_mask_path", "modality", "image_quality_score",
-    "derived_from", "is_brain_extract", "manufacturer", "model_name", "magnetic_field_strength",
-    "repetition_time", "echo_time", "phase_encoding_direction", "age", "sex", "handedness",
-    "race", "weight", "bmi", "health_status",
+    "unique_id", "image_path", "anat_mask_path", "anon_mask_path", "modality",
+    "image_quality_score", "derived_from", "is_brain_extract", "manufacturer", "model_name",
+    "magnetic_field_strength", "repetition_time", "echo_time", "phase_encoding_direction", "age",
+    "sex", "handedness", "race", "weight", "bmi", "health_status",
 )  # fmt: skip
 
 

@@ -9,6 +9,7 @@
     metadata/excluded.parquet                  every candidate or image left out, with a reason
     metadata/sources.parquet                   one row per source dataset
     metadata/openneuro_metadata.csv            the released OpenMind columns
+                                               (:func:`~openmind_data.release.table.write_release_csv`)
 
 The ``all`` config is every modality's shards together, so no voxel is stored twice. Every
 file is written under a hidden name, flushed and renamed; writing the folder again from the
@@ -17,8 +18,6 @@ same journal gives the same bytes, which is what makes a killed build resumable 
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -36,16 +35,16 @@ from openmind_data.curate.splits import SPLITS, assign_splits
 from openmind_data.curate.tree import write_nifti_tree
 from openmind_data.durable import write_with
 from openmind_data.quality import IqsModel, score_table
+from openmind_data.release.table import write_release_csv
 from openmind_data.schema import (
     EXCLUDED_SCHEMA,
     IMAGE_SCHEMA,
-    RELEASED_COLUMNS,
     SOURCES_SCHEMA,
     table_from_records,
     write_table,
 )
 
-__all__ = ["FolderResult", "relative_details", "released_csv", "write_folder"]
+__all__ = ["FolderResult", "relative_details", "write_folder"]
 
 
 @dataclass
@@ -67,11 +66,12 @@ def write_folder(
     validation: float,
     seed: int,
     roots: Mapping[str, str],
-    iqs_model: IqsModel,
+    iqs_model: IqsModel | None,
     nifti_tree: str | Path | None = None,
 ) -> FolderResult:
     """Write the folder for the candidates ``keys`` from what ``journal`` holds of them; each
-    image's IQS is scored here, against its peers among the published images."""
+    image's IQS is scored here by ``iqs_model``, against its peers among the published images
+    (None keeps the scores the rows bring, as an import of a release does)."""
     out = Path(out)
     journaled = journal.rows(keys)
     located = journaled.published
@@ -81,7 +81,8 @@ def write_folder(
         for r in located.select(["image_id", "_batch", "_row", "_bytes"]).to_pylist()
     }
     kept, duplicates = drop_duplicates(located.select(IMAGE_SCHEMA.names).cast(IMAGE_SCHEMA))
-    kept = score_table(kept, iqs_model)
+    if iqs_model is not None:
+        kept = score_table(kept, iqs_model)
     rows = assign_splits(kept, validation=validation, seed=seed).sort_by("image_id").to_pylist()
     # Made anew from the rows: the journal's batches give chunks and dictionaries that depend
     # on how the work was scheduled, and Parquet would write them into the file.
@@ -105,7 +106,7 @@ def write_folder(
     write_with(tables["images"], lambda path: write_table(images, path))
     write_with(tables["excluded"], lambda path: write_table(excluded, path))
     write_with(tables["sources"], lambda path: write_table(sources, path))
-    released = released_csv(images)
+    released = write_release_csv(images)
     write_with(tables["openneuro_metadata"], lambda path: path.write_text(released))
 
     def voxels(image_id: str) -> dict[str, Any]:
@@ -147,26 +148,6 @@ configs:
 
 The build published no image: `metadata/excluded.parquet` says why each file was left out.
 """
-
-
-def released_csv(images: pa.Table) -> str:
-    """``openneuro_metadata.csv``: the released OpenMind columns, one row per image by path;
-    floats to float32 precision, empty cells for nulls."""
-    rows = sorted(images.select(list(RELEASED_COLUMNS)).to_pylist(), key=lambda r: r["image_path"])
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(RELEASED_COLUMNS)
-    for row in rows:
-        writer.writerow([_cell(row[column]) for column in RELEASED_COLUMNS])
-    return buffer.getvalue()
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.7g}"
-    return str(value)
 
 
 def relative_details(rows: list[dict[str, Any]], roots: Mapping[str, str]) -> list[dict[str, Any]]:

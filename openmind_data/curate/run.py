@@ -38,7 +38,7 @@ from openmind_data.exclusions import exclusion_row
 from openmind_data.quality import load_model
 from openmind_data.schema import SCHEMA_VERSION
 
-__all__ = ["BuildOptions", "BuildResult", "build"]
+__all__ = ["BuildOptions", "BuildResult", "UnitBatch", "build"]
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def _run_units(
 ) -> None:
     """Run ``jobs`` on ``executor``, committing finished units to the journal in batches."""
     bar = tqdm(total=len(jobs), desc="build", unit="image", disable=None if progress else True)
-    batch = _Batch()
+    batch = UnitBatch()
     for index, outcome in executor.imap_unordered(_unit, jobs):
         row, root, _ = jobs[index]
         result = (
@@ -244,7 +244,9 @@ def _run_units(
 
 
 @dataclass
-class _Batch:
+class UnitBatch:
+    """Finished units waiting to be committed to the journal as one batch."""
+
     units: list[dict[str, str]] = field(default_factory=list)
     published: list[dict[str, Any]] = field(default_factory=list)
     excluded: list[dict[str, Any]] = field(default_factory=list)

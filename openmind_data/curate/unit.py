@@ -39,7 +39,7 @@ from openmind_data.masks import (
 from openmind_data.nifti import as_3d, edit_stored, encode_nifti, read_stored, scaled
 from openmind_data.quality import image_quality_metrics
 
-__all__ = ["Published", "UnitOptions", "UnitResult", "process_candidate"]
+__all__ = ["Published", "UnitOptions", "UnitResult", "process_candidate", "process_image"]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def process_candidate(
     try:
         if row["modality"] == "DWI":
             return _diffusion(row, root, options)
-        return UnitResult(published=[_anatomical(row, root, options)])
+        return UnitResult(published=[process_image(row, root / row["source_path"], options)])
     except InvalidInputError as error:
         stage = "load" if error.reason in LOAD_REASONS else "masks"
         return UnitResult(excluded=[exclusion_row(row, error.reason, error.detail, stage=stage)])
@@ -87,8 +87,13 @@ def process_candidate(
         return UnitResult(excluded=[exclusion_row(row, R.PROCESSING_ERROR, detail, stage="build")])
 
 
-def _anatomical(row: Mapping[str, Any], root: Path, options: UnitOptions) -> Published:
-    path = root / row["source_path"]
+def process_image(
+    row: Mapping[str, Any], path: str | Path, options: UnitOptions, *, derived: bool = False
+) -> Published:
+    """One 3D image file through the masks (and defacing) and the quality metrics: its
+    image-table row, from the candidate ``row``, and its voxel columns. ``derived`` for a map
+    computed from a DWI series (its foreground is found as for one)."""
+    path = Path(path)
     image, stored_raw, scaling = read_stored(path)
     raw, squeezed = as_3d(stored_raw, path)
     data = scaled(raw, scaling)
@@ -100,6 +105,7 @@ def _anatomical(row: Mapping[str, Any], root: Path, options: UnitOptions) -> Pub
         options.masks,
         masker_for(options.masks),
         where=str(path),
+        derived=derived,
         modality=str(row["modality"]),
     )
     # Where the toolkit defaced, the removed voxels go back in the stored type.

@@ -2,9 +2,10 @@
 
 Images come from the crawl's candidates (found under the roots the crawl was given) and, when
 given, from the DWI stage's table (found under its folder). Each gets three uint8 0/1 masks in
-its own grid, written once to ``out`` next to where the image sits in the released layout
-(``<image stem>_anatmask``, ``_anonmask``, ``_brainmask`` ``.nii.gz``); an image the toolkit
-defaced is written there too, since its published voxels are no longer the source's.
+its own grid, written once to ``out`` where the released layout keeps an image's masks
+(``<image stem>__Data/fb_mask``, ``deface_mask``, ``brain_mask`` ``.nii.gz``, see
+:mod:`openmind_data.release.layout`); an image the toolkit defaced is written there too, since
+its published voxels are no longer the source's.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ from openmind_data.masks.brain import BrainMasker, brain_masker
 from openmind_data.masks.stage import MaskOptions, mask_image
 from openmind_data.nifti import as_3d, edit_stored, encode_nifti, read_stored, scaled
 from openmind_data.parallel import run_jobs
+from openmind_data.release.layout import mask_paths
 from openmind_data.schema import EXCLUDED_SCHEMA, IMAGE_SCHEMA, table_from_records, write_table
 
 __all__ = [
     "LOAD_REASONS",
-    "MASK_SUFFIXES",
     "MasksResult",
     "encode_mask",
     "mask_paths",
@@ -49,12 +50,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Column -> name ending of the mask file, after the image's stem.
-MASK_SUFFIXES: dict[str, str] = {
-    "anat_mask_path": "_anatmask.nii.gz",
-    "anon_mask_path": "_anonmask.nii.gz",
-    "brain_mask_path": "_brainmask.nii.gz",
-}
 #: Reasons that mean the voxels could not be loaded: exclusions at stage 'load', not 'masks'.
 LOAD_REASONS = frozenset(
     {str(R.NON_FINITE), str(R.EMPTY_IMAGE), str(R.TRUNCATED), str(R.NOT_NIFTI)}
@@ -86,12 +81,6 @@ class MasksResult:
         write_table(self.images, paths["images"])
         write_table(self.excluded, paths["excluded"])
         return paths
-
-
-def mask_paths(image_path: str) -> dict[str, str]:
-    """The mask files of an image in the released layout, beside it."""
-    stem = image_path.removesuffix(".gz").removesuffix(".nii")
-    return {column: f"{stem}{suffix}" for column, suffix in MASK_SUFFIXES.items()}
 
 
 def encode_mask(mask: NDArray[np.bool_], like: Any) -> bytes:

@@ -35,7 +35,14 @@ from openmind_data.masks.brain import BACKENDS, BrainMasker, check_masker, for_i
 from openmind_data.masks.deface import MARGIN_MM, SHEAR_DIRECTION, brain_overlap, deface_region
 from openmind_data.masks.face import brain_distance, face_shown
 
-__all__ = ["BRAIN_CUT_POLICIES", "DEFACE_POLICIES", "MaskOptions", "MaskedImage", "mask_image"]
+__all__ = [
+    "BRAIN_CUT_POLICIES",
+    "DEFACE_POLICIES",
+    "MaskOptions",
+    "MaskedImage",
+    "check_voxels",
+    "mask_image",
+]
 
 DEFACE_POLICIES = ("deface", "exclude", "off")
 #: What happens to an image whose defacing would cut the brain.
@@ -86,6 +93,15 @@ class MaskedImage:
     provenance: list[dict[str, Any]] = field(default_factory=list)  # the stage's own steps
 
 
+def check_voxels(volume: NDArray[Any], where: str) -> None:
+    """An image to publish has finite voxels that are not all the same (``where`` names it)."""
+    if not np.isfinite(volume).all():
+        bad = int((~np.isfinite(volume)).sum())
+        raise InvalidInputError(where, R.NON_FINITE, f"{bad} voxels are NaN or infinite")
+    if volume.size == 0 or float(volume.min()) == float(volume.max()):
+        raise InvalidInputError(where, R.EMPTY_IMAGE, "every voxel holds the same value")
+
+
 def mask_image(
     data: NDArray[Any],
     affine: NDArray[np.float64],
@@ -102,11 +118,7 @@ def mask_image(
     and ``modality``. ``derived`` maps (FA, MD, mean b0) follow the same privacy rule: a mean b0
     shows a face as well as any T2w."""
     volume = np.asarray(data, dtype=np.float32)
-    if not np.isfinite(volume).all():
-        bad = int((~np.isfinite(volume)).sum())
-        raise InvalidInputError(where, R.NON_FINITE, f"{bad} voxels are NaN or infinite")
-    if volume.size == 0 or float(volume.min()) == float(volume.max()):
-        raise InvalidInputError(where, R.EMPTY_IMAGE, "every voxel holds the same value")
+    check_voxels(volume, where)
     spacing = tuple(float(z) for z in spacing[:3])
     found = foreground(volume, spacing, derived=derived)
     steps = [
