@@ -118,6 +118,7 @@ def demo(
     from openmind_data.curate import build as run_build  # noqa: PLC0415
     from openmind_data.masks import write_mask_figure  # noqa: PLC0415
     from openmind_data.quality import write_quality_sheet  # noqa: PLC0415
+    from openmind_data.release import tree_file  # noqa: PLC0415
     from openmind_data.synth import SynthConfig, synthesize, write_montage  # noqa: PLC0415
 
     collection = synthesize(
@@ -138,10 +139,12 @@ def demo(
         executor.close()
     _print_counts(result.summary())
     images = result.images
-    located = {row["image_id"]: nifti_tree / row["image_path"] for row in images.to_pylist()}
+    located = {
+        row["image_id"]: tree_file(nifti_tree, row["image_path"]) for row in images.to_pylist()
+    }
     assets = out / "assets"
     picture = write_montage(collection, assets / "synthetic_sources.png")
-    overlays = write_mask_figure(images, located, nifti_tree, assets / "masks.png")
+    overlays = write_mask_figure(images, located, tree_file(nifti_tree, ""), assets / "masks.png")
     sheet = write_quality_sheet(images, located, assets / "quality_sheet.png", per_modality=3)
     typer.echo(
         f"sources: {sources}/  truth: {sources}/truth/  dataset: {out}/  card: {out}/README.md  "

@@ -19,6 +19,7 @@ import pytest
 from openmind_data.crawl import CrawlResult
 from openmind_data.curate import BuildResult, build
 from openmind_data.errors import ConfigError
+from openmind_data.release import tree_file
 from openmind_data.schema import EXCLUDED_SCHEMA, IMAGE_SCHEMA, VOXEL_COLUMNS, read_table
 from openmind_data.synth import Collection
 from openmind_data.synth.recipes import _IDENTIFYING
@@ -191,13 +192,13 @@ def test_the_released_layout_holds_the_shards_bytes(built: tuple[BuildResult, Pa
     table = pq.read_table(next((result.out / "data" / "T1w").glob("train-*.parquet")))
     for row in table.select(["image", "anat_mask", "anon_mask"]).to_pylist():
         for cell in row.values():
-            assert (tree / cell["path"]).read_bytes() == cell["bytes"]
+            assert tree_file(tree, cell["path"]).read_bytes() == cell["bytes"]
     released = (tree / "openneuro_metadata.csv").read_text()
     assert released == (result.out / "metadata" / "openneuro_metadata.csv").read_text()
     assert len(released.splitlines()) == len(images) + 1
     for row in images:
-        assert (tree / row["image_path"]).is_file()
-        assert (tree / row["anat_mask_path"]).is_file()
+        assert tree_file(tree, row["image_path"]).is_file()
+        assert tree_file(tree, row["anat_mask_path"]).is_file()
 
 
 def test_the_readme_names_every_config(built: tuple[BuildResult, Path]) -> None:

@@ -122,7 +122,7 @@ def import_release(
     executor = executor or SerialExecutor()
     _check(modalities, options, max_iqs)
     out = Path(out)
-    release = open_release(source, out / ".import" / "downloads", workers=download_workers)
+    release = open_release(source, out / ".import", workers=download_workers)
     _check_separate(out, source, nifti_tree)
     where = f"{release.name}/{release.csv_path}"
     licence = release.license()

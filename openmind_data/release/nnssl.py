@@ -77,18 +77,27 @@ def export_nnssl(
     collection_index: int | str = 745,
 ) -> NnsslExport:
     """Write ``out/pretrain_data.json`` for every image of the dataset folder ``folder``,
-    pointing at the released-layout tree ``tree``; without one, the tree is written into
-    ``out`` from the folder's shards."""
+    pointing at the released-layout tree ``tree`` (one ``--nifti-tree`` wrote for this folder:
+    its CSV must be the folder's); without one, the tree is written into ``out`` from the
+    folder's shards."""
     folder, out = Path(folder), Path(out)
     table = folder / "metadata" / "images.parquet"
     if not table.is_file():
         raise ConfigError(f"{table} does not exist: is {folder} a dataset folder written here?")
     images = read_table(table, IMAGE_SCHEMA)
     rows = images.to_pylist()
+    csv = write_release_csv(images)
     if tree is None:
         tree = out
-        _write_tree(folder, out, write_release_csv(images))
+        _write_tree(folder, out, csv)
     tree = Path(tree)
+    if not (tree / METADATA_CSV).is_file():
+        raise ConfigError(f"{tree}: no {METADATA_CSV}; is it a released-layout tree?")
+    if (tree / METADATA_CSV).read_text() != csv:
+        raise ConfigError(
+            f"{tree}: not the tree of {folder} (its {METADATA_CSV} lists other images or "
+            "masks); write one with --nifti-tree, or leave --tree out to write it here"
+        )
     has = _mask_files(tree, rows)
     document = pretrain_data(
         rows, tree, has, collection_name, collection_index, _variable_root(out)
@@ -112,8 +121,6 @@ def _write_tree(folder: Path, tree: Path, csv: str) -> None:
 
 def _mask_files(tree: Path, rows: list[dict[str, Any]]) -> dict[str, dict[str, bool]]:
     """Image id -> which of its files the tree holds; the image itself must be there."""
-    if not (tree / METADATA_CSV).is_file():
-        raise ConfigError(f"{tree}: no {METADATA_CSV}; is it a released-layout tree?")
     found: dict[str, dict[str, bool]] = {}
     for row in rows:
         image = tree_file(tree, row["image_path"])

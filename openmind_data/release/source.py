@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
+from tqdm import tqdm
 
 from openmind_data.crawl.normalize import normalize_license
 from openmind_data.errors import ConfigError, DownloadError
@@ -238,6 +239,7 @@ class HubRelease:
                     revision=self.commit,
                     local_dir=self.downloads,
                     force_download=force,
+                    tqdm_class=_Quiet,  # the import's own bar counts images, not files
                 )
             )
         except OSError as error:  # requests' and huggingface_hub's errors are OSErrors
@@ -312,6 +314,14 @@ class HubRelease:
 
     def finished(self) -> None:
         shutil.rmtree(self.downloads, ignore_errors=True)
+
+
+class _Quiet(tqdm):  # type: ignore[type-arg]
+    """A progress bar that never shows."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["disable"] = True
+        super().__init__(*args, **kwargs)
 
 
 def _matches(local: Path, info: Any) -> bool:

@@ -140,7 +140,8 @@ def _row(
     value = {k: _clean(v) for k, v in cells.items() if k is not None}
     path = value.get("image_path")
     dataset = path.split("/", 1)[0] if path else (value.get("unique_id") or "")[:8]
-    stub = {"dataset_id": dataset or "unknown", "source_path": path or f"<line {line}>"}
+    inside = path.split("/", 1)[1] if path and "/" in path else path
+    stub = {"dataset_id": dataset or "unknown", "source_path": inside or f"<line {line}>"}
 
     def excluded(reason: str, detail: str) -> tuple[dict[str, Any], dict[str, str], Any]:
         return stub, {}, exclusion_row(stub, reason, f"line {line}: {detail}", stage="import")
