@@ -39,6 +39,8 @@ _EXPORTS = {
     "load": "openmind_data.loading",
     "write_card": "openmind_data.card",
     "publish": "openmind_data.publishing",
+    "import_release": "openmind_data.release.importer",
+    "export_nnssl": "openmind_data.release.nnssl",
 }
 
 __all__ = [
@@ -61,6 +63,8 @@ __all__ = [
     "SynthError",
     "__version__",
     "build",
+    "export_nnssl",
+    "import_release",
     "load",
     "modality_for",
     "publish",
@@ -88,6 +92,8 @@ if TYPE_CHECKING:
     from openmind_data.masks import MaskOptions, run_masks
     from openmind_data.modalities import MODALITIES, Modality, modality_for
     from openmind_data.publishing import publish
+    from openmind_data.release.importer import import_release
+    from openmind_data.release.nnssl import export_nnssl
     from openmind_data.schema import (
         EXCLUDED_SCHEMA,
         IMAGE_SCHEMA,

@@ -197,6 +197,22 @@ def test_a_killed_import_resumes_without_downloading_twice(
     assert unnamed == [{**r, "provenance": None} for r in fresh.images.to_pylist()]
 
 
+def test_a_download_that_does_not_match_its_lfs_pointer_is_fetched_again_then_excluded(
+    hub: HubServer, mock: MockRelease, tmp_path: Path
+) -> None:
+    import hashlib
+
+    row = mock.quirks["clean"]
+    path = f"{IMAGES_FOLDER}/{row['image_path']}"
+    data = (mock.root / path).read_bytes()
+    blob = hub.storage / "blobs" / hashlib.sha256(data).hexdigest()[:2]
+    (blob / hashlib.sha256(data).hexdigest()).write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    result = import_release(REPO, tmp_path / "openmind", modalities=["T1w"], max_iqs=2.0)
+    (excluded,) = [r for r in result.excluded.to_pylist() if r["reason"] == "checksum_mismatch"]
+    assert _key(excluded) == row["image_path"] and excluded["stage"] == "import"
+    assert hub.bytes_served[path] == 2 * len(data)  # once, then once again, then given up
+
+
 def test_a_local_copy_keeps_every_row_and_the_released_scores(
     imported: ImportResult, mock: MockRelease
 ) -> None:
@@ -229,6 +245,21 @@ def test_a_local_copy_keeps_every_row_and_the_released_scores(
     assert {p["key"]: p["value"] for p in second["extra_metadata"]}["release.age"] == ('"adult"')
     sources = pq.read_table(imported.out / "metadata" / "sources.parquet").to_pylist()
     assert {s["dataset_id"] for s in sources} == {r["dataset_id"] for r in rows.values()}
+    # Nothing names this machine's folders: the release is its folder's name, details relative.
+    texts = [p.read_text() for p in imported.out.glob("**/*.md")]
+    texts += [p.read_text() for p in imported.out.glob("**/*.csv")]
+    texts += [
+        json.dumps(
+            pq.read_table(p)
+            .drop_columns(["image", "anat_mask", "anon_mask", "brain_mask"])
+            .to_pylist()
+            if "data" in p.parts
+            else pq.read_table(p).to_pylist(),
+            default=str,
+        )
+        for p in imported.out.glob("[!.]*/**/*.parquet")
+    ]
+    assert texts and not [t for t in texts if str(mock.root.parent) in t]
 
 
 def test_released_masks_are_kept_where_the_voxels_agree_and_remade_where_not(
@@ -269,7 +300,7 @@ def test_released_masks_are_kept_where_the_voxels_agree_and_remade_where_not(
     for quirk, why in [
         ("no_anat_cell", "the release gives no anatomy mask"),
         ("no_mask_cells", "the release gives no anatomy mask"),
-        ("no_anon_file", "does not exist"),
+        ("no_anon_file", "holds no"),
         ("anon_on_signal", "still hold signal"),
     ]:
         row, cells = published(quirk)
@@ -316,6 +347,20 @@ def test_recompute_quality_scores_against_the_peers_and_keeps_the_released_score
     assert rows and all(r["iqs_model"] == load_model().label for r in rows)
     assert all(r["iqm_efc"] is not None and 1 <= r["image_quality_score"] <= 5 for r in rows)
     assert {r["released_quality_score"] for r in rows} <= {1.5, None}
+
+
+def test_recompute_masks_makes_every_mask_anew(mock: MockRelease, tmp_path: Path) -> None:
+    result = import_release(
+        mock.root,
+        tmp_path / "openmind",
+        modalities=["T1w"],
+        datasets=["ds000002"],
+        options=ImportOptions(recompute=("masks",)),
+    )
+    rows = result.images.to_pylist()
+    assert rows and all(_import_steps(r) == ["recomputed: --recompute masks"] for r in rows)
+    assert all(r["brain_mask_backend"] is not None for r in rows)
+    assert all(r["iqs_model"] == "openmind-release" for r in rows)  # the score stays released
 
 
 def test_bad_arguments_are_refused_with_a_hint(mock: MockRelease, tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import math
 from collections import Counter
 from collections.abc import Mapping
@@ -68,6 +70,10 @@ class Summary:
     field_strengths: dict[str, int]  # "3 T" -> images; "unknown" for none
     # (step, method, software, images) over every image's provenance
     methods: list[tuple[str, str, str, int]] = field(default_factory=list)
+    #: OpenMind releases the images were imported from (``openmind import-release``).
+    releases: list[str] = field(default_factory=list)
+    #: Images with a brain mask.
+    brain_masks: int = 0
 
 
 def summarize(images: pa.Table, sources: pa.Table, excluded: pa.Table) -> Summary:
@@ -113,6 +119,8 @@ def summarize(images: pa.Table, sources: pa.Table, excluded: pa.Table) -> Summar
         sexes=_counts(frame["sex"].fillna("unknown")),
         field_strengths=_counts(frame["magnetic_field_strength"].map(_tesla)),
         methods=_methods(images),
+        releases=_releases(images),
+        brain_masks=images.num_rows - images.column("brain_mask_backend").null_count,
     )
 
 
@@ -213,6 +221,16 @@ def _tesla(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "unknown"
     return f"{float(value):g} T"
+
+
+def _releases(images: pa.Table) -> list[str]:
+    """The releases named by the images' import steps."""
+    found = set()
+    for steps in images.column("provenance").to_pylist():
+        for step in steps or []:
+            if step["step"] == "import":
+                found.add(json.loads(step["parameters"])["release"])
+    return sorted(found)
 
 
 def _methods(images: pa.Table) -> list[tuple[str, str, str, int]]:

@@ -61,7 +61,8 @@ class Fetched:
 
 
 class Release(Protocol):
-    #: How messages and the card name it: a folder, or ``ORG/NAME@commit``.
+    #: How provenance, messages and the card name it: a local copy by its folder's name (never
+    #: this machine's path), a Hub repo as ``ORG/NAME@commit``.
     name: str
 
     def read(self, path: str) -> bytes:
@@ -126,7 +127,7 @@ class LocalRelease:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.name = str(root)
+        self.name = root.resolve().name
         found = [root / METADATA_CSV] if (root / METADATA_CSV).is_file() else []
         if not found:
             found = sorted(root.glob(f"*/{METADATA_CSV}"))
@@ -137,7 +138,8 @@ class LocalRelease:
             )
         self._csv = found[0].relative_to(root).as_posix()
         folders = {p.relative_to(root).as_posix() for p in found[0].parent.iterdir() if p.is_dir()}
-        self.images = root / _images_prefix(self._csv, folders)
+        self.prefix = _images_prefix(self._csv, folders)
+        self.images = root / self.prefix
 
     @property
     def csv_path(self) -> str:
@@ -157,7 +159,7 @@ class LocalRelease:
             if local.is_file():
                 out.local[path] = local
             else:
-                out.problems[path] = (R.MISSING_FILE, f"{local} does not exist")
+                out.problems[path] = (R.MISSING_FILE, f"{self.name} holds no {self.prefix}{path}")
         return out
 
     def release_files(self, paths: Iterable[str]) -> None:
