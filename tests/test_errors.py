@@ -4,6 +4,7 @@ import pytest
 
 from openmind_data.errors import (
     ConfigError,
+    DownloadError,
     InvalidInputError,
     OpenMindError,
     SchemaError,
@@ -18,6 +19,7 @@ from openmind_data.exclusions import ExclusionReason
         ConfigError("bad option"),
         SchemaError("bad column"),
         SynthError("cannot"),
+        DownloadError("ORG/NAME@abc: x.nii.gz: download failed"),
         InvalidInputError("ds1/sub-01/anat/x.nii.gz", ExclusionReason.TRUNCATED, "ends early"),
     ],
 )

@@ -230,6 +230,7 @@ class HubRelease:
         return self._csv
 
     def _download(self, path: str, *, force: bool = False) -> Path:
+        import httpx  # noqa: PLC0415 - huggingface_hub's transport
         from huggingface_hub import hf_hub_download  # noqa: PLC0415
 
         try:
@@ -244,7 +245,7 @@ class HubRelease:
                     tqdm_class=_Quiet,  # the import's own bar counts images, not files
                 )
             )
-        except OSError as error:  # requests' and huggingface_hub's errors are OSErrors
+        except (OSError, httpx.HTTPError) as error:  # the Hub's answers; the network's failures
             raise DownloadError(
                 f"{self.name}: {path}: download failed ({error}); run the import again to resume"
             ) from error
@@ -264,8 +265,15 @@ class HubRelease:
             raise
 
     def fetch(self, paths: Sequence[str]) -> Fetched:
+        import httpx  # noqa: PLC0415
+
         out = Fetched()
-        infos = self._infos([self.prefix + p for p in paths])
+        try:
+            infos = self._infos([self.prefix + p for p in paths])
+        except (OSError, httpx.HTTPError) as error:
+            raise DownloadError(
+                f"{self.name}: the file listing failed ({error}); run the import again to resume"
+            ) from error
         wanted = []
         for path in paths:
             info = infos.get(self.prefix + path)
