@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-
 import math
 from collections import Counter
 from collections.abc import Mapping
