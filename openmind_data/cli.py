@@ -6,6 +6,7 @@ Heavy modules are imported inside commands, so ``openmind --help`` is instant.
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -125,8 +126,7 @@ def demo(
         sources, SynthConfig(), workers=workers, overwrite=True, progress=_State.progress
     )
     _summarise(collection.files())
-    executor = make_executor(workers=workers)
-    try:
+    with closing(make_executor(workers=workers)) as executor:
         result = run_build(
             sources,
             out,
@@ -135,8 +135,6 @@ def demo(
             nifti_tree=nifti_tree,
             progress=_State.progress,
         )
-    finally:
-        executor.close()
     _print_counts(result.summary())
     images = result.images
     located = {
@@ -217,8 +215,7 @@ def build(
         seed=seed,
         licenses=tuple(license) if license else None,
     )
-    executor = make_executor(workers=workers, dask=dask, jobqueue=jobqueue)
-    try:
+    with closing(make_executor(workers=workers, dask=dask, jobqueue=jobqueue)) as executor:
         result = run_build(
             roots,
             out,
@@ -228,10 +225,7 @@ def build(
             nifti_tree=nifti_tree,
             progress=_State.progress,
         )
-    finally:
-        executor.close()
-    _print_counts(result.summary())
-    typer.echo(f"wrote {out}/ ({', '.join(str(p) for p in result.folder.tables.values())})")
+    _report_folder(result)
 
 
 @app.command("import-release")
@@ -280,8 +274,7 @@ def import_release(
         recompute=tuple(part.strip() for part in recompute.split(",") if part.strip()),
         masks=MaskOptions(brain=brain, device=device),
     )
-    executor = make_executor(workers=workers)
-    try:
+    with closing(make_executor(workers=workers)) as executor:
         result = run_import(
             source,
             out,
@@ -296,10 +289,7 @@ def import_release(
             download_workers=downloads,
             progress=_State.progress,
         )
-    finally:
-        executor.close()
-    _print_counts(result.summary())
-    typer.echo(f"wrote {out}/ ({', '.join(str(p) for p in result.folder.tables.values())})")
+    _report_folder(result)
 
 
 @app.command("export-nnssl")
@@ -616,6 +606,13 @@ def _write_and_report(result: Any, out: Path) -> None:
     paths = result.write(out)
     _print_counts(result.counts())
     typer.echo("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _report_folder(result: Any) -> None:
+    """The counts of a build or an import, and the tables it wrote."""
+    _print_counts(result.summary())
+    tables = ", ".join(str(p) for p in result.folder.tables.values())
+    typer.echo(f"wrote {result.out}/ ({tables})")
 
 
 def _print_counts(counts: dict[str, object]) -> None:

@@ -6,11 +6,16 @@ do about it. Every row of the exclusion table carries one code plus a free-text 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["ExclusionReason", "exclusion_row"]
+from openmind_data.errors import InvalidInputError
+
+__all__ = ["LOAD_REASONS", "ExclusionReason", "exclusion_row", "failure_row"]
+
+log = logging.getLogger(__name__)
 
 
 class ExclusionReason(StrEnum):
@@ -168,3 +173,29 @@ def exclusion_row(
         "reason": str(reason),
         "detail": detail,
     }
+
+
+#: Reasons that mean the voxels could not be loaded: exclusions at stage 'load'.
+LOAD_REASONS = frozenset(
+    {
+        str(ExclusionReason.NON_FINITE),
+        str(ExclusionReason.EMPTY_IMAGE),
+        str(ExclusionReason.TRUNCATED),
+        str(ExclusionReason.NOT_NIFTI),
+    }
+)
+
+
+def failure_row(
+    row: Mapping[str, Any], error: Exception, *, stage: str, unexpected: str | None = None
+) -> dict[str, Any]:
+    """The exclusion row of a unit of work that raised ``error`` for ``row``: bad input under its
+    own reason, at stage 'load' where the voxels could not be read and at ``stage`` otherwise;
+    any other error a ``processing_error`` quoting it, at ``unexpected`` (default ``stage``),
+    its traceback in the debug log. One image's failure never stops the others."""
+    if isinstance(error, InvalidInputError):
+        where = "load" if error.reason in LOAD_REASONS else stage
+        return exclusion_row(row, error.reason, error.detail, stage=where)
+    log.debug("%s failed:", row.get("source_path"), exc_info=error)
+    detail = f"{type(error).__name__}: {error}"
+    return exclusion_row(row, ExclusionReason.PROCESSING_ERROR, detail, stage=unexpected or stage)

@@ -38,7 +38,7 @@ from openmind_data.exclusions import exclusion_row
 from openmind_data.quality import load_model
 from openmind_data.schema import SCHEMA_VERSION
 
-__all__ = ["BuildOptions", "BuildResult", "UnitBatch", "build"]
+__all__ = ["BuildOptions", "BuildResult", "FolderRun", "UnitBatch", "build"]
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +86,11 @@ class BuildOptions:
 
 
 @dataclass
-class BuildResult:
-    """What a build wrote and did. ``run``: units this call ran; ``resumed``: units it found
-    in the journal."""
+class FolderRun:
+    """What a journaled run of units wrote and did (a build, an import): the folder ``out``,
+    ``run`` units this call ran, ``resumed`` units it found in the journal."""
 
     out: Path
-    crawl: CrawlResult
     folder: FolderResult
     run: int
     resumed: int
@@ -104,12 +103,11 @@ class BuildResult:
     def excluded(self) -> pa.Table:
         return self.folder.excluded
 
-    def summary(self) -> dict[str, Any]:
-        """Counts for people: published per modality and split, excluded by reason."""
+    def counts(self) -> dict[str, Any]:
+        """Counts for people: published per modality and split, excluded by reason, units."""
         images = self.folder.images.select(["modality", "split"]).to_pylist()
         excluded = self.folder.excluded.column("reason").to_pylist()
         return {
-            "candidates": self.crawl.candidates.num_rows,
             "published": len(images),
             "published_by_modality": dict(sorted(Counter(r["modality"] for r in images).items())),
             "published_by_split": dict(sorted(Counter(r["split"] for r in images).items())),
@@ -117,8 +115,18 @@ class BuildResult:
             "excluded_by_reason": dict(sorted(Counter(excluded).items())),
             "units_run": self.run,
             "units_resumed": self.resumed,
-            "shards": sum(len(paths) for paths in self.folder.shards.values()),
         }
+
+
+@dataclass
+class BuildResult(FolderRun):
+    """What a build wrote and did, with its crawl."""
+
+    crawl: CrawlResult
+
+    def summary(self) -> dict[str, Any]:
+        shards = sum(len(paths) for paths in self.folder.shards.values())
+        return {"candidates": self.crawl.candidates.num_rows, **self.counts(), "shards": shards}
 
 
 def build(

@@ -11,8 +11,6 @@ published as int16, with its slope, even when the toolkit defaced it.
 
 from __future__ import annotations
 
-import logging
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +23,8 @@ from openmind_data.curate.dedup import file_sha256
 from openmind_data.dwi import DwiOptions
 from openmind_data.dwi.stage import process_series
 from openmind_data.errors import InvalidInputError
-from openmind_data.exclusions import ExclusionReason as R
-from openmind_data.exclusions import exclusion_row
+from openmind_data.exclusions import exclusion_row, failure_row
 from openmind_data.masks import (
-    LOAD_REASONS,
     MaskOptions,
     encode_mask,
     mask_image,
@@ -40,8 +36,6 @@ from openmind_data.nifti import as_3d, edit_stored, encode_nifti, read_stored, s
 from openmind_data.quality import image_quality_metrics
 
 __all__ = ["Published", "UnitOptions", "UnitResult", "process_candidate", "process_image"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,13 +72,8 @@ def process_candidate(
         if row["modality"] == "DWI":
             return _diffusion(row, root, options)
         return UnitResult(published=[process_image(row, root / row["source_path"], options)])
-    except InvalidInputError as error:
-        stage = "load" if error.reason in LOAD_REASONS else "masks"
-        return UnitResult(excluded=[exclusion_row(row, error.reason, error.detail, stage=stage)])
     except Exception as error:  # noqa: BLE001 - one image must not stop a build; recorded
-        log.debug("build: %s failed:\n%s", row["source_path"], traceback.format_exc())
-        detail = f"{type(error).__name__}: {error}"
-        return UnitResult(excluded=[exclusion_row(row, R.PROCESSING_ERROR, detail, stage="build")])
+        return UnitResult(excluded=[failure_row(row, error, stage="masks", unexpected="build")])
 
 
 def process_image(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import traceback
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +26,8 @@ from numpy.typing import NDArray
 
 from openmind_data.crawl.api import find_datasets
 from openmind_data.durable import write_atomic
-from openmind_data.errors import ConfigError, InvalidInputError
-from openmind_data.exclusions import ExclusionReason as R
-from openmind_data.exclusions import exclusion_row
+from openmind_data.errors import ConfigError
+from openmind_data.exclusions import LOAD_REASONS, failure_row
 from openmind_data.masks.brain import BrainMasker, brain_masker
 from openmind_data.masks.stage import MaskOptions, mask_image
 from openmind_data.nifti import as_3d, edit_stored, encode_nifti, read_stored, scaled
@@ -49,11 +47,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Reasons that mean the voxels could not be loaded: exclusions at stage 'load', not 'masks'.
-LOAD_REASONS = frozenset(
-    {str(R.NON_FINITE), str(R.EMPTY_IMAGE), str(R.TRUNCATED), str(R.NOT_NIFTI)}
-)
 
 
 @dataclass(frozen=True)
@@ -187,13 +180,8 @@ def _one(
     row, source, out, options, derived = job
     try:
         return [_mask_one(row, source, Path(out), options, derived)], []
-    except InvalidInputError as error:
-        stage = "load" if error.reason in LOAD_REASONS else "masks"
-        return [], [exclusion_row(row, error.reason, error.detail, stage=stage)]
     except Exception as error:  # noqa: BLE001 - one image must not stop the others; recorded
-        log.debug("masks: %s failed:\n%s", source, traceback.format_exc())
-        detail = f"{type(error).__name__}: {error}"
-        return [], [exclusion_row(row, R.PROCESSING_ERROR, detail, stage="masks")]
+        return [], [failure_row(row, error, stage="masks")]
 
 
 def _mask_one(

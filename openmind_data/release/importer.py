@@ -18,21 +18,19 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 from tqdm import tqdm
 
 from openmind_data.crawl import CrawlResult
 from openmind_data.curate.executors import Executor, SerialExecutor, WorkerDied
-from openmind_data.curate.folder import FolderResult, write_folder
+from openmind_data.curate.folder import write_folder
 from openmind_data.curate.journal import Journal, candidate_key
-from openmind_data.curate.run import BuildOptions, UnitBatch
+from openmind_data.curate.run import BuildOptions, FolderRun, UnitBatch
 from openmind_data.curate.unit import UnitResult
 from openmind_data.errors import ConfigError
 from openmind_data.exclusions import ExclusionReason as R
@@ -59,38 +57,14 @@ _OPENNEURO = re.compile(r"^ds\d{6}$")
 
 
 @dataclass
-class ImportResult:
-    """What an import wrote and did: ``selected`` rows of the release's table, ``run`` units
-    this call ran, ``resumed`` units found in the journal."""
+class ImportResult(FolderRun):
+    """What an import wrote and did: the ``release`` it read, ``selected`` rows of its table."""
 
-    out: Path
     release: str
-    folder: FolderResult
     selected: int
-    run: int
-    resumed: int
-
-    @property
-    def images(self) -> pa.Table:
-        return self.folder.images
-
-    @property
-    def excluded(self) -> pa.Table:
-        return self.folder.excluded
 
     def summary(self) -> dict[str, Any]:
-        images = self.folder.images.select(["modality"]).to_pylist()
-        excluded = self.folder.excluded.column("reason").to_pylist()
-        return {
-            "release": self.release,
-            "selected": self.selected,
-            "published": len(images),
-            "published_by_modality": dict(sorted(Counter(r["modality"] for r in images).items())),
-            "excluded": len(excluded),
-            "excluded_by_reason": dict(sorted(Counter(excluded).items())),
-            "units_run": self.run,
-            "units_resumed": self.resumed,
-        }
+        return {"release": self.release, "selected": self.selected, **self.counts()}
 
 
 def import_release(

@@ -21,8 +21,6 @@ be defaced, and goes through the toolkit's masks stage, which defaces where a fa
 from __future__ import annotations
 
 import json
-import logging
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,18 +33,14 @@ from numpy.typing import NDArray
 from openmind_data.crawl.header import read_header
 from openmind_data.curate.dedup import file_sha256
 from openmind_data.curate.unit import Published, UnitOptions, UnitResult, process_image
-from openmind_data.errors import InvalidInputError
-from openmind_data.exclusions import ExclusionReason as R
-from openmind_data.exclusions import exclusion_row
-from openmind_data.masks import LOAD_REASONS, MaskOptions, encode_mask
+from openmind_data.exclusions import failure_row
+from openmind_data.masks import MaskOptions, encode_mask
 from openmind_data.masks.stage import check_voxels
 from openmind_data.nifti import as_3d, encode_nifti, read_stored, scaled
 from openmind_data.quality import image_quality_metrics
 from openmind_data.release.layout import mask_paths
 
 __all__ = ["RECOMPUTABLE", "ImportJob", "ImportOptions", "import_image"]
-
-log = logging.getLogger(__name__)
 
 #: What ``--recompute`` may name.
 RECOMPUTABLE = ("masks", "quality")
@@ -90,13 +84,8 @@ def import_image(job: ImportJob) -> UnitResult:
         if "masks" in job.options.recompute:
             return UnitResult([_recomputed(job, "--recompute masks")])
         return UnitResult([_released(job)])
-    except InvalidInputError as error:
-        stage = "load" if error.reason in LOAD_REASONS else "masks"
-        return UnitResult(excluded=[exclusion_row(row, error.reason, error.detail, stage=stage)])
     except Exception as error:  # noqa: BLE001 - one image must not stop an import; recorded
-        log.debug("import: %s failed:\n%s", row["image_path"], traceback.format_exc())
-        detail = f"{type(error).__name__}: {error}"
-        return UnitResult(excluded=[exclusion_row(row, R.PROCESSING_ERROR, detail, stage="import")])
+        return UnitResult(excluded=[failure_row(row, error, stage="masks", unexpected="import")])
 
 
 class _DoubtError(Exception):
