@@ -368,6 +368,8 @@ def test_bad_arguments_are_refused_with_a_hint(mock: MockRelease, tmp_path: Path
         import_release(mock.root, tmp_path / "a", modalities=["T1W"])
     with pytest.raises(ConfigError, match="--recompute 'brain'"):
         import_release(mock.root, tmp_path / "a", options=ImportOptions(recompute=("brain",)))
+    with pytest.raises(ConfigError, match="no dataset 'ds00001'; did you mean 'ds000001'"):
+        import_release(mock.root, tmp_path / "a", datasets=["ds00001"])
     with pytest.raises(ConfigError, match="outside the release"):
         import_release(mock.root, mock.root / "out")
     with pytest.raises(ConfigError, match="neither a folder here nor a Hub"):

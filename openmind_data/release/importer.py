@@ -101,6 +101,7 @@ def import_release(
     where = f"{release.name}/{release.csv_path}"
     licence = release.license()
     table = read_release_csv(release.read(release.csv_path), where, license=licence)
+    _check_datasets(datasets, table, where)
     chosen = table.select(modalities, max_iqs, datasets)
     keys = {
         _where(row): candidate_key({**row, "files": files})
@@ -154,6 +155,16 @@ def _check(modalities: Sequence[str] | None, options: ImportOptions, max_iqs: fl
             raise ConfigError(f"--recompute {stage!r}: one of {', '.join(RECOMPUTABLE)}")
     if max_iqs is not None and not 1.0 <= max_iqs <= 5.0:
         raise ConfigError(f"--max-iqs {max_iqs}: the IQS runs from 1 (best) to 5 (worst)")
+
+
+def _check_datasets(datasets: Sequence[str] | None, table: ReleaseRows, where: str) -> None:
+    """A dataset filter names datasets of the release: a typo is an error, not an empty import."""
+    known = sorted({row["dataset_id"] for row in [*table.candidates, *table.excluded]})
+    for name in datasets or ():
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where} lists no dataset {name!r}{hint}")
 
 
 def _check_separate(out: Path, source: str | Path, tree: str | Path | None) -> None:
