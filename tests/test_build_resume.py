@@ -96,9 +96,10 @@ def _journaled(out: Path) -> int:
     ("point", "n"),
     [
         ("commit", 3),  # between images
-        ("in-commit", 9),  # the 2nd journal batch written, not yet renamed into place
         ("in-shard", 2),  # a shard half-written, its earlier row groups on disk
-        ("in-metadata", 2),  # the metadata tables half-written
+        # The default run stays well under 30 minutes on 2 cores: these two run with -m slow.
+        pytest.param("in-commit", 9, marks=pytest.mark.slow),  # a batch written, not renamed
+        pytest.param("in-metadata", 2, marks=pytest.mark.slow),  # metadata half-written
     ],
 )
 def test_a_killed_build_resumes_to_the_same_bytes(
