@@ -21,7 +21,7 @@ be defaced, and goes through the toolkit's masks stage, which defaces where a fa
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,9 @@ def import_image(job: ImportJob) -> UnitResult:
     """The unit (see the module's docstring); never raises for one image's sake."""
     row = job.row
     try:
-        read_header(job.files["image"])  # unreadable files get the crawl's exact reasons
+        # The header read once: its geometry for the row, the crawl's exact reasons for a file
+        # that cannot be read.
+        job = replace(job, row={**row, **_geometry(job.files["image"])})
         if "masks" in job.options.recompute:
             return UnitResult([_recomputed(job, "--recompute masks")])
         return UnitResult([_released(job)])
@@ -108,7 +110,6 @@ def _released(job: ImportJob) -> Published:
     paths = mask_paths(row["image_path"])
     record = {
         **row,
-        **_geometry(job.files["image"]),
         "anat_mask_path": row.get("anat_mask_path") or paths["anat_mask_path"],
         "anon_mask_path": row.get("anon_mask_path") or paths["anon_mask_path"],
         "defacing": "source" if anon.any() else "brain_extract",
@@ -205,7 +206,7 @@ def _recomputed(job: ImportJob, why: str) -> Published:
     """The toolkit's own masks (and defacing) for the image, as the build makes them."""
     row = job.row
     published = process_image(
-        {**row, **_geometry(job.files["image"])},
+        row,
         job.files["image"],
         UnitOptions(masks=job.options.masks),
         derived=row.get("derivation") is not None,
