@@ -1,23 +1,24 @@
-"""NIfTI bytes the toolkit writes: deterministic gzip, the source's spatial header, atomic files."""
+"""NIfTI bytes the toolkit writes and reads: deterministic gzip, the source's spatial header."""
 
 from __future__ import annotations
 
-import gzip
-import io
+import hashlib
 import json
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 from numpy.typing import NDArray
 
+from openmind_data.compression import gunzip, gzip_bytes
 from openmind_data.errors import InvalidInputError
 from openmind_data.exclusions import ExclusionReason as R
 
 __all__ = [
+    "Stored",
     "as_3d",
     "decode_nifti",
     "edit_stored",
@@ -30,18 +31,29 @@ __all__ = [
 
 #: Offsets of scl_slope and scl_inter (float32 each) in a NIfTI-1 header.
 _SCALING_OFFSET = 112
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class Stored(NamedTuple):
+    """An image file read once: the nibabel image, its voxels as stored, (slope, intercept),
+    and the SHA-256 of the file's bytes (taken from the bytes that were decoded)."""
+
+    image: Any
+    raw: NDArray[Any]
+    scaling: tuple[float, float]
+    sha256: str
 
 
 def encode_nifti(
     data: NDArray[Any],
     like: Any,
     *,
-    compresslevel: int = 1,
+    kind: Literal["image", "mask"] = "image",
     scaling: tuple[float, float] | None = None,
 ) -> bytes:
     """``data`` as a gzipped NIfTI-1 in the grid of the nibabel image ``like`` (its qform and
-    sform with their codes, mm units). No timestamp in the gzip header: same voxels, same bytes.
-    Level 1, as nibabel's own default: noisy voxels compress barely better at higher levels.
+    sform with their codes, mm units), deflated as :mod:`openmind_data.compression` does a
+    ``kind``. No timestamp in the gzip header: same voxels, same bytes.
     ``scaling`` (slope, intercept) is written as the header's scl_slope and scl_inter, so
     stored integers keep the meaning the source gave them (nibabel would recompute it)."""
     image = nib.Nifti1Image(np.asarray(data), like.affine)
@@ -55,17 +67,12 @@ def encode_nifti(
         header = bytearray(payload[: _SCALING_OFFSET + 8])
         struct.pack_into(f"{image.header.endianness}ff", header, _SCALING_OFFSET, *scaling)
         payload = bytes(header) + payload[len(header) :]
-    buffer = io.BytesIO()
-    with gzip.GzipFile(
-        fileobj=buffer, mode="wb", mtime=0, filename="", compresslevel=compresslevel
-    ) as gz:
-        gz.write(payload)
-    return buffer.getvalue()
+    return gzip_bytes(payload, kind)
 
 
 def decode_nifti(payload: bytes) -> Any:
     """A nibabel image from stored NIfTI-1 bytes (``encode_nifti``'s, or a plain ``.nii``)."""
-    raw = gzip.decompress(payload) if payload[:2] == b"\x1f\x8b" else payload
+    raw = gunzip(payload) if payload[:2] == _GZIP_MAGIC else payload
     return nib.Nifti1Image.from_bytes(raw)
 
 
@@ -77,15 +84,25 @@ def scaling_of(image: Any) -> tuple[float, float]:
     return slope, inter
 
 
-def read_stored(path: str | Path) -> tuple[Any, NDArray[Any], tuple[float, float]]:
-    """(nibabel image, its voxels as stored, (slope, intercept)), the file read once. A file that
-    cannot be read, cut inside its header or its voxels, is ``truncated``, naming the file."""
+def read_stored(path: str | Path) -> Stored:
+    """A NIfTI-1 file (``.nii`` or gzipped) read once: its bytes are checksummed and
+    inflated in memory, and nibabel parses what they hold. A file that cannot be read, cut
+    inside its header or its voxels, is ``truncated``, naming the file."""
     try:
-        image = nib.load(path)
+        payload = Path(path).read_bytes()
+        raw_bytes = gunzip(payload) if payload[:2] == _GZIP_MAGIC else payload
+        image = _image_class(raw_bytes).from_bytes(raw_bytes)
         raw = np.asanyarray(image.dataobj.get_unscaled())
     except (OSError, EOFError, ValueError, ImageFileError) as error:
         raise InvalidInputError(path, R.TRUNCATED, f"voxels cannot be read: {error}") from error
-    return image, raw, scaling_of(image)
+    return Stored(image, raw, scaling_of(image), hashlib.sha256(payload).hexdigest())
+
+
+def _image_class(raw: bytes) -> Any:
+    """NIfTI-2 where the header's first field (its size, in either byte order) says 540."""
+    if len(raw) >= 4 and 540 in struct.unpack("<i", raw[:4]) + struct.unpack(">i", raw[:4]):
+        return nib.Nifti2Image
+    return nib.Nifti1Image
 
 
 def as_3d(raw: NDArray[Any], where: str | Path) -> tuple[NDArray[Any], dict[str, Any] | None]:

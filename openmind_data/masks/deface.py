@@ -16,6 +16,8 @@ region of :mod:`openmind_data.masks.face` (anterior and inferior to the brain), 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial import ConvexHull, QhullError
@@ -69,7 +71,7 @@ def deface_region(
     spacing: tuple[float, ...],
     *,
     margin_mm: float = MARGIN_MM,
-    distance: NDArray[np.float64] | None = None,
+    distance: NDArray[np.floating[Any]] | None = None,
 ) -> NDArray[np.bool_]:
     """The voxels the toolkit's defacing removes: beyond the shear plane, or in the facial
     region, and at least ``margin_mm`` from the brain mask either way (``distance``: from

@@ -83,7 +83,7 @@ def encode_mask(mask: NDArray[np.bool_], like: Any) -> bytes:
         raise TypeError(f"a mask must be a bool array, got {mask.dtype}")
     if mask.shape != like.shape[:3]:
         raise ValueError(f"mask shape {mask.shape} is not the image's {like.shape[:3]}")
-    return encode_nifti(mask.astype(np.uint8), like)
+    return encode_nifti(mask.astype(np.uint8), like, kind="mask")
 
 
 def run_masks(
@@ -187,7 +187,7 @@ def _one(
 def _mask_one(
     row: Mapping[str, Any], source: str, out: Path, options: MaskOptions, derived: bool
 ) -> dict[str, Any]:
-    image, stored_raw, scaling = read_stored(source)
+    image, stored_raw, scaling, _ = read_stored(source)
     raw, squeezed = as_3d(stored_raw, source)
     data = scaled(raw, scaling)
     spacing = tuple(float(z) for z in image.header.get_zooms()[:3])

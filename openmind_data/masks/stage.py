@@ -215,7 +215,7 @@ def mask_image(
 
 def _independent(
     brain: NDArray[np.bool_],
-    distance: NDArray[np.float64] | None,
+    distance: NDArray[np.floating[Any]] | None,
     volume: NDArray[np.float32],
     affine: NDArray[np.float64],
     head: NDArray[np.bool_],

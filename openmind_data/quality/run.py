@@ -192,12 +192,12 @@ def _one(
 
 
 def _metrics(row: Mapping[str, Any], source: str, masks_root: Path) -> dict[str, float | None]:
-    image, raw, scaling = read_stored(source)
+    image, raw, scaling, _ = read_stored(source)
     data = scaled(raw, scaling)
     masks: dict[str, Any] = {}
     for column in ("anat_mask_path", "anon_mask_path", "brain_mask_path"):
         if row.get(column):
-            _, mask, _ = read_stored(masks_root / row[column])
+            mask = read_stored(masks_root / row[column]).raw
             if mask.shape != data.shape[:3]:
                 raise InvalidInputError(
                     masks_root / row[column],

@@ -31,7 +31,6 @@ from nibabel.processing import resample_from_to
 from numpy.typing import NDArray
 
 from openmind_data.crawl.header import read_header
-from openmind_data.curate.dedup import file_sha256
 from openmind_data.curate.unit import Published, UnitOptions, UnitResult, process_image
 from openmind_data.exclusions import failure_row
 from openmind_data.masks import MaskOptions, encode_mask
@@ -96,7 +95,7 @@ class _DoubtError(Exception):
 
 def _released(job: ImportJob) -> Published:
     row, path = job.row, Path(job.files["image"])
-    image, stored_raw, scaling = read_stored(path)
+    image, stored_raw, scaling, checksum = read_stored(path)
     raw, squeezed = as_3d(stored_raw, path)
     data = np.asarray(scaled(raw, scaling), dtype=np.float32)
     check_voxels(data, str(path))
@@ -114,7 +113,7 @@ def _released(job: ImportJob) -> Published:
         "anon_mask_path": row.get("anon_mask_path") or paths["anon_mask_path"],
         "defacing": "source" if anon.any() else "brain_extract",
         "qc_flags": flags,
-        "source_sha256": job.sha256 or file_sha256(path),
+        "source_sha256": job.sha256 or checksum,
         "provenance": [*steps, _step(job, {"masks": "released"})],
     }
     if "quality" in job.options.recompute:

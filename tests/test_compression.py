@@ -1,0 +1,74 @@
+"""The toolkit's gzip: standard streams whichever library writes them, the same decoded bytes."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from openmind_data.compression import GZIP_ENV, gunzip, gzip_bytes, image_codec
+from openmind_data.masks.brain import _cross
+from openmind_data.masks.face import brain_distance
+
+
+@pytest.fixture
+def payload() -> bytes:
+    rng = np.random.default_rng(0)
+    return rng.normal(100, 20, (40, 30, 20)).astype(np.int16).tobytes()
+
+
+@pytest.mark.parametrize("library", ["isal", "zlib"])
+def test_every_library_writes_standard_gzip(
+    payload: bytes, library: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(GZIP_ENV, library)
+    stream = gzip_bytes(payload)
+    assert image_codec().startswith("isal" if library == "isal" else "zlib")
+    assert gzip.decompress(stream) == payload  # any reader opens it
+    assert gunzip(stream) == payload
+    assert gzip_bytes(payload) == stream  # no timestamp: same bytes, same stream
+    mask = (np.frombuffer(payload, np.int16) > 100).astype(np.uint8).tobytes()
+    assert gzip.decompress(gzip_bytes(mask, "mask")) == mask
+
+
+def test_masks_are_the_same_bytes_whichever_library(
+    payload: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mask = (np.frombuffer(payload, np.int16) > 100).astype(np.uint8).tobytes()
+    monkeypatch.setenv(GZIP_ENV, "zlib")
+    with_zlib = gzip_bytes(mask, "mask")
+    monkeypatch.setenv(GZIP_ENV, "isal")
+    assert gzip_bytes(mask, "mask") == with_zlib
+    assert len(with_zlib) < len(gzip.compress(mask, 1))  # run-length pays on masks
+
+
+@pytest.mark.parametrize("library", ["isal", "zlib"])
+def test_a_cut_or_corrupt_stream_is_an_error(
+    payload: bytes, library: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(GZIP_ENV, library)
+    stream = gzip_bytes(payload)
+    with pytest.raises(EOFError):
+        gunzip(stream[: len(stream) // 2])
+    with pytest.raises(OSError):
+        gunzip(stream[:10] + b"\xff" * 64 + stream[74:])
+
+
+def test_the_cross_opening_is_scipys() -> None:
+    rng = np.random.default_rng(1)
+    for share in (0.5, 0.9, 0.97):
+        mask = rng.random((17, 12, 9)) < share
+        assert np.array_equal(
+            _cross(mask, np.logical_and), ndimage.binary_erosion(mask, border_value=1)
+        )
+        assert np.array_equal(_cross(mask, np.logical_or), ndimage.binary_dilation(mask))
+
+
+def test_brain_distance_is_scipys_edt() -> None:
+    brain = np.zeros((30, 26, 22), dtype=bool)
+    brain[8:20, 6:18, 5:15] = True
+    spacing = (0.9375, 0.9375, 1.2)
+    expected = ndimage.distance_transform_edt(~brain, sampling=spacing)
+    np.testing.assert_allclose(brain_distance(brain, spacing), expected, atol=1e-4)
