@@ -14,7 +14,8 @@ timestamp or a file name, so the same voxels give the same bytes on one machine.
 - **Reading**: ISA-L decompresses about 2.3 times faster than zlib; both read any gzip stream,
   several members included.
 
-Measured by ``benchmarks/gzip_codecs.py`` on Colin27 (a real 1 mm T1 head) and its masks.
+Measured by hand on one synthetic 1 mm T1 (images, 19.8 MB of int16) and on Colin27's brain and
+head masks (a real 1 mm head); ``benchmarks/build.py`` prints the I/O floor with both libraries.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ except ImportError:  # no wheel for this platform: the standard library does it 
     _igzip = None
     _ERRORS = (zlib.error,)
 
-__all__ = ["GZIP_ENV", "gunzip", "gzip_bytes", "image_codec"]
+__all__ = ["GZIP_ENV", "gunzip", "gzip_bytes"]
 
 #: Set to ``zlib`` to write and read with the standard library even where ISA-L is installed.
 GZIP_ENV: Final = "OPENMIND_GZIP"
@@ -45,15 +46,6 @@ MASK_LEVEL: Final = 1
 
 def _isal() -> bool:
     return _igzip is not None and os.environ.get(GZIP_ENV, "").lower() != "zlib"
-
-
-def image_codec() -> str:
-    """The library images are deflated and inflated with, and its version: provenance."""
-    if _isal():
-        from isal import __version__  # noqa: PLC0415
-
-        return f"isal {__version__}"
-    return f"zlib {zlib.ZLIB_RUNTIME_VERSION}"
 
 
 def gzip_bytes(payload: bytes, kind: Literal["image", "mask"] = "image") -> bytes:

@@ -71,9 +71,8 @@ def encode_nifti(
 
 
 def decode_nifti(payload: bytes) -> Any:
-    """A nibabel image from stored NIfTI-1 bytes (``encode_nifti``'s, or a plain ``.nii``)."""
-    raw = gunzip(payload) if payload[:2] == _GZIP_MAGIC else payload
-    return nib.Nifti1Image.from_bytes(raw)
+    """A nibabel image from stored NIfTI bytes (``encode_nifti``'s, or a plain ``.nii``)."""
+    return _from_bytes(payload)
 
 
 def scaling_of(image: Any) -> tuple[float, float]:
@@ -90,19 +89,19 @@ def read_stored(path: str | Path) -> Stored:
     inside its header or its voxels, is ``truncated``, naming the file."""
     try:
         payload = Path(path).read_bytes()
-        raw_bytes = gunzip(payload) if payload[:2] == _GZIP_MAGIC else payload
-        image = _image_class(raw_bytes).from_bytes(raw_bytes)
+        image = _from_bytes(payload)
         raw = np.asanyarray(image.dataobj.get_unscaled())
     except (OSError, EOFError, ValueError, ImageFileError) as error:
         raise InvalidInputError(path, R.TRUNCATED, f"voxels cannot be read: {error}") from error
     return Stored(image, raw, scaling_of(image), hashlib.sha256(payload).hexdigest())
 
 
-def _image_class(raw: bytes) -> Any:
-    """NIfTI-2 where the header's first field (its size, in either byte order) says 540."""
-    if len(raw) >= 4 and 540 in struct.unpack("<i", raw[:4]) + struct.unpack(">i", raw[:4]):
-        return nib.Nifti2Image
-    return nib.Nifti1Image
+def _from_bytes(payload: bytes) -> Any:
+    """A nibabel image from a file's bytes, gzipped or not: NIfTI-2 where the header's first
+    field (its size, in either byte order) says 540, else NIfTI-1."""
+    raw = gunzip(payload) if payload[:2] == _GZIP_MAGIC else payload
+    sizes = struct.unpack("<i", raw[:4]) + struct.unpack(">i", raw[:4]) if len(raw) >= 4 else ()
+    return (nib.Nifti2Image if 540 in sizes else nib.Nifti1Image).from_bytes(raw)
 
 
 def as_3d(raw: NDArray[Any], where: str | Path) -> tuple[NDArray[Any], dict[str, Any] | None]:
