@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from openmind_data.compression import gunzip
 from openmind_data.curate import (
     BuildOptions,
     DaskExecutor,
@@ -50,7 +51,7 @@ def _output(out: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def reference_out(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted build with local processes."""
     out = tmp_path_factory.mktemp("reference") / "openmind"
     executor = ProcessExecutor(2)
@@ -58,11 +59,44 @@ def reference(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
         build(tiny_root, out, OPTIONS, executor=executor)
     finally:
         executor.close()
-    digests = _output(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(reference_out: Path) -> dict[str, str]:
+    digests = _output(reference_out)
     assert any(k.startswith("data/") for k in digests)
-    groups = [pq.read_metadata(p).num_row_groups for p in out.glob("data/*/*.parquet")]
+    groups = [pq.read_metadata(p).num_row_groups for p in reference_out.glob("data/*/*.parquet")]
     assert max(groups) >= 3  # so that a kill can land inside a shard
     return digests
+
+
+def _differences(expected: Path, actual: Path) -> str:
+    """Where two folders' shards differ, cell by cell, and for a NIfTI cell whether its decoded
+    bytes differ or only its gzip stream: the message of a failed byte-identity check."""
+    lines = []
+    for path in sorted(expected.glob("data/*/*.parquet")):
+        rel = path.relative_to(expected).as_posix()
+        other = actual / rel
+        if not other.exists():
+            lines.append(f"{rel}: missing")
+            continue
+        if other.read_bytes() == path.read_bytes():
+            continue
+        rows, others = pq.read_table(path).to_pylist(), pq.read_table(other).to_pylist()
+        if len(rows) != len(others):
+            lines.append(f"{rel}: {len(others)} rows, not {len(rows)}")
+            continue
+        for row, theirs in zip(rows, others, strict=True):
+            for column, value in row.items():
+                if value == theirs[column]:
+                    continue
+                detail = ""
+                if isinstance(value, dict) and value.get("bytes") and theirs[column]:
+                    decoded = gunzip(value["bytes"]) == gunzip(theirs[column]["bytes"])
+                    detail = ": the gzip stream only" if decoded else ": its decoded bytes"
+                lines.append(f"{rel} {row['image_id']} {column}{detail}")
+    return "\n".join(lines) or "no shard cell differs"
 
 
 def _child(root: Path, out: Path, point: str, n: int) -> subprocess.CompletedProcess[str]:
@@ -103,7 +137,12 @@ def _journaled(out: Path) -> int:
     ],
 )
 def test_a_killed_build_resumes_to_the_same_bytes(
-    tiny_root: Path, tmp_path: Path, reference: dict[str, str], point: str, n: int
+    tiny_root: Path,
+    tmp_path: Path,
+    reference_out: Path,
+    reference: dict[str, str],
+    point: str,
+    n: int,
 ) -> None:
     out = tmp_path / "openmind"
     killed = _child(tiny_root, out, point, n)
@@ -117,16 +156,16 @@ def test_a_killed_build_resumes_to_the_same_bytes(
     run, again = (int(part.split("=")[1]) for part in resumed.stdout.split())
     assert again == before  # journaled units are not run again
     assert run + again == _journaled(out)  # and the rest exactly once
-    assert _output(out) == reference
+    assert _output(out) == reference, _differences(reference_out, out)
     assert not list(out.rglob(".*.partial"))
 
 
 def test_serial_and_dask_builds_are_byte_identical_to_local_processes(
-    tiny_root: Path, tmp_path: Path, reference: dict[str, str]
+    tiny_root: Path, tmp_path: Path, reference_out: Path, reference: dict[str, str]
 ) -> None:
     serial = tmp_path / "serial"
     build(tiny_root, serial, OPTIONS, executor=SerialExecutor())
-    assert _output(serial) == reference
+    assert _output(serial) == reference, _differences(reference_out, serial)
 
     from distributed import LocalCluster
 
@@ -143,7 +182,7 @@ def test_serial_and_dask_builds_are_byte_identical_to_local_processes(
             build(tiny_root, tmp_path / "dask", OPTIONS, executor=executor)
         finally:
             executor.close()
-    assert _output(tmp_path / "dask") == reference
+    assert _output(tmp_path / "dask") == reference, _differences(reference_out, tmp_path / "dask")
 
 
 def test_a_resume_reuses_every_unit_and_fresh_starts_over(tiny_root: Path, tmp_path: Path) -> None:
