@@ -137,6 +137,27 @@ def test_template_follows_the_grid_and_replays(
     assert dice(np.flip(flipped, 0), mask) >= 0.98
 
 
+@pytest.mark.parametrize("zoom", [1.0, 1.4, 2.5])
+def test_the_edge_only_warp_is_the_warp_of_every_voxel(zoom: float) -> None:
+    """The template's brain put on a native grid by interpolating only near its edge gives the
+    voxels interpolating all of them gives: oblique, scaled, shifted, at 1 to 2.5 mm."""
+    from scipy.spatial.transform import Rotation
+
+    from openmind_data.masks.brain import _resample_index, _template, _warp_near_edge
+
+    brain = _template().brain
+    rng = np.random.default_rng(int(zoom * 10))
+    shape = tuple(int(n / zoom) for n in (180, 216, 180))
+    for _ in range(3):
+        to_template = np.eye(4)  # native voxel -> template voxel (2 mm)
+        rotation = Rotation.from_euler("xyz", rng.uniform(-25, 25, 3), degrees=True)
+        to_template[:3, :3] = rotation.as_matrix() * rng.uniform(0.85, 1.2) * zoom / 2
+        to_template[:3, 3] = rng.uniform(-15, 15, 3) + np.array([8.0, 0.0, 0.0])
+        every = _resample_index(brain, to_template, shape) >= 0.5
+        assert every.sum() > 1000  # the brain lands on the grid
+        assert np.array_equal(_warp_near_edge(brain, to_template, shape), every)
+
+
 def test_template_contract(template: TemplateBrainMasker) -> None:
     assert isinstance(template, BrainMasker)
     assert template.name == "template"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import multiprocessing
 import os
 import sys
@@ -168,6 +169,7 @@ def build(
     with Journal(out, options.fingerprint()).open(fresh=fresh) as journal:
         done = journal.done()
         todo = [row for row in candidates if done.get(_where(row), ("",))[0] != keys[_where(row)]]
+        todo.sort(key=_largest_first)
         jobs = [(row, str(datasets[row["dataset_id"]]), options.unit) for row in todo]
         units_from = time.perf_counter()
         _run_units(journal, executor, jobs, keys, options, progress)
@@ -202,6 +204,12 @@ def build(
 def _where(row: Mapping[str, Any]) -> tuple[str, str]:
     """A candidate's place: its dataset and its path in it."""
     return (row["dataset_id"], row["source_path"])
+
+
+def _largest_first(row: Mapping[str, Any]) -> tuple[int, str, str]:
+    """The order units are handed out in: the most voxels (a DWI series' every volume) first,
+    so that the last units to finish are small and the workers finish together."""
+    return (-math.prod(row.get("shape") or [0]), *_where(row))
 
 
 def _unit(job: tuple[dict[str, Any], str, UnitOptions]) -> UnitResult:

@@ -155,7 +155,8 @@ def _warp_mask(
 ) -> NDArray[np.bool_]:
     """The template's brain mask in the native grid (linear interpolation, threshold 1/2).
 
-    Only the native voxels within the bounding box of the warped brain are interpolated.
+    Only the native voxels within the bounding box of the warped brain are looked at, and of
+    those only the ones near the brain's edge are interpolated (:func:`_warp_near_edge`).
     """
     box = np.array(template.brain_box, dtype=np.float64)  # (2, 3) template voxels
     corners = np.array(np.meshgrid(*box.T, indexing="ij")).reshape(3, -1)
@@ -169,9 +170,72 @@ def _warp_mask(
     offset = np.eye(4)
     offset[:3, 3] = low
     sub = tuple(int(h - lo) for lo, h in zip(low, high, strict=True))
-    values = _resample(template.brain, template.affine, native_to_template @ offset, sub)
-    mask[tuple(slice(int(lo), int(h)) for lo, h in zip(low, high, strict=True))] = values >= 0.5
+    box_to_template = np.linalg.inv(template.affine) @ native_to_template @ offset
+    values = _warp_near_edge(template.brain, box_to_template, sub)
+    mask[tuple(slice(int(lo), int(h)) for lo, h in zip(low, high, strict=True))] = values
     return mask
+
+
+#: Native voxels per side of the blocks :func:`_warp_near_edge` decides at once.
+WARP_BLOCK: Final = 4
+
+
+def _warp_near_edge(
+    brain: NDArray[np.float32], to_template: NDArray[np.float64], shape: tuple[int, ...]
+) -> NDArray[np.bool_]:
+    """``brain`` (the template's brain mask, 0/1) linearly interpolated at the voxels of a grid
+    of ``shape`` (voxel -> its voxel ``to_template``), >= 1/2; interpolated only near its edge.
+
+    The grid is cut into blocks of :data:`WARP_BLOCK` voxels a side. A voxel's value is
+    interpolated from the template voxels less than one voxel from where it lands, so all of a
+    block's voxels are 1 (0) when every template voxel within ``reach`` of where the block's
+    centre lands is 1 (0), ``reach`` bounding how far the block's voxels land from its centre,
+    plus that one voxel and the half voxel of rounding to the nearest one. Those blocks take
+    their value at once (from a minimum and a maximum filter of the template, looked up at the
+    centres); the voxels of the others, along the edge, are interpolated one by one: the same
+    mask as interpolating every voxel, in a fraction of the time.
+    """
+    jacobian = to_template[:3, :3]
+    reach = float(np.abs(jacobian).sum(axis=1).max()) * (WARP_BLOCK - 1) / 2
+    size = 2 * int(np.ceil(reach + 1.5)) + 1
+    coarse = tuple(-(-n // WARP_BLOCK) for n in shape)
+    if size > 11 or min(shape) < 2 * WARP_BLOCK:  # coarse images, small boxes: every voxel
+        return _resample_index(brain, to_template, shape) >= 0.5
+    centres = to_template.copy()  # coarse voxel -> template voxel, at each block's centre
+    centres[:3, :3] = jacobian * WARP_BLOCK
+    centres[:3, 3] = to_template[:3, :3] @ np.full(3, (WARP_BLOCK - 1) / 2) + to_template[:3, 3]
+    # Outside the template's grid interpolation reads zeros; a block whose centre lands
+    # outside it is left undecided.
+    lowest, highest = _brain_extremes(size)
+    inside = _resample_index(lowest, centres, coarse, 0)
+    outside = _resample_index(highest, centres, coarse, 0, cval=1.0)
+    cut = tuple(slice(0, n) for n in shape)
+    mask = _blocks(inside == 1.0, shape)[cut]
+    edge = np.nonzero(_blocks(outside != 0.0, shape)[cut] & ~mask)
+    where = jacobian @ np.array(edge, dtype=np.float64) + to_template[:3, 3:4]
+    values = ndimage.map_coordinates(brain, where, order=1, mode="constant", prefilter=False)
+    mask[edge] = values >= 0.5
+    return mask
+
+
+@lru_cache(maxsize=8)
+def _brain_extremes(size: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """The least and the greatest value of the template's brain mask within a cube of ``size``
+    voxels a side around each voxel (zero beyond the grid)."""
+    brain = _template().brain
+    lowest = ndimage.minimum_filter(brain, size=size, mode="constant", cval=0.0)
+    highest = ndimage.maximum_filter(brain, size=size, mode="constant", cval=0.0)
+    lowest.setflags(write=False)
+    highest.setflags(write=False)
+    return lowest, highest
+
+
+def _blocks(coarse: NDArray[np.bool_], shape: tuple[int, ...]) -> NDArray[np.bool_]:
+    """Each voxel of ``coarse`` repeated :data:`WARP_BLOCK` times along every axis."""
+    out = coarse
+    for axis in range(3):
+        out = np.repeat(out, WARP_BLOCK, axis=axis)
+    return out
 
 
 @dataclass(frozen=True)
@@ -269,10 +333,10 @@ class TemplateBrainMasker:
         matrix = np.asarray(affine, dtype=np.float64)
         if matrix.shape != (4, 4):
             raise ValueError(f"affine must be 4x4, got shape {matrix.shape}")
-        if volume.dtype.kind == "f":
-            volume = np.nan_to_num(volume.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-        else:
-            volume = volume.astype(np.float32)
+        # float32, copied only when it is not already (nothing below writes to it).
+        volume = np.asarray(volume, dtype=np.float32)
+        if not np.isfinite(volume).all():
+            volume = np.nan_to_num(volume, nan=0.0, posinf=0.0, neginf=0.0)
         solid = _solid_fill(volume)
         body = ~solid
         if anatomy is not None:
@@ -468,10 +532,12 @@ def _working_image(
     grid = np.diag([spacing, spacing, spacing, 1.0])
     grid[:3, 3] = low
 
-    values = volume[body]
+    # Percentiles of about a million voxels are plenty: every step-th voxel along each axis.
+    step = max(1, round(float(np.cbrt(volume.size / 1_000_000))))
+    every = (slice(None, None, step),) * 3
+    values = volume[every][body[every]]
     values = values[values != 0]
-    step = max(1, values.size // 1_000_000)  # percentiles of a million voxels are plenty
-    bottom, top = np.percentile(values[::step], (0.5, 99.5)) if values.size else (0.0, 1.0)
+    bottom, top = np.percentile(values, (0.5, 99.5)) if values.size else (0.0, 1.0)
     scaled = np.clip((volume - bottom) / max(float(top - bottom), 1e-6), 0.0, 1.0)
     # Anti-aliasing: blur each native axis to the working resolution before sampling.
     sigma = np.sqrt(np.clip(spacing**2 - native**2, 0.0, None)) / 2.355 / native
@@ -479,6 +545,28 @@ def _working_image(
     image = _resample(scaled, affine, grid, shape)
     inside = _resample(np.ones(volume.shape, np.float32), affine, grid, shape) >= 0.5
     return image, inside, grid[:3, 3].copy()
+
+
+def _resample_index(
+    source: NDArray[Any],
+    to_source: NDArray[np.float64],
+    shape: tuple[int, ...],
+    order: int = 1,
+    cval: float = 0.0,
+) -> NDArray[np.float32]:
+    """``source`` interpolated (``order`` 1: linear, 0: nearest; ``cval`` outside) at the voxels
+    of a grid of ``shape``, voxel ``i`` at source voxel ``to_source @ i``."""
+    result: NDArray[np.float32] = ndimage.affine_transform(
+        np.asarray(source, dtype=np.float32),
+        to_source[:3, :3],
+        offset=to_source[:3, 3],
+        output_shape=shape,
+        order=order,
+        mode="constant",
+        cval=cval,
+        prefilter=False,
+    )
+    return result
 
 
 def _resample(
@@ -489,18 +577,7 @@ def _resample(
 ) -> NDArray[np.float32]:
     """``source`` (voxel->world ``source_affine``) sampled at the voxels of an output grid whose
     voxel->world matrix is ``out_affine`` (linear interpolation, zero outside)."""
-    to_source = np.linalg.inv(source_affine) @ out_affine
-    result: NDArray[np.float32] = ndimage.affine_transform(
-        np.asarray(source, dtype=np.float32),
-        to_source[:3, :3],
-        offset=to_source[:3, 3],
-        output_shape=shape,
-        order=1,
-        mode="constant",
-        cval=0.0,
-        prefilter=False,
-    )
-    return result
+    return _resample_index(source, np.linalg.inv(source_affine) @ out_affine, shape)
 
 
 def _head_centre(

@@ -24,7 +24,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from openmind_data.errors import InvalidInputError
 from openmind_data.exclusions import ExclusionReason as R
-from openmind_data.masks.face import brain_distance, facial_region
+from openmind_data.masks.face import CHUNK, brain_distance, facial_region
 
 __all__ = ["SHEAR_DIRECTION", "brain_overlap", "deface_region", "quickshear"]
 
@@ -47,7 +47,9 @@ def quickshear(
     """The voxels to remove: those beyond the anterior-inferior hull plane of ``brain``."""
     if not brain.any():
         raise InvalidInputError("<brain mask>", R.DEFACE_UNCONFIRMED, "the brain mask is empty")
-    points = _world(np.argwhere(brain).T, affine)[1:]  # (anterior, superior) of brain voxels
+    # (anterior, superior) of the brain's outer voxels: an inner one (its six neighbours in the
+    # brain) is the midpoint of two of them, so the hull is the same, of a tenth of the points.
+    points = _world(np.argwhere(_outer(brain)).T, affine)[1:]
     try:
         hull = ConvexHull(points.T)
     except QhullError as error:
@@ -56,13 +58,32 @@ def quickshear(
         ) from error
     normals, offsets = hull.equations[:, :2], hull.equations[:, 2]
     edge = int(np.argmax(normals @ SHEAR_DIRECTION))
-    # The plane's signed distance is linear in the voxel index: summed over broadcast axes.
+    # The plane's signed distance is linear in the voxel index: summed over broadcast axes,
+    # a few slices of the first axis at a time (no volume of float64 distances).
     row = normals[edge] @ affine[1:3]  # (4,): per voxel axis, and the constant
-    distance: NDArray[np.float64] = np.full((1, 1, 1), row[3] + offsets[edge])
-    for axis, grid in enumerate(np.ogrid[tuple(slice(0, n) for n in brain.shape)]):
-        distance = distance + row[axis] * grid
-    beyond: NDArray[np.bool_] = distance > margin_mm
-    return np.broadcast_to(beyond, brain.shape).copy()
+    grids = np.ogrid[tuple(slice(0, n) for n in brain.shape)]
+    beyond = np.empty(brain.shape, dtype=bool)
+    for start in range(0, brain.shape[0], CHUNK):
+        distance = row[3] + offsets[edge] + row[0] * grids[0][start : start + CHUNK]
+        distance = distance + row[1] * grids[1] + row[2] * grids[2]
+        np.greater(distance, margin_mm, out=beyond[start : start + CHUNK])
+    return beyond
+
+
+def _outer(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """The voxels of ``mask`` with a neighbour along some axis outside it or off the grid."""
+    inner = mask.copy()
+    for axis in range(mask.ndim):
+        low: list[Any] = [slice(None)] * mask.ndim
+        high: list[Any] = [slice(None)] * mask.ndim
+        low[axis], high[axis] = slice(None, -1), slice(1, None)
+        inner[tuple(low)] &= mask[tuple(high)]
+        inner[tuple(high)] &= mask[tuple(low)]
+        for end in (0, -1):
+            low[axis] = end
+            inner[tuple(low)] = False
+    outer: NDArray[np.bool_] = mask & ~inner
+    return outer
 
 
 def deface_region(

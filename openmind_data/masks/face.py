@@ -86,28 +86,45 @@ class FaceCheck:
         return self.zone_ml >= ZONE_MIN_ML
 
 
+#: Slices of the grid's first axis a pass over the voxels takes at a time: a chunk's
+#: coordinates and comparisons stay in the cache instead of filling volume-sized arrays.
+CHUNK: Final = 8
+
+
 def _coordinates(
-    shape: tuple[int, ...], affine: NDArray[np.float64]
+    shape: tuple[int, ...], affine: NDArray[np.float64], first: slice
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """World anterior and superior coordinates (mm) of every voxel, float32, by broadcasting."""
-    grids = np.ogrid[tuple(slice(0, n) for n in shape)]
+    """World anterior and superior coordinates (mm), float32, of the voxels of ``shape`` whose
+    first index is in ``first`` (any chunk gives its voxels the same values as the whole)."""
+    grids = list(np.ogrid[tuple(slice(0, n) for n in shape)])
+    grids[0] = grids[0][first]
+    size = (len(grids[0]), *shape[1:])
     out = []
     for row in (1, 2):
         value: NDArray[np.float32] = np.full((1, 1, 1), affine[row, 3], dtype=np.float32)
         for axis, grid in enumerate(grids):
             value = value + np.float32(affine[row, axis]) * grid.astype(np.float32)
-        out.append(np.broadcast_to(value, shape).astype(np.float32))
+        out.append(np.broadcast_to(value, size))
     return out[0], out[1]
+
+
+def _chunks(n: int) -> list[slice]:
+    return [slice(i, min(i + CHUNK, n)) for i in range(0, n, CHUNK)]
 
 
 def facial_region(
     brain: NDArray[np.bool_], affine: NDArray[np.float64], front_share: float = FRONT_SHARE
 ) -> NDArray[np.bool_]:
     """Voxels anterior and inferior to ``brain`` (see the module docstring); empty without one."""
+    region = np.zeros(brain.shape, dtype=bool)
     if not brain.any():
-        return np.zeros(brain.shape, dtype=bool)
-    anterior, superior = _coordinates(brain.shape, affine)
-    a, s = anterior[brain], superior[brain]
+        return region
+    parts = []
+    for first in _chunks(brain.shape[0]):
+        anterior, superior = _coordinates(brain.shape, affine, first)
+        parts.append((anterior[brain[first]], superior[brain[first]]))
+    a = np.concatenate([part[0] for part in parts])
+    s = np.concatenate([part[1] for part in parts])
     low, high = float(a.min()), float(a.max())
     start = low + front_share * (high - low)
     bins = np.floor((a - low) / BIN_MM).astype(np.int64)
@@ -119,11 +136,13 @@ def facial_region(
     known = np.isfinite(outline)
     outline = np.interp(np.arange(count), np.flatnonzero(known), outline[known])
     front = outline[max(0, count - int(np.ceil(FRONT_MM / BIN_MM))) :]
-    ahead = float(front.min())
     # The outline at every voxel's anterior position; in front of the brain, its front stretch.
-    where = np.clip(np.floor((anterior - low) / BIN_MM).astype(np.int64), 0, count - 1)
-    level = np.where(anterior > high, ahead, outline[where])
-    region: NDArray[np.bool_] = (anterior > start) & (superior < level) & ~brain
+    levels = np.append(outline, front.min())
+    for first in _chunks(brain.shape[0]):
+        anterior, superior = _coordinates(brain.shape, affine, first)
+        where = np.floor((anterior - np.float32(low)) / np.float32(BIN_MM))
+        where = np.where(anterior > high, count, np.clip(where, 0, count - 1)).astype(np.intp)
+        region[first] = (anterior > start) & (superior < levels[where]) & ~brain[first]
     return region
 
 
