@@ -1,21 +1,20 @@
 """Gzip as the toolkit writes and reads it: standard streams, made by the fastest library here.
 
-Every NIfTI the toolkit publishes is a plain gzip stream (any reader opens it) without a
-timestamp or a file name, so the same voxels give the same bytes on one machine.
+Every NIfTI the toolkit publishes, image or mask, is a plain gzip stream (any reader opens it)
+without a timestamp or a file name, so the same voxels give the same bytes on one machine. It is
+deflated at level 1 by Intel ISA-L (``isal``) where installed (a dependency of the toolkit; a
+platform without its wheel falls back to the standard library's zlib). The two libraries write
+different deflate streams for the same bytes: the decoded voxels are identical, the gzip bytes
+are not, so a folder built with one is not byte-identical to a folder built with the other
+(``OPENMIND_GZIP=zlib`` chooses zlib). Reading, ISA-L inflates any gzip stream (several members
+included) too.
 
-- **Images** are deflated at level 1 (noisy voxels compress barely better at higher levels) by
-  Intel ISA-L (``isal``), about eight times faster than the standard library's zlib at the same
-  size, where it is installed (a dependency of the toolkit; a platform without its wheel falls
-  back to zlib). The two libraries write different deflate streams for the same bytes: the
-  decoded voxels are identical, the gzip bytes are not, so a folder built with one is not
-  byte-identical to a folder built with the other (``OPENMIND_GZIP=zlib`` chooses zlib).
-- **Masks** (uint8 0 and 1: long runs) are deflated by zlib's run-length strategy: 45% smaller
-  than level 1 at about its speed, and the same bytes whichever library images use.
-- **Reading**: ISA-L decompresses about 2.3 times faster than zlib; both read any gzip stream,
-  several members included.
-
-Measured by hand on one synthetic 1 mm T1 (images, 19.8 MB of int16) and on Colin27's brain and
-head masks (a real 1 mm head); ``benchmarks/build.py`` prints the I/O floor with both libraries.
+``benchmarks/gzip_codecs.py`` on Colin27 (a real 1 mm head, its voxels and its brain and head
+masks), against zlib level 1: ISA-L level 1 deflates the image 7.1x and the masks 8.6-8.8x
+faster, the image 4% larger and the masks 11-24% smaller; it inflates the image 2.0x and the
+masks 1.8-2.2x faster. zlib's run-length strategy would make the masks 45% smaller but deflate
+and inflate them 3x slower than zlib level 1 (inflating distance-1 matches is a byte-by-byte
+copy); higher zlib levels compress the noisy image no better.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 _igzip: Any
 try:
@@ -39,27 +38,22 @@ __all__ = ["GZIP_ENV", "gunzip", "gzip_bytes"]
 
 #: Set to ``zlib`` to write and read with the standard library even where ISA-L is installed.
 GZIP_ENV: Final = "OPENMIND_GZIP"
-#: Deflate levels: ISA-L's range is 0-3, and its level 1 is zlib level 1's size.
-IMAGE_LEVEL: Final = 1
-MASK_LEVEL: Final = 1
+#: The deflate level, in both libraries (ISA-L's range is 0-3; its level 1 is zlib level 1's size).
+LEVEL: Final = 1
 
 
 def _isal() -> bool:
     return _igzip is not None and os.environ.get(GZIP_ENV, "").lower() != "zlib"
 
 
-def gzip_bytes(payload: bytes, kind: Literal["image", "mask"] = "image") -> bytes:
-    """``payload`` as one gzip member (mtime 0, no name): a mask by zlib's run-length
-    strategy, anything else at :data:`IMAGE_LEVEL` by ISA-L where installed, else by zlib."""
-    if kind == "mask":
-        # wbits 16 + 15: zlib writes the gzip header itself (mtime 0, no name).
-        deflate = zlib.compressobj(MASK_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS, 9, zlib.Z_RLE)
-        return deflate.compress(payload) + deflate.flush()
+def gzip_bytes(payload: bytes) -> bytes:
+    """``payload`` as one gzip member (mtime 0, no name) at :data:`LEVEL`, by ISA-L where
+    installed, else by zlib."""
     if _isal():
         assert _igzip is not None
-        compressed: bytes = _igzip.compress(payload, IMAGE_LEVEL, mtime=0)
+        compressed: bytes = _igzip.compress(payload, LEVEL, mtime=0)
         return compressed
-    return gzip.compress(payload, IMAGE_LEVEL, mtime=0)
+    return gzip.compress(payload, LEVEL, mtime=0)
 
 
 def gunzip(payload: bytes) -> bytes:

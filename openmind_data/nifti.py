@@ -6,7 +6,7 @@ import hashlib
 import json
 import struct
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -48,12 +48,11 @@ def encode_nifti(
     data: NDArray[Any],
     like: Any,
     *,
-    kind: Literal["image", "mask"] = "image",
     scaling: tuple[float, float] | None = None,
 ) -> bytes:
     """``data`` as a gzipped NIfTI-1 in the grid of the nibabel image ``like`` (its qform and
-    sform with their codes, mm units), deflated as :mod:`openmind_data.compression` does a
-    ``kind``. No timestamp in the gzip header: same voxels, same bytes.
+    sform with their codes, mm units), deflated as :mod:`openmind_data.compression` does. No
+    timestamp in the gzip header: same voxels, same bytes.
     ``scaling`` (slope, intercept) is written as the header's scl_slope and scl_inter, so
     stored integers keep the meaning the source gave them (nibabel would recompute it)."""
     image = nib.Nifti1Image(np.asarray(data), like.affine)
@@ -67,7 +66,7 @@ def encode_nifti(
         header = bytearray(payload[: _SCALING_OFFSET + 8])
         struct.pack_into(f"{image.header.endianness}ff", header, _SCALING_OFFSET, *scaling)
         payload = bytes(header) + payload[len(header) :]
-    return gzip_bytes(payload, kind)
+    return gzip_bytes(payload)
 
 
 def decode_nifti(payload: bytes) -> Any:

@@ -83,7 +83,7 @@ def encode_mask(mask: NDArray[np.bool_], like: Any) -> bytes:
         raise TypeError(f"a mask must be a bool array, got {mask.dtype}")
     if mask.shape != like.shape[:3]:
         raise ValueError(f"mask shape {mask.shape} is not the image's {like.shape[:3]}")
-    return encode_nifti(mask.astype(np.uint8), like, kind="mask")
+    return encode_nifti(mask.astype(np.uint8), like)
 
 
 def run_masks(
