@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import time
 import zlib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from isal import igzip
+from timing import best
 
 from openmind_data.masks import foreground
 
@@ -64,15 +65,6 @@ MASK_CODECS: dict[str, Codec] = {
 }
 
 
-def _best(repeat: int, call: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def measure(name: str, payload: bytes, codecs: dict[str, Codec], repeat: int) -> None:
     print(f"\n{name}: {len(payload) / 1e6:.1f} MB")
     print(f"  {'codec':<28} {'size MB':>8} {'compress':>9} {'inflate zlib':>13} {'isal':>6}")
@@ -81,9 +73,9 @@ def measure(name: str, payload: bytes, codecs: dict[str, Codec], repeat: int) ->
         stream = codec(payload)
         if gzip.decompress(stream) != payload:
             raise SystemExit(f"{label} does not decode to its input")
-        deflate = _best(repeat, lambda codec=codec: codec(payload))  # type: ignore[misc]
-        inflate = _best(repeat, lambda stream=stream: gzip.decompress(stream))  # type: ignore[misc]
-        fast = _best(repeat, lambda stream=stream: igzip.decompress(stream))  # type: ignore[misc]
+        deflate = best(partial(codec, payload), repeat)
+        inflate = best(partial(gzip.decompress, stream), repeat)
+        fast = best(partial(igzip.decompress, stream), repeat)
         if reference is None:
             reference = (deflate, inflate)
         print(

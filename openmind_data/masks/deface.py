@@ -48,7 +48,7 @@ def quickshear(
     if not brain.any():
         raise InvalidInputError("<brain mask>", R.DEFACE_UNCONFIRMED, "the brain mask is empty")
     # (anterior, superior) of the brain's outer voxels: an inner one (its six neighbours in the
-    # brain) is the midpoint of two of them, so the hull is the same, of a tenth of the points.
+    # brain) is the midpoint of two of them, so the hull is the same, of far fewer points.
     points = _world(np.argwhere(_outer(brain)).T, affine)[1:]
     try:
         hull = ConvexHull(points.T)
