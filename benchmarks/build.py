@@ -348,7 +348,13 @@ def project(figures: dict[str, Any]) -> dict[str, Any]:
         "worker's speed (the 2-worker efficiency measured here, assumed to hold)"
     )
     print(
-        f"  Dask nodes at {dask:.2f} of local processes' speed (measured with 2 workers); "
+        f"  Dask nodes at {dask:.2f} of local processes' speed ("
+        + (
+            "measured with 2 workers"
+            if "dask_over_processes" in figures
+            else "assumed: no Dask run"
+        )
+        + "); "
         f"the driver's crawl and folder writing, serial: {driver / 3600:.1f} h "
         f"({figures['driver_seconds_per_image']:.3f} s per image: the crawl's headers, the "
         "shards' voxel bytes out of the journal and into Parquet; the card once)"
