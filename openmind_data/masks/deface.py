@@ -24,6 +24,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from openmind_data.errors import InvalidInputError
 from openmind_data.exclusions import ExclusionReason as R
+from openmind_data.masks.brain import _cross
 from openmind_data.masks.face import CHUNK, brain_distance, facial_region
 
 __all__ = ["SHEAR_DIRECTION", "brain_overlap", "deface_region", "quickshear"]
@@ -72,16 +73,12 @@ def quickshear(
 
 def _outer(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     """The voxels of ``mask`` with a neighbour along some axis outside it or off the grid."""
-    inner = mask.copy()
+    inner = _cross(mask, np.logical_and)  # an erosion in which the grid's edge counts as set
     for axis in range(mask.ndim):
-        low: list[Any] = [slice(None)] * mask.ndim
-        high: list[Any] = [slice(None)] * mask.ndim
-        low[axis], high[axis] = slice(None, -1), slice(1, None)
-        inner[tuple(low)] &= mask[tuple(high)]
-        inner[tuple(high)] &= mask[tuple(low)]
         for end in (0, -1):
-            low[axis] = end
-            inner[tuple(low)] = False
+            face: list[Any] = [slice(None)] * mask.ndim
+            face[axis] = end
+            inner[tuple(face)] = False  # here it does not
     outer: NDArray[np.bool_] = mask & ~inner
     return outer
 
