@@ -7,9 +7,10 @@ toolkit writes explains itself. Column names keep the names of OpenMind's releas
 release keep working.
 
 The image table has one row per published 3D image; the crawl's candidate table uses the same
-schema (one row per candidate, a DWI series included). Data shards add the voxel columns
-(:data:`VOXEL_COLUMNS`), each a NIfTI-1 ``.nii.gz`` byte string in the struct layout of the
-``datasets.Nifti`` feature.
+schema (one row per candidate, a DWI series included). Data shards add the payload columns
+(:data:`PAYLOAD_COLUMNS`): the voxel columns (:data:`VOXEL_COLUMNS`), each a NIfTI-1 ``.nii.gz``
+byte string in the struct layout of the ``datasets.Nifti`` feature, and the row's preview, a
+small PNG in the layout of the ``datasets.Image`` feature.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ __all__ = [
     "IMAGE_SCHEMA",
     "IQM_COLUMNS",
     "KEY_VALUE",
+    "PAYLOAD_COLUMNS",
+    "PREVIEW_COLUMN",
     "PROVENANCE_TYPE",
     "RELEASED_COLUMNS",
     "SCHEMA_VERSION",
@@ -46,7 +49,7 @@ __all__ = [
 
 #: Bumped in its major part when a column is removed, renamed or changes type; in its minor part
 #: when a column is added. Readers accept tables of the same major version.
-SCHEMA_VERSION = "2.3.0"
+SCHEMA_VERSION = "2.4.0"
 #: The BIDS specification version whose entities and suffixes the tables follow.
 BIDS_VERSION = "1.10.0"
 #: The values of the ``split`` column, in the order shards, configs and cards list them.
@@ -277,7 +280,7 @@ _IMAGE_FIELDS: list[pa.Field] = [
 
 IMAGE_SCHEMA = _schema("images", _IMAGE_FIELDS)
 
-_NIFTI = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", _STR)])
+_FILE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", _STR)])
 
 #: Voxel columns of the data shards, in the layout of the ``datasets.Nifti`` feature.
 VOXEL_COLUMNS: dict[str, str] = {
@@ -288,11 +291,21 @@ VOXEL_COLUMNS: dict[str, str] = {
     "brain_mask": "Brain mask (uint8, 0/1) in the image's grid, where made.",
 }
 
+#: The preview column of the data shards, in the layout of the ``datasets.Image`` feature.
+PREVIEW_COLUMN = "preview"
+_PREVIEW_DESCRIPTION = (
+    "A PNG of at most 40 KB: the sagittal, coronal and axial planes through the anatomy's "
+    "centre, the anatomy (green), anonymization (red) and brain (cyan) masks outlined."
+)
+#: The shard columns beyond the image table: the voxel columns, then the preview.
+PAYLOAD_COLUMNS: tuple[str, ...] = (*VOXEL_COLUMNS, PREVIEW_COLUMN)
+
 SHARD_SCHEMA = _schema(
     "shard",
     [
         *_IMAGE_FIELDS,
-        *(_f(name, _NIFTI, description) for name, description in VOXEL_COLUMNS.items()),
+        *(_f(name, _FILE, description) for name, description in VOXEL_COLUMNS.items()),
+        _f(PREVIEW_COLUMN, _FILE, _PREVIEW_DESCRIPTION),
     ],
 )
 

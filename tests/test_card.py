@@ -59,10 +59,15 @@ def test_the_build_writes_a_valid_card(built: tuple[BuildResult, Path]) -> None:
     assert f"| **all** | **{result.images.num_rows}** |" in text
     assert "openmind-iqs/" in text
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert len(figures) == 3
+    previews = [f for f in figures if f.startswith("assets/previews/")]
+    assert len(figures) - len(previews) == 2
+    assert {p.split("/")[-1].split("-")[0] for p in previews} == set(modalities)
     for figure in figures:
         pixels = matplotlib.image.imread(out / figure)
-        assert pixels.shape[0] > 200 and pixels.shape[1] > 400
+        if figure in previews:  # three planes side by side, 128 pixels tall
+            assert pixels.shape[0] == 128 and pixels.shape[1] > 2 * 128
+        else:
+            assert pixels.shape[0] > 200 and pixels.shape[1] > 400
         assert pixels[..., :3].std() > 0.05  # drawn, not blank
 
 

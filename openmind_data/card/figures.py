@@ -1,10 +1,11 @@
 """The card's figures, drawn from the folder itself: images per modality, the IQS histogram of
-each modality, and one example per modality (its best-scoring image, the first row of its
-shard) with the anatomy, anonymization and brain masks over the middle sagittal slice."""
+each modality, and the previews of each modality's best- and worst-scoring image (the first and
+the last row of its shards, which are sorted by IQS), as the shards hold them."""
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,34 +15,80 @@ import pyarrow.parquet as pq
 from openmind_data.card.header import shard_files
 from openmind_data.card.summary import IQS_BINS, Summary
 from openmind_data.durable import write_with
-from openmind_data.nifti import decode_nifti
-from openmind_data.schema import SPLITS
-from openmind_data.slices import draw_masks, middle_sagittal, save_figure, scaled
+from openmind_data.slices import save_figure
 
-__all__ = ["FIGURES", "write_figures"]
+__all__ = ["FIGURES", "Example", "examples", "write_figures"]
 
 #: name -> (file under assets/, alt text)
 FIGURES = {
     "modalities": ("assets/images_per_modality.png", "Images per modality"),
     "iqs": ("assets/iqs_per_modality.png", "Image quality score per modality"),
-    "examples": ("assets/examples_per_modality.png", "One example per modality with its masks"),
 }
+PREVIEWS = "assets/previews"
 _PNG = {"Software": None}  # no version string: the same folder draws the same bytes
-_VOXELS = ("image", "anat_mask", "anon_mask", "brain_mask")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One preview the card shows: a modality's best (``rank`` "best") or worst image."""
+
+    modality: str
+    rank: str
+    image_id: str
+    iqs: float | None
+    preview: bytes
+
+    @property
+    def path(self) -> str:
+        return f"{PREVIEWS}/{self.modality}-{self.rank}.png"
+
+
+def examples(folder: Path) -> list[Example]:
+    """Per modality, its best and worst image: the first row of a split's first shard and the
+    last row of its last shard (shards are sorted by IQS, unscored last), reading the preview
+    column of one row group each."""
+    found = []
+    for modality, by_split in sorted(shard_files(folder).items()):
+        ends = [_row(paths[0], 0) for paths in by_split.values()]
+        ends += [_row(paths[-1], -1) for paths in by_split.values()]
+        ranked = sorted(ends, key=lambda end: (end[1] is None, end[1] or 0.0, end[0]))
+        best, worst = ranked[0], ranked[-1]
+        found.append(Example(modality, "best", *best))
+        if worst[0] != best[0]:
+            found.append(Example(modality, "worst", *worst))
+    return found
+
+
+def _row(path: Path, which: int) -> tuple[str, float | None, bytes]:
+    file = pq.ParquetFile(path)
+    group = which % file.num_row_groups
+    table = file.read_row_group(group, columns=["image_id", "image_quality_score", "preview"])
+    row = table.slice(which % table.num_rows, 1).to_pylist()[0]
+    return row["image_id"], row["image_quality_score"], (row["preview"] or {}).get("bytes") or b""
 
 
 def write_figures(folder: Path, summary: Summary, *, dpi: int = 90) -> dict[str, Path]:
-    """Draw the three figures into ``folder/assets``; name -> path."""
+    """Draw the two figures and write the example previews into ``folder/assets``; name ->
+    path. Previews of modalities the folder no longer has are removed."""
     import matplotlib  # noqa: PLC0415 (keep matplotlib off the import path of the package)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    return {
+    written = {
         "modalities": _counts(plt, summary, folder / FIGURES["modalities"][0], dpi),
         "iqs": _histograms(plt, summary, folder / FIGURES["iqs"][0], dpi),
-        "examples": _examples(plt, folder, folder / FIGURES["examples"][0], dpi),
     }
+    shown = examples(folder)
+    for example in shown:
+        written[f"preview {example.modality} {example.rank}"] = write_with(
+            folder / example.path, lambda path, data=example.preview: path.write_bytes(data)
+        )
+    kept = {folder / example.path for example in shown}
+    for stale in (folder / PREVIEWS).glob("*.png"):
+        if stale not in kept:
+            stale.unlink()
+    return written
 
 
 def _counts(plt: Any, summary: Summary, out: Path, dpi: int) -> Path:
@@ -90,50 +137,8 @@ def _histograms(plt: Any, summary: Summary, out: Path, dpi: int) -> Path:
     return _save(figure, out, dpi)
 
 
-def _examples(plt: Any, folder: Path, out: Path, dpi: int) -> Path:
-    shards = shard_files(folder)
-    columns = min(6, max(1, len(shards)))
-    lines = max(1, -(-len(shards) // columns))
-    figure, axes = plt.subplots(lines, columns, figsize=(2.2 * columns, 2.5 * lines), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, (modality, by_split) in zip(axes.ravel(), sorted(shards.items()), strict=False):
-        path = next(by_split[s][0] for s in SPLITS if s in by_split)
-        row = _first_row(path)
-        picture, aspect = middle_sagittal(decode_nifti(row["image"]))
-        ax.imshow(scaled(picture), cmap="gray", origin="lower", aspect=aspect)
-        draw_masks(
-            ax,
-            aspect,
-            anatomy=_decoded(row.get("anat_mask")),
-            brain=_decoded(row.get("brain_mask")),
-            anonymization=_decoded(row.get("anon_mask")),
-        )
-        ax.set_title(f"{modality}  IQS {row['image_quality_score']:.2f}", fontsize=8)
-    figure.text(
-        0.5,
-        0.005,
-        "green: anatomy mask   red: anonymization mask   cyan: brain mask",
-        ha="center",
-        fontsize=8,
-    )
-    return _save(figure, out, dpi)
-
-
 def _save(figure: Any, out: Path, dpi: int) -> Path:
     """Write a figure whole (hidden name, flush, rename), as every file of the folder is."""
     return write_with(
         out, lambda partial: save_figure(figure, partial, dpi=dpi, metadata=_PNG, format="png")
     )
-
-
-def _first_row(path: Path) -> dict[str, Any]:
-    """The first row of a shard (its best IQS: shards are sorted), reading one row group."""
-    columns = ["image_quality_score", *_VOXELS]
-    batch = next(pq.ParquetFile(path).iter_batches(batch_size=1, columns=columns))
-    row: dict[str, Any] = batch.to_pylist()[0]
-    return {k: (v["bytes"] if isinstance(v, dict) else v) for k, v in row.items()}
-
-
-def _decoded(payload: bytes | None) -> Any:
-    return decode_nifti(payload) if payload else None

@@ -16,7 +16,7 @@ import pyarrow as pa
 from huggingface_hub import DatasetCard
 
 from openmind_data import __version__
-from openmind_data.card.figures import FIGURES, write_figures
+from openmind_data.card.figures import FIGURES, examples, write_figures
 from openmind_data.card.header import card_data
 from openmind_data.card.summary import Summary, listing, summarize, summary_table
 from openmind_data.durable import write_with
@@ -120,6 +120,7 @@ def render_card(
         summary=summary,
         table=summary_table(summary),
         figures={name: {"path": path, "alt": alt} for name, (path, alt) in FIGURES.items()},
+        examples=examples(folder),
         repo=repo_id or DEFAULT_NAME,
         example_modality=example,
         stream_modalities=repr(by_size[:2]),

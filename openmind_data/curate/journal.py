@@ -36,8 +36,8 @@ from openmind_data.durable import fsync_path, write_atomic
 from openmind_data.errors import ConfigError
 from openmind_data.schema import (
     EXCLUDED_SCHEMA,
+    PAYLOAD_COLUMNS,
     SHARD_SCHEMA,
-    VOXEL_COLUMNS,
     read_table,
     table_from_records,
 )
@@ -175,7 +175,7 @@ class Journal:
         for where, key in keys.items():
             if where in done and done[where][0] == key:
                 wanted.setdefault(done[where][1], set()).add(where)
-        metadata = [name for name in SHARD_SCHEMA.names if name not in VOXEL_COLUMNS]
+        metadata = [name for name in SHARD_SCHEMA.names if name not in PAYLOAD_COLUMNS]
         published: list[pa.Table] = []
         excluded: list[pa.Table] = []
         for batch, members in sorted(wanted.items()):
@@ -201,10 +201,11 @@ class Journal:
         )
 
     def voxels(self, batch: str, row: int) -> dict[str, Any]:
-        """The voxel columns (``{"bytes", "path"}`` or null) of one journaled row."""
+        """The payload columns (voxels and preview, ``{"bytes", "path"}`` or null) of one
+        journaled row."""
         file = pq.ParquetFile(self.batches / batch / "published.parquet")
-        group = file.read_row_group(row, columns=list(VOXEL_COLUMNS))
-        return {column: group.column(column)[0].as_py() for column in VOXEL_COLUMNS}
+        group = file.read_row_group(row, columns=list(PAYLOAD_COLUMNS))
+        return {column: group.column(column)[0].as_py() for column in PAYLOAD_COLUMNS}
 
     def _committed(self) -> Iterator[Path]:
         if not self.batches.exists():
@@ -221,10 +222,10 @@ def _members(table: pa.Table, members: set[tuple[str, str]]) -> pa.Table:
 
 
 def _voxel_sizes(folder: Path) -> list[int]:
-    """Bytes of the voxel columns of each row (one row per row group), without reading them."""
+    """Bytes of the payload columns of each row (one row per row group), without reading them."""
     metadata = pq.ParquetFile(folder / "published.parquet").metadata
     names = [metadata.schema.column(i).path.split(".")[0] for i in range(metadata.num_columns)]
-    voxel = [i for i, name in enumerate(names) if name in VOXEL_COLUMNS]
+    voxel = [i for i, name in enumerate(names) if name in PAYLOAD_COLUMNS]
     return [
         sum(metadata.row_group(g).column(i).total_uncompressed_size for i in voxel)
         for g in range(metadata.num_row_groups)

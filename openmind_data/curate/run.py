@@ -39,7 +39,7 @@ from openmind_data.errors import ConfigError
 from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.exclusions import exclusion_row
 from openmind_data.quality import load_model
-from openmind_data.schema import SCHEMA_VERSION
+from openmind_data.schema import PREVIEW_COLUMN, SCHEMA_VERSION
 
 __all__ = ["BuildOptions", "BuildResult", "FolderRun", "UnitBatch", "build"]
 
@@ -295,10 +295,14 @@ class UnitBatch:
             paths = {"image": item.row["image_path"]} | {
                 column: item.row[f"{column}_path"] for column in item.voxels if column != "image"
             }
-            self.published.append(
-                item.row | {c: {"bytes": b, "path": paths[c]} for c, b in item.voxels.items()}
-            )
-            self.size += sum(len(b) for b in item.voxels.values())
+            cells = {c: {"bytes": b, "path": paths[c]} for c, b in item.voxels.items()}
+            if item.preview is not None:
+                cells[PREVIEW_COLUMN] = {
+                    "bytes": item.preview,
+                    "path": f"{item.row['image_id']}.png",
+                }
+            self.published.append(item.row | cells)
+            self.size += sum(len(c["bytes"]) for c in cells.values())
         self.excluded.extend(
             relative_details([dict(r) for r in result.excluded], {row["dataset_id"]: root})
         )

@@ -1,12 +1,13 @@
 """Data shards: one config's rows as Parquet files that ``datasets.load_dataset`` decodes.
 
-A config's rows (image-table columns plus the voxel columns, each a NIfTI ``.nii.gz`` in the
-``{"bytes", "path"}`` layout of the ``datasets.Nifti`` feature) are sorted by image quality
+A config's rows (image-table columns plus the payload columns: the voxel columns, each a NIfTI
+``.nii.gz`` in the ``{"bytes", "path"}`` layout of the ``datasets.Nifti`` feature, and the
+preview, a PNG in the same layout of the ``datasets.Image`` feature) are sorted by image quality
 score (best first, unscored last, ties by image id), cut into shards of about ``shard_bytes`` of
 voxels and, inside a shard, row groups of about ``row_group_bytes``; each file is named
 ``train-NNNNN-of-MMMMM.parquet`` as the Hub's data-file conventions expect. The schema carries
-the ``datasets`` features (``Nifti`` for the voxel columns) in its ``huggingface`` metadata, so
-the folder loads without a loading script.
+the ``datasets`` features (``Nifti`` for the voxel columns, ``Image`` for the preview) in its
+``huggingface`` metadata, so the folder loads without a loading script.
 
 A shard appears atomically: written under a hidden temporary name in the same folder, flushed
 to disk (fsync), renamed, and the folder's entry flushed too; a half-written file is never
@@ -27,7 +28,13 @@ import pyarrow.parquet as pq
 
 from openmind_data.durable import fsync_path, write_with
 from openmind_data.errors import ConfigError
-from openmind_data.schema import SHARD_SCHEMA, VOXEL_COLUMNS, table_from_records
+from openmind_data.schema import (
+    PAYLOAD_COLUMNS,
+    PREVIEW_COLUMN,
+    SHARD_SCHEMA,
+    VOXEL_COLUMNS,
+    table_from_records,
+)
 
 __all__ = [
     "ShardOptions",
@@ -63,12 +70,14 @@ def shard_name(index: int, count: int, split: str = "train") -> str:
 
 @lru_cache(maxsize=1)
 def shard_schema() -> pa.Schema:
-    """The shard schema with the ``datasets`` features in its metadata (``Nifti`` voxels)."""
+    """The shard schema with the ``datasets`` features in its metadata (``Nifti`` voxels, an
+    ``Image`` preview)."""
     import datasets  # noqa: PLC0415 - only the build needs it
 
     features = datasets.Features.from_arrow_schema(SHARD_SCHEMA)
     for column in VOXEL_COLUMNS:
         features[column] = datasets.Nifti()
+    features[PREVIEW_COLUMN] = datasets.Image()
     info = {"info": {"features": features.to_dict()}}
     return SHARD_SCHEMA.with_metadata(
         {**(SHARD_SCHEMA.metadata or {}), b"huggingface": json.dumps(info).encode()}
@@ -77,8 +86,8 @@ def shard_schema() -> pa.Schema:
 
 @dataclass(frozen=True)
 class ShardRow:
-    """One row of a shard before its voxels are read: its image-table columns, the size of its
-    voxel columns in bytes, and how to read them (called when its row group is written, so
+    """One row of a shard before its payload is read: its image-table columns, the size of its
+    payload columns in bytes, and how to read them (called when its row group is written, so
     only one row group's voxels are in memory at a time)."""
 
     row: Mapping[str, Any]
@@ -87,7 +96,7 @@ class ShardRow:
 
 
 def _voxel_bytes(row: Mapping[str, Any]) -> int:
-    return sum(len((row.get(c) or {}).get("bytes") or b"") for c in VOXEL_COLUMNS)
+    return sum(len((row.get(c) or {}).get("bytes") or b"") for c in PAYLOAD_COLUMNS)
 
 
 def _order(entry: ShardRow) -> tuple[bool, float, str]:
@@ -109,7 +118,7 @@ def _cut(entries: Sequence[ShardRow], limit: int) -> list[list[ShardRow]]:
 
 
 def _voxels_of(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {column: row.get(column) for column in VOXEL_COLUMNS}
+    return {column: row.get(column) for column in PAYLOAD_COLUMNS}
 
 
 def write_shards(
@@ -165,16 +174,16 @@ def write_shard_rows(
 
 def _materialise(entry: ShardRow) -> dict[str, Any]:
     voxels = entry.voxels()
-    return {**entry.row, **{column: voxels.get(column) for column in VOXEL_COLUMNS}}
+    return {**entry.row, **{column: voxels.get(column) for column in PAYLOAD_COLUMNS}}
 
 
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:
-    """Writer options for a table with voxel columns: zstd, dictionaries and statistics for
-    every column but the NIfTI bytes, which are gzip already, unique and megabytes long (zstd
-    would gain nothing, a dictionary would hash them whole, and min/max statistics of them
-    mean nothing)."""
+    """Writer options for a table with payload columns: zstd, dictionaries and statistics for
+    every column but the NIfTI and PNG bytes, which are deflated already, unique and up to
+    megabytes long (zstd would gain nothing, a dictionary would hash them whole, and min/max
+    statistics of them mean nothing)."""
     leaves = _leaf_paths(schema)
-    plain = [p for p in leaves if not _is_voxel_payload(p)]
+    plain = [p for p in leaves if not _is_payload(p)]
     return {
         "compression": {p: "zstd" if p in plain else "none" for p in leaves},
         "use_dictionary": plain,
@@ -182,9 +191,9 @@ def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     }
 
 
-def _is_voxel_payload(path: str) -> bool:
+def _is_payload(path: str) -> bool:
     column, _, leaf = path.partition(".")
-    return column in VOXEL_COLUMNS and leaf == "bytes"
+    return column in PAYLOAD_COLUMNS and leaf == "bytes"
 
 
 @lru_cache(maxsize=4)

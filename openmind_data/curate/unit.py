@@ -33,6 +33,7 @@ from openmind_data.masks import (
     published_path,
 )
 from openmind_data.nifti import as_3d, edit_stored, encode_nifti, read_stored, scaled
+from openmind_data.planes import Volume, preview_png
 from openmind_data.quality import image_quality_metrics
 
 __all__ = ["Published", "UnitOptions", "UnitResult", "process_candidate", "process_image"]
@@ -48,11 +49,12 @@ class UnitOptions:
 
 @dataclass
 class Published:
-    """One image to publish: its image-table row and voxel columns (``image``, ``anat_mask``,
-    ``anon_mask``, ``brain_mask`` where made) as NIfTI bytes."""
+    """One image to publish: its image-table row, voxel columns (``image``, ``anat_mask``,
+    ``anon_mask``, ``brain_mask`` where made) as NIfTI bytes, and its preview PNG."""
 
     row: dict[str, Any]
     voxels: dict[str, bytes]
+    preview: bytes | None = None
 
 
 @dataclass
@@ -158,7 +160,7 @@ def _finish(
     spacing: tuple[float, ...],
     options: UnitOptions,
 ) -> Published:
-    """Quality fields, mask paths and the voxel bytes of one masked image."""
+    """Quality fields, mask paths, the voxel bytes and the preview of one masked image."""
     metrics = image_quality_metrics(
         masked.data,
         masked.anatomy,
@@ -178,4 +180,9 @@ def _finish(
         if mask is not None:
             voxels[column] = encode_mask(mask, like)
             record[f"{column}_path"] = paths[f"{column}_path"]
-    return Published(row=record, voxels=voxels)
+    planes = Volume.from_arrays(
+        masked.data,
+        like.affine,
+        {"anatomy": masked.anatomy, "anonymization": masked.anon, "brain": masked.brain},
+    )
+    return Published(row=record, voxels=voxels, preview=preview_png(planes))

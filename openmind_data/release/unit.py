@@ -36,6 +36,7 @@ from openmind_data.exclusions import failure_row
 from openmind_data.masks import MaskOptions, encode_mask
 from openmind_data.masks.stage import check_voxels
 from openmind_data.nifti import as_3d, encode_nifti, read_stored, scaled
+from openmind_data.planes import Volume, preview_png
 from openmind_data.quality import image_quality_metrics
 from openmind_data.release.layout import mask_paths
 
@@ -127,7 +128,8 @@ def _released(job: ImportJob) -> Published:
         "anat_mask": encode_mask(anat, image),
         "anon_mask": encode_mask(anon, image),
     }
-    return Published(row=record, voxels=voxels)
+    planes = Volume.from_arrays(data, image.affine, {"anatomy": anat, "anonymization": anon})
+    return Published(row=record, voxels=voxels, preview=preview_png(planes))
 
 
 def _masks(
