@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from openmind_data.card.header import shard_files
 from openmind_data.card.summary import IQS_BINS, Summary
-from openmind_data.durable import write_with
+from openmind_data.durable import write_atomic, write_with
 from openmind_data.slices import save_figure
 
 __all__ = ["FIGURES", "Example", "examples", "write_figures"]
@@ -81,9 +81,8 @@ def write_figures(folder: Path, summary: Summary, *, dpi: int = 90) -> dict[str,
     }
     shown = examples(folder)
     for example in shown:
-        written[f"preview {example.modality} {example.rank}"] = write_with(
-            folder / example.path, lambda path, data=example.preview: path.write_bytes(data)
-        )
+        path = folder / example.path
+        written[f"preview {example.modality} {example.rank}"] = write_atomic(path, example.preview)
     kept = {folder / example.path for example in shown}
     for stale in (folder / PREVIEWS).glob("*.png"):
         if stale not in kept:
