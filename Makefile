@@ -22,7 +22,7 @@ MRIQC := mriqc==24.0.2
 MRIQC_DIR := .cache/mriqc
 REAL_MRI := .cache/real-mri
 
-.PHONY: demo test lint check install clean reference real-mri mriqc-reference
+.PHONY: demo test lint check install clean reference real-mri mriqc-reference browser
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,8 +47,12 @@ mriqc-reference: $(STAMP)
 	test -f $(MRIQC_DIR)/mriqc/qc/anatomical.py || $(BIN)/python -m pip install -q --no-deps \
 		--target $(MRIQC_DIR) '$(MRIQC)' || echo "warning: $(MRIQC) not fetched: its tests skip" >&2
 
+## Debian's chromium and its driver for the QC browser's tests (skipped, saying why, without).
+browser:
+	scripts/install_browser.sh
+
 ## The whole test suite, lint and type checks included.
-test: lint $(STAMP) real-mri mriqc-reference
+test: lint $(STAMP) real-mri mriqc-reference browser
 	$(BIN)/python -m pytest
 
 ## Primus against dynamic_network_architectures' own (timm in .reference/, outside the venv;

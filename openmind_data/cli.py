@@ -665,6 +665,33 @@ def info(
 
 
 @app.command()
+def view(
+    dataset: Annotated[str, typer.Argument(help="A dataset folder, or a Hub repo id.")],
+    port: Annotated[int, typer.Option(help="The port to serve on.")] = 8765,
+    host: Annotated[str, typer.Option(help="The address to serve on.")] = "127.0.0.1",
+    ratings: Annotated[
+        Path, typer.Option(help="The ratings file (CSV) to read and add to.")
+    ] = Path("ratings.csv"),
+    rater: Annotated[str, typer.Option(help="Your name, recorded with each rating.")] = "",
+    model: Annotated[
+        Path | None, typer.Option(help="The IQS model file that explains the scores.")
+    ] = None,
+    revision: Annotated[str | None, typer.Option(help="Hub branch, tag or commit.")] = None,
+) -> None:
+    """Browse a dataset in your web browser: filter and sort its images, look at each one with
+    its masks, its metrics and their share of the IQS, and rate it from the keyboard (a accept,
+    d doubtful, x exclude, 1-5, n next unrated). Calibrate on the ratings with `openmind
+    quality calibrate DATASET/metadata/images.parquet --ratings ratings.csv`."""
+    import uvicorn  # noqa: PLC0415
+
+    from openmind_data.view import open_viewer  # noqa: PLC0415
+
+    application = open_viewer(dataset, ratings, model=model, rater=rater, revision=revision)
+    typer.echo(f"{dataset} at http://{host}:{port}/ ; ratings go to {ratings.resolve()}")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+@app.command()
 def publish(
     folder: Annotated[Path, typer.Argument(help="A dataset folder `openmind build` wrote.")],
     repo_id: Annotated[str, typer.Option(help="The dataset repo: ORG/NAME.")],
