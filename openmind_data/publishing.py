@@ -36,7 +36,7 @@ COMMIT_BYTES = 8 * 1024**3  # per commit: an interruption costs at most this muc
 COMMIT_FILES = 100
 _CHUNK = 8 * 1024**2
 #: Upload order: shards, then the tables, figures, and the card last.
-_ORDER = ("data/", "metadata/", "assets/")
+_ORDER = ("data/", "previews/", "metadata/", "assets/")
 _CARD = "README.md"
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "IQM_COLUMNS",
     "KEY_VALUE",
     "PAYLOAD_COLUMNS",
+    "PREVIEWS_SCHEMA",
     "PREVIEW_COLUMN",
     "PROVENANCE_TYPE",
     "RELEASED_COLUMNS",
@@ -307,6 +308,12 @@ SHARD_SCHEMA = _schema(
         *(_f(name, _FILE, description) for name, description in VOXEL_COLUMNS.items()),
         _f(PREVIEW_COLUMN, _FILE, _PREVIEW_DESCRIPTION),
     ],
+)
+
+#: The previews table (``previews/``, the dataset viewer's config): each row's preview first,
+#: then its image-table columns; no voxels.
+PREVIEWS_SCHEMA = _schema(
+    "previews", [_f(PREVIEW_COLUMN, _FILE, _PREVIEW_DESCRIPTION), *_IMAGE_FIELDS]
 )
 
 EXCLUDED_SCHEMA = _schema(

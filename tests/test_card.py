@@ -3,6 +3,7 @@ build (the session's ``built`` folder; tests that change a folder work on a copy
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections import Counter
@@ -44,7 +45,7 @@ def test_the_build_writes_a_valid_card(built: tuple[BuildResult, Path]) -> None:
     assert data["size_categories"] == ["n<1K"]
     modalities = Counter(result.images.column("modality").to_pylist())
     infos = {info["config_name"]: info for info in data["dataset_info"]}
-    assert set(infos) == {*modalities, "all", "metadata"}
+    assert set(infos) == {*modalities, "all", "previews", "metadata"}
     for modality, count in modalities.items():
         voxels = {f["name"]: f.get("dtype") for f in infos[modality]["features"]}
         assert voxels["image"] == voxels["anon_mask"] == "nifti"
@@ -125,6 +126,41 @@ def test_filtered_loads_pass_the_checks_datasets_makes(built: tuple[BuildResult,
         out, "T1w", split="train", filters=[("image_quality_score", "<=", 2.0)]
     )
     assert 0 < good.num_rows < len(t1w)  # fewer rows than the files hold, and no error
+
+
+def test_the_previews_config_is_what_the_hub_viewer_can_show(
+    built: tuple[BuildResult, Path],
+) -> None:
+    """The viewer reads the first 100 rows of a split, every column, and converts each cell by
+    its feature, raising on a feature it has no case for (Nifti): the previews config has
+    none, its first rows fit one row group of a few MB, and its files carry a page index."""
+    out = built[0].out
+    images = built[0].images.to_pylist()
+    files = sorted((out / "previews").glob("*.parquet"))
+    assert files
+    for path in files:
+        declared = json.loads(pq.read_schema(path).metadata[b"huggingface"])["info"]["features"]
+        assert declared["preview"]["_type"] == "Image"
+        assert "Nifti" not in json.dumps(declared)
+        file = pq.ParquetFile(path)
+        assert file.schema_arrow.names[0] == "preview"
+        for index in range(file.metadata.num_row_groups):
+            group = file.metadata.row_group(index)
+            assert group.num_rows <= 100
+            assert group.total_byte_size < 100 * 45_000
+            assert all(group.column(i).has_offset_index for i in range(group.num_columns))
+    loaded = datasets.load_dataset(str(out), "previews", split="train")
+    assert loaded.features["preview"] == datasets.Image()
+    assert set(loaded.features) == {"preview", *built[0].images.column_names}
+    assert loaded.num_rows == sum(r["split"] == "train" for r in images)
+    first = loaded[0]
+    assert first["preview"].format == "PNG" and first["preview"].size[1] == 128
+    # The data shards hold the same preview beside the voxels.
+    shard = load(
+        str(out), modalities=first["modality"], split="train", columns=["image_id", "preview"]
+    )
+    same = next(r for r in shard if r["image_id"] == first["image_id"])
+    assert same["preview"].tobytes() == first["preview"].tobytes()
 
 
 def test_hub_licences() -> None:

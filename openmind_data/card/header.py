@@ -19,6 +19,7 @@ __all__ = [
     "card_data",
     "file_features",
     "hub_licence",
+    "preview_files",
     "shard_files",
     "size_category",
 ]
@@ -54,6 +55,16 @@ def shard_files(folder: Path) -> dict[str, dict[str, list[Path]]]:
     return found
 
 
+def preview_files(folder: Path) -> dict[str, list[Path]]:
+    """Split -> the files of the previews config, sorted."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted((folder / "previews").glob("*-*-of-*.parquet")):
+        split = path.name.split("-", 1)[0]
+        if split in SPLITS:
+            found.setdefault(split, []).append(path)
+    return {split: found[split] for split in SPLITS if split in found}
+
+
 def hub_licence(licences: Sequence[str]) -> dict[str, Any]:
     """The ``license`` fields for images under ``licences`` (SPDX ids; "none" for an image
     without one): the Hub's ids when it knows them all, else ``other`` pointing at the table
@@ -74,7 +85,8 @@ def size_category(images: int) -> str:
 
 def card_data(folder: Path, summary: Summary, *, pretty_name: str) -> DatasetCardData:
     """The header for ``folder``: one config per modality, ``all`` (the default: every
-    modality's shards) and ``metadata``, each with its ``dataset_info``."""
+    modality's shards), ``previews`` (what the Hub's viewer can show) and ``metadata``, each
+    with its ``dataset_info``."""
     shards = shard_files(folder)
     splits = [s for s in SPLITS if any(s in by_split for by_split in shards.values())]
     configs = [_config("all", dict.fromkeys(splits, "data/*/"), default=True)]
@@ -82,9 +94,14 @@ def card_data(folder: Path, summary: Summary, *, pretty_name: str) -> DatasetCar
         _config(modality, dict.fromkeys(by_split, f"data/{modality}/"))
         for modality, by_split in sorted(shards.items())
     ]
+    previews = preview_files(folder)
+    if previews:
+        configs.append(_config("previews", dict.fromkeys(previews, "previews/")))
     configs.append({"config_name": "metadata", "data_files": [{"split": "train", "path": _META}]})
     infos = [_info("all", _merged(shards))]
     infos += [_info(modality, by_split) for modality, by_split in sorted(shards.items())]
+    if previews:
+        infos.append(_info("previews", previews))
     infos.append(_info("metadata", {"train": [folder / _META]}))
     return DatasetCardData(
         pretty_name=pretty_name,

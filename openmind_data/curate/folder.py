@@ -5,6 +5,8 @@
     README.md                                  the dataset card (``openmind_data.card``)
     assets/*.png                               its figures
     data/<modality>/<split>-NNNNN-of-MMMMM.parquet
+    previews/<split>-NNNNN-of-MMMMM.parquet    each image's preview and metadata, no voxels
+                                               (:mod:`~openmind_data.curate.previews`)
     metadata/images.parquet                    the image table, no voxels
     metadata/excluded.parquet                  every candidate or image left out, with a reason
     metadata/sources.parquet                   one row per source dataset
@@ -30,6 +32,7 @@ from openmind_data.card import write_card
 from openmind_data.crawl import CrawlResult
 from openmind_data.curate.dedup import drop_duplicates
 from openmind_data.curate.journal import Journal
+from openmind_data.curate.previews import write_previews
 from openmind_data.curate.shards import ShardOptions, ShardRow, write_shard_rows
 from openmind_data.curate.splits import SPLITS, assign_splits
 from openmind_data.curate.tree import write_nifti_tree
@@ -39,6 +42,7 @@ from openmind_data.release.table import write_release_csv
 from openmind_data.schema import (
     EXCLUDED_SCHEMA,
     IMAGE_SCHEMA,
+    PREVIEW_COLUMN,
     SOURCES_SCHEMA,
     table_from_records,
     write_table,
@@ -126,6 +130,12 @@ def write_folder(
             if paths:
                 shards[f"{modality}/{split}"] = paths
     _remove_stale_configs(out / "data", modalities)
+
+    def preview(image_id: str) -> Any:
+        batch, row, _ = where[image_id]
+        return journal.voxels(batch, row, (PREVIEW_COLUMN,))[PREVIEW_COLUMN]
+
+    write_previews(rows, preview, out / "previews")
     if rows:
         write_card(out)
     else:

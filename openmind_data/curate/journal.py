@@ -200,12 +200,14 @@ class Journal:
             published=_concat(published, located), excluded=_concat(excluded, EXCLUDED_SCHEMA)
         )
 
-    def voxels(self, batch: str, row: int) -> dict[str, Any]:
-        """The payload columns (voxels and preview, ``{"bytes", "path"}`` or null) of one
+    def voxels(
+        self, batch: str, row: int, columns: Sequence[str] = PAYLOAD_COLUMNS
+    ) -> dict[str, Any]:
+        """The payload ``columns`` (voxels and preview, ``{"bytes", "path"}`` or null) of one
         journaled row."""
         file = pq.ParquetFile(self.batches / batch / "published.parquet")
-        group = file.read_row_group(row, columns=list(PAYLOAD_COLUMNS))
-        return {column: group.column(column)[0].as_py() for column in PAYLOAD_COLUMNS}
+        group = file.read_row_group(row, columns=list(columns))
+        return {column: group.column(column)[0].as_py() for column in columns}
 
     def _committed(self) -> Iterator[Path]:
         if not self.batches.exists():

@@ -11,7 +11,8 @@ the ``datasets`` features (``Nifti`` for the voxel columns, ``Image`` for the pr
 
 A shard appears atomically: written under a hidden temporary name in the same folder, flushed
 to disk (fsync), renamed, and the folder's entry flushed too; a half-written file is never
-visible under its final name. The same rows always give the same bytes.
+visible under its final name. The same rows always give the same bytes. Each file has a page
+index, so a reader that wants some rows of a row group (the Hub's viewer) reads their pages.
 """
 
 from __future__ import annotations
@@ -208,7 +209,8 @@ def _leaf_paths(schema: pa.Schema) -> tuple[str, ...]:
 
 def _write_atomic(path: Path, groups: Iterable[pa.Table], schema: pa.Schema) -> None:
     def write(partial: Path) -> None:
-        with pq.ParquetWriter(partial, schema, **parquet_options(schema)) as writer:
+        options = parquet_options(schema)
+        with pq.ParquetWriter(partial, schema, write_page_index=True, **options) as writer:
             for group in groups:
                 writer.write_table(group, row_group_size=max(group.num_rows, 1))
 
