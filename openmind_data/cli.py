@@ -12,12 +12,15 @@ from typing import Annotated, Any
 
 import typer
 
+from openmind_data.commandline import OneLineErrors, Verbosity
+
 app = typer.Typer(
     name="openmind",
     help="Build, inspect and publish OpenMind-style 3D MRI pretraining datasets.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineErrors,
 )
 
 
@@ -28,13 +31,17 @@ class _State:
 @app.callback()
 def main(
     verbose: Annotated[
-        int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv for debug).")
+        int,
+        typer.Option(
+            "--verbose", "-v", count=True, help="More log output (-vv: debug, and tracebacks)."
+        ),
     ] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Configure logging (the library itself never attaches handlers)."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    Verbosity.traceback = verbose > 1
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     _State.progress = progress and not quiet
 

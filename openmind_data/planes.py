@@ -167,7 +167,8 @@ def draw_plane(
 def preview_png(volume: Volume, *, height: int = 128, max_bytes: int = PREVIEW_MAX_BYTES) -> bytes:
     """The row preview: the sagittal, coronal and axial planes through the anatomy's centre,
     side by side, every mask outlined, ``height`` pixels tall; a PNG of at most ``max_bytes``
-    (greys are quantised more coarsely until it fits). The same volume gives the same bytes."""
+    (greys are quantised more coarsely until it fits, then the height halved). The same volume
+    gives the same bytes."""
     from PIL import Image  # noqa: PLC0415
 
     centre = volume.centre()
@@ -188,6 +189,8 @@ def preview_png(volume: Volume, *, height: int = 128, max_bytes: int = PREVIEW_M
         png = _png(_coarser(canvas, step))
         if len(png) <= max_bytes:
             return png
+    if height > 16:  # never reached at 128 pixels and 8 greys; smaller rather than none
+        return preview_png(volume, height=height // 2, max_bytes=max_bytes)
     raise ValueError(f"a preview of {canvas.size} pixels does not fit in {max_bytes} bytes")
 
 

@@ -8,12 +8,15 @@ from typing import Annotated
 
 import typer
 
+from openmind_data.commandline import OneLineErrors, Verbosity
+
 app = typer.Typer(
     name="openmind-ssl",
     help="Stream OpenMind datasets into self-supervised pretraining.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineErrors,
 )
 
 #: ``--set section.key=value``, repeatable: any key of a run's YAML file, the value read as YAML.
@@ -24,8 +27,14 @@ Overrides = Annotated[
 
 
 @app.callback()
-def main(quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False) -> None:
+def main(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="-vv: tracebacks of errors.")
+    ] = 0,
+) -> None:
     """Configure logging (the library itself never attaches handlers)."""
+    Verbosity.traceback = verbose > 1
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from openmind_data.cli import app
+from openmind_data.errors import ConfigError
 
 runner = CliRunner()
 
@@ -49,14 +50,14 @@ def test_synth_command_writes_collection_and_montage(tmp_path: Path) -> None:
     assert truth["config"]["resolution"] == "tiny"
     assert (tmp_path / "m.png").stat().st_size > 10_000
     again = runner.invoke(app, ["synth", str(out), "--resolution", "tiny"])
-    assert again.exit_code != 0
-    assert "not empty" in str(again.exception)
+    assert again.exit_code == 2
+    assert "not empty" in again.output
 
 
 def test_synth_rejects_unknown_resolution(tmp_path: Path) -> None:
     result = runner.invoke(app, ["synth", str(tmp_path / "x"), "--resolution", "huge"])
-    assert result.exit_code != 0
-    assert "resolution" in str(result.exception)
+    assert result.exit_code == 2
+    assert "resolution" in result.output
 
 
 def test_schema_and_modalities_commands() -> None:
@@ -87,4 +88,18 @@ def test_build_command_builds_then_resumes(tmp_path: Path) -> None:
     assert again.exit_code == 0, again.output
     assert "units_run: 0" in again.output
     refused = runner.invoke(app, [*command, "--deface", "off"])
-    assert refused.exit_code != 0 and "--fresh" in str(refused.exception)
+    assert refused.exit_code == 2 and "--fresh" in refused.output
+
+
+def test_an_openmind_error_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
+    """The message alone on stderr (it names the file and what to do); -vv adds the traceback."""
+    result = runner.invoke(app, ["build", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {tmp_path / 'missing'}: not a folder\n"
+    assert "Traceback" not in result.output
+    loud = runner.invoke(app, ["-vv", "build", str(tmp_path / "missing"), "--out", "o"])
+    assert isinstance(loud.exception, ConfigError)
+    from openmind_ssl.cli import app as ssl_app
+
+    ssl = runner.invoke(ssl_app, ["pretrain", "--config", str(tmp_path / "none.yaml")])
+    assert ssl.exit_code == 2 and ssl.stderr.startswith("error: ") and "none.yaml" in ssl.stderr

@@ -330,8 +330,8 @@ def test_config_mistakes_name_the_file_and_the_key(tasks: dict[str, Path], tmp_p
     path.write_text(yaml.safe_dump(raw))
     runner = CliRunner()
     result = runner.invoke(app, ["finetune", "--config", str(path)])
-    assert isinstance(result.exception, ConfigError)
-    assert "ft.yaml" in str(result.exception) and "schedule.nmae" in str(result.exception)
+    assert result.exit_code == 2 and result.stderr.startswith("error: ")
+    assert "ft.yaml" in result.stderr and "schedule.nmae" in result.stderr
     with pytest.raises(ConfigError, match="task section is required"):
         finetune_config({"schedule": {"name": "valley"}})
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -97,6 +98,7 @@ class Catalog:
         return self.rows[self.index[image_id]]
 
     # -- the list -----------------------------------------------------------------------
+    @cached_property
     def facets(self) -> dict[str, list[str]]:
         """Filter -> the values the table holds, sorted."""
         out: dict[str, list[str]] = {}

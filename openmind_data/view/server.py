@@ -91,7 +91,7 @@ def create_app(store: Store, catalog: Catalog) -> Any:
                 "images": len(catalog.rows),
                 "rated": len(catalog.ratings.ratings),
                 "ratings_file": str(catalog.ratings.path),
-                "facets": catalog.facets(),
+                "facets": catalog.facets,
                 "planes": list(PLANES),
                 "masks": {name: _hex(rgb) for name, rgb in MASK_COLOURS.items()},
             }

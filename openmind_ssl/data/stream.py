@@ -30,6 +30,7 @@ import torch
 from numpy.typing import NDArray
 from torch.utils.data import IterableDataset, get_worker_info
 
+from openmind_data.errors import OpenMindError
 from openmind_data.nifti import decode_nifti
 from openmind_data.schema import SPLITS
 from openmind_ssl.data.augment import Augmentation, augment
@@ -48,7 +49,7 @@ VOXELS = ("image", "anat_mask", "anon_mask")
 Centre = tuple[int, int, int]
 
 
-class TooManyFailuresError(RuntimeError):
+class TooManyFailuresError(OpenMindError, RuntimeError):
     """More samples failed to decode or preprocess than the run allows."""
 
 
