@@ -40,38 +40,8 @@ FILTERS = {
     "split": "split",
     "flag": "qc_flags",
 }
-_SHOWN = (
-    "dataset_id",
-    "dataset_version",
-    "subject",
-    "session",
-    "run",
-    "source_path",
-    "image_path",
-    "modality",
-    "derived_from",
-    "derivation",
-    "is_brain_extract",
-    "defacing",
-    "anon_brain_overlap",
-    "brain_mask_backend",
-    "shape",
-    "spacing",
-    "orientation",
-    "dtype",
-    "manufacturer",
-    "model_name",
-    "magnetic_field_strength",
-    "repetition_time",
-    "echo_time",
-    "age",
-    "sex",
-    "license",
-    "split",
-    "image_quality_score",
-    "iqs_model",
-    "released_quality_score",
-)
+#: Image-table columns the page shows in panels of their own, not among the fields.
+_PANELS = {*IQM_COLUMNS, "provenance", "qc_flags", "affine"}
 
 
 class Catalog:
@@ -173,7 +143,9 @@ class Catalog:
         found = self.ratings.ratings.get(image_id)
         return {
             "image_id": image_id,
-            "fields": {k: _plain(row.get(k)) for k in _SHOWN if row.get(k) is not None},
+            "fields": {
+                k: _plain(v) for k, v in row.items() if k not in _PANELS and v not in (None, [])
+            },
             "qc_flags": list(row.get("qc_flags") or []),
             "quality": self._quality(row),
             "provenance": [
