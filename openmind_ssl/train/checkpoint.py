@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from openmind_data.errors import ConfigError
+
 __all__ = ["FORMAT", "load", "random_state", "restore_random_state", "save"]
 
 FORMAT = "openmind-ssl-checkpoint/1"
@@ -31,7 +33,7 @@ def save(path: Path, payload: dict[str, Any]) -> None:
 def load(path: Path) -> dict[str, Any]:
     payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
     if payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an openmind-ssl checkpoint ({payload.get('format')!r})")
+        raise ConfigError(f"{path}: not an openmind-ssl checkpoint ({payload.get('format')!r})")
     return payload
 
 
