@@ -299,6 +299,7 @@ def test_the_page_filters_slices_and_records_ratings_that_calibrate(
     )
     assert set(queued) == {r["image_id"] for r in scored[: len(keys)]}
     if SCREENSHOT:
+        driver.execute_script("document.getElementById('list').scrollLeft = 0")
         Path(SCREENSHOT).parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(SCREENSHOT)
     assert driver.get_screenshot_as_png()[:4] == b"\x89PNG"
