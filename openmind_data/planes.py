@@ -61,9 +61,8 @@ class Volume:
         """A volume in the grid of ``affine``; masks that are None are left out."""
         orientation = nib.orientations.io_orientation(affine)
         zooms = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
-        spacing = tuple(float(zooms[int(axis)]) for axis in orientation[:, 0])
-        order = np.argsort(orientation[:, 0])  # the stored axis that lands on R, A, S
-        spacing_ras = (spacing[int(order[0])], spacing[int(order[1])], spacing[int(order[2])])
+        stored = np.argsort(orientation[:, 0])  # the stored axis that lands on R, A, S
+        r, a, s = (float(zooms[int(axis)]) for axis in stored)
 
         def ras(array: NDArray[Any]) -> NDArray[Any]:
             out: NDArray[Any] = nib.orientations.apply_orientation(array, orientation)
@@ -71,7 +70,7 @@ class Volume:
 
         return cls(
             data=ras(np.asarray(data, dtype=np.float32)),
-            spacing=spacing_ras,
+            spacing=(r, a, s),
             masks={
                 name: ras(np.asarray(mask, dtype=bool))
                 for name, mask in (masks or {}).items()
