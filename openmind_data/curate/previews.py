@@ -12,7 +12,6 @@ rows per file. Written whole, like the shards (:mod:`openmind_data.curate.shards
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import lru_cache, partial
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from openmind_data.curate.shards import parquet_options, shard_name
+from openmind_data.curate.shards import parquet_options, shard_name, with_features
 from openmind_data.durable import fsync_path, write_with
 from openmind_data.schema import PREVIEW_COLUMN, PREVIEWS_SCHEMA, SPLITS, table_from_records
 
@@ -34,14 +33,7 @@ ROWS_PER_FILE = 10_000
 @lru_cache(maxsize=1)
 def previews_schema() -> pa.Schema:
     """The previews schema with its ``datasets`` features (an ``Image`` preview)."""
-    import datasets  # noqa: PLC0415 - only the build needs it
-
-    features = datasets.Features.from_arrow_schema(PREVIEWS_SCHEMA)
-    features[PREVIEW_COLUMN] = datasets.Image()
-    info = {"info": {"features": features.to_dict()}}
-    return PREVIEWS_SCHEMA.with_metadata(
-        {**(PREVIEWS_SCHEMA.metadata or {}), b"huggingface": json.dumps(info).encode()}
-    )
+    return with_features(PREVIEWS_SCHEMA)
 
 
 def _order(row: Mapping[str, Any]) -> tuple[str, bool, float, str]:

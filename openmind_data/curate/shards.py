@@ -43,6 +43,7 @@ __all__ = [
     "parquet_options",
     "shard_name",
     "shard_schema",
+    "with_features",
     "write_shard_rows",
     "write_shards",
 ]
@@ -73,15 +74,23 @@ def shard_name(index: int, count: int, split: str = "train") -> str:
 def shard_schema() -> pa.Schema:
     """The shard schema with the ``datasets`` features in its metadata (``Nifti`` voxels, an
     ``Image`` preview)."""
+    return with_features(SHARD_SCHEMA)
+
+
+def with_features(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with the ``datasets`` features its payload columns have (``Nifti`` for the
+    voxel columns, ``Image`` for the preview) in its ``huggingface`` metadata."""
     import datasets  # noqa: PLC0415 - only the build needs it
 
-    features = datasets.Features.from_arrow_schema(SHARD_SCHEMA)
+    features = datasets.Features.from_arrow_schema(schema)
     for column in VOXEL_COLUMNS:
-        features[column] = datasets.Nifti()
-    features[PREVIEW_COLUMN] = datasets.Image()
+        if column in features:
+            features[column] = datasets.Nifti()
+    if PREVIEW_COLUMN in features:
+        features[PREVIEW_COLUMN] = datasets.Image()
     info = {"info": {"features": features.to_dict()}}
-    return SHARD_SCHEMA.with_metadata(
-        {**(SHARD_SCHEMA.metadata or {}), b"huggingface": json.dumps(info).encode()}
+    return schema.with_metadata(
+        {**(schema.metadata or {}), b"huggingface": json.dumps(info).encode()}
     )
 
 
