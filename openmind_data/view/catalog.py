@@ -60,7 +60,6 @@ class Catalog:
         self.sources = {str(row["dataset_id"]): row for row in sources.to_pylist()}
         self.ratings = ratings
         self.model = model
-        self._references: list[dict[str, Reference]] | None = None
 
     def row(self, image_id: str) -> dict[str, Any]:
         if image_id not in self.index:
@@ -86,11 +85,10 @@ class Catalog:
         low = _number(query, "min_iqs")
         high = _number(query, "max_iqs")
         rated = query.get("rated", "")
+        wanted = {FILTERS[k]: v for k, v in query.items() if k in FILTERS and v}
         kept = []
         for row in self.rows:
-            if not all(
-                _matches(row, FILTERS[k], v) for k, v in query.items() if k in FILTERS and v
-            ):
+            if not all(_matches(row, column, value) for column, value in wanted.items()):
                 continue
             score = row.get("image_quality_score")
             if low is not None and (score is None or score < low):
@@ -113,10 +111,10 @@ class Catalog:
             cell = row.get(column)
             return ",".join(cell) if isinstance(cell, list) else cell
 
-        present = [r for r in kept if value(r) is not None]
-        missing = [r for r in kept if value(r) is None]
-        present.sort(key=lambda r: (value(r), str(r["image_id"])), reverse=descending)
-        return present + missing
+        keyed = [(value(r), str(r["image_id"]), r) for r in kept]
+        present = [k for k in keyed if k[0] is not None]
+        present.sort(key=lambda k: (k[0], k[1]), reverse=descending)
+        return [k[2] for k in present] + [k[2] for k in keyed if k[0] is None]
 
     def summary(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """What the list shows of a row, with its rating."""
@@ -167,7 +165,7 @@ class Catalog:
         model = self.model
         if model is None or row.get("iqs_model") != model.label:
             return out
-        references = self._peer_references()[self.index[str(row["image_id"])]]
+        references = self._peer_references[self.index[str(row["image_id"])]]
         modality = str(row["modality"])
         z = model.standardized(row, modality, references)
         parts = model.contributions(row, modality, references)
@@ -181,12 +179,11 @@ class Catalog:
         )
         return out
 
+    @cached_property
     def _peer_references(self) -> list[dict[str, Reference]]:
         """Each row's references as the build scored it: against its peers in this table."""
-        if self._references is None:
-            assert self.model is not None
-            self._references = peer_references(self.rows, self.model).references
-        return self._references
+        assert self.model is not None
+        return peer_references(self.rows, self.model).references
 
 
 def _matches(row: Mapping[str, Any], column: str, wanted: str) -> bool:
