@@ -22,8 +22,8 @@ import nibabel as nib
 import numpy as np
 from timing import best
 
-from openmind_data.masks import MaskOptions, encode_mask, mask_image, masker_for
-from openmind_data.nifti import encode_nifti
+from openmind_data.masks import MaskOptions, mask_image, masker_for
+from openmind_data.nifti import encode_mask, encode_nifti
 from openmind_data.planes import PREVIEW_MAX_BYTES, Volume, preview_png
 
 

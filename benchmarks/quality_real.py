@@ -29,7 +29,7 @@ from timing import best
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from real_heads import DEGRADATIONS, colin, degraded, have_colin, masked, pydeface_heads
 
-from openmind_data.parallel import run_jobs
+from openmind_data.executors import map_ordered
 from openmind_data.quality import image_quality_metrics, load_model
 
 Case = tuple[str, str | None, int, str]
@@ -87,7 +87,7 @@ def main() -> None:
     names = sorted(_heads())
     cases: list[Case] = [(n, None, 0, args.brain) for n in names]
     cases += [(n, k, s, args.brain) for n in names for k in DEGRADATIONS for s in (1, 2, 3)]
-    measured = dict(run_jobs(_measure, cases, workers=args.workers, desc="heads", unit="image"))
+    measured = dict(map_ordered(_measure, cases, workers=args.workers, desc="heads", unit="image"))
     figures: dict[str, Any] = {"model": model.label, "brain": args.brain, "heads": {}}
     bars = {"clean <= 2": [0, 0], "severe >= 4": [0, 0], "rho >= 0.9": [0, 0]}
     for name in names:

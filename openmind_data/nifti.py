@@ -20,8 +20,10 @@ from openmind_data.exclusions import ExclusionReason as R
 __all__ = [
     "Stored",
     "as_3d",
+    "check_voxels",
     "decode_nifti",
     "edit_stored",
+    "encode_mask",
     "encode_nifti",
     "read_stored",
     "scaled",
@@ -150,3 +152,22 @@ def edit_stored(
     out = raw.copy()
     out[changed] = values.astype(raw.dtype)
     return out
+
+
+def check_voxels(volume: NDArray[Any], where: str | Path) -> None:
+    """An image to publish has finite voxels that are not all the same (``where`` names it)."""
+    if not np.isfinite(volume).all():
+        bad = int((~np.isfinite(volume)).sum())
+        raise InvalidInputError(where, R.NON_FINITE, f"{bad} voxels are NaN or infinite")
+    if volume.size == 0 or float(volume.min()) == float(volume.max()):
+        raise InvalidInputError(where, R.EMPTY_IMAGE, "every voxel holds the same value")
+
+
+def encode_mask(mask: NDArray[np.bool_], like: Any) -> bytes:
+    """A mask as uint8 0/1 NIfTI in ``like``'s grid. Only a boolean array is accepted: a label
+    image, a float or a -1 can never be written as a mask."""
+    if mask.dtype != np.bool_:
+        raise TypeError(f"a mask must be a bool array, got {mask.dtype}")
+    if mask.shape != like.shape[:3]:
+        raise ValueError(f"mask shape {mask.shape} is not the image's {like.shape[:3]}")
+    return encode_nifti(mask.astype(np.uint8), like)

@@ -9,7 +9,8 @@ import pytest
 
 from openmind_data.crawl import CrawlResult, crawl
 from openmind_data.curate import BuildResult, build, make_executor
-from openmind_data.masks import MasksResult, run_masks
+from openmind_data.masks import run_masks
+from openmind_data.stages import StageResult
 from openmind_data.synth import Collection, SynthConfig, synthesize
 
 
@@ -35,7 +36,7 @@ def crawled(collection: Collection) -> CrawlResult:
 @pytest.fixture(scope="session")
 def masked(
     collection: Collection, crawled: CrawlResult, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, MasksResult]:
+) -> tuple[Path, StageResult]:
     """The default collection's anatomical images through the masks stage: (folder, result)."""
     out = tmp_path_factory.mktemp("masks")
     return out, run_masks(crawled.candidates, collection.root, out, workers=2)

@@ -16,15 +16,15 @@ import pytest
 
 from openmind_data.curate import ShardOptions, shard_name, write_shards
 from openmind_data.errors import ConfigError
-from openmind_data.masks import MasksResult
 from openmind_data.nifti import encode_nifti
 from openmind_data.quality import run_quality
+from openmind_data.stages import StageResult
 
 KIB = 1 << 10
 
 
 @pytest.fixture(scope="module")
-def rows(masked: tuple[Path, MasksResult]) -> list[dict[str, Any]]:
+def rows(masked: tuple[Path, StageResult]) -> list[dict[str, Any]]:
     """The T1w images with their voxels and masks as the shards hold them."""
     out, result = masked
     modality = pc.cast(result.images.column("modality"), pa.string())

@@ -13,10 +13,10 @@ import pytest
 
 from openmind_data.crawl import CrawlResult
 from openmind_data.curate import UnitResult, process_candidate
-from openmind_data.masks import MasksResult
-from openmind_data.parallel import run_jobs
-from openmind_data.quality import QualityResult, run_quality
+from openmind_data.executors import map_ordered
+from openmind_data.quality import run_quality
 from openmind_data.schema import IQM_COLUMNS
+from openmind_data.stages import StageResult
 from openmind_data.synth import Collection
 
 
@@ -29,12 +29,12 @@ def _process(job: tuple[dict[str, Any], str]) -> UnitResult:
 def units(collection: Collection, crawled: CrawlResult) -> dict[str, UnitResult]:
     rows = crawled.candidates.to_pylist()
     jobs = [(row, str(collection.root / row["dataset_id"])) for row in rows]
-    done = run_jobs(_process, jobs, workers=2, desc="units", unit="image")
+    done = map_ordered(_process, jobs, workers=2, desc="units", unit="image")
     return {row["image_id"]: result for row, result in zip(rows, done, strict=True)}
 
 
 @pytest.fixture(scope="module")
-def staged(masked: tuple[Path, MasksResult]) -> QualityResult:
+def staged(masked: tuple[Path, StageResult]) -> StageResult:
     out, result = masked
     return run_quality(result.images, result.voxels, out, workers=2)
 
@@ -46,8 +46,8 @@ def _decode(payload: bytes) -> Any:
 def test_the_unit_gives_what_the_stages_give(
     collection: Collection,
     units: dict[str, UnitResult],
-    staged: QualityResult,
-    masked: tuple[Path, MasksResult],
+    staged: StageResult,
+    masked: tuple[Path, StageResult],
 ) -> None:
     out, result = masked
     compared = 0
@@ -122,7 +122,7 @@ def test_a_dwi_series_publishes_its_three_maps_with_masks_and_metrics(
 
 
 def test_the_unit_measures_as_the_stages_do(
-    units: dict[str, UnitResult], staged: QualityResult
+    units: dict[str, UnitResult], staged: StageResult
 ) -> None:
     for row in staged.images.to_pylist():
         (published,) = units[row["image_id"]].published

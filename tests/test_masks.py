@@ -17,16 +17,16 @@ from openmind_data.errors import ConfigError, InvalidInputError
 from openmind_data.masks import (
     MaskOptions,
     brain_masker,
-    encode_mask,
     foreground,
     mask_image,
-    mask_paths,
     quickshear,
     run_masks,
     write_mask_figure,
 )
 from openmind_data.masks.anatomy import fill_holes, zero_padding
 from openmind_data.masks.brain import for_image
+from openmind_data.nifti import encode_mask
+from openmind_data.release.layout import mask_paths
 from openmind_data.schema import IMAGE_SCHEMA
 from openmind_data.synth import Collection
 

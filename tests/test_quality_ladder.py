@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
+from openmind_data.executors import map_ordered
 from openmind_data.masks import MaskOptions, brain_masker, mask_image
-from openmind_data.parallel import run_jobs
 from openmind_data.quality import image_quality_metrics, load_model
 from openmind_data.synth.artifacts import DEGRADATIONS
 from openmind_data.synth.geometry import plan_grid
@@ -63,7 +63,7 @@ def scores() -> dict[Case, float]:
     cases: list[Case] = [(c, s, None, 0) for c in CONTRASTS for s in SUBJECTS]
     cases += [(c, s, k, v) for c in CONTRASTS for s in SUBJECTS for k in KINDS for v in (1, 2, 3)]
     model = load_model()
-    measured = run_jobs(_measure, cases, workers=2, desc="ladder", unit="image")
+    measured = map_ordered(_measure, cases, workers=2, desc="ladder", unit="image")
     out = {}
     for case, metrics in measured:
         score = model.score(metrics, case[0])

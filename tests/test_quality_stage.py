@@ -13,22 +13,22 @@ import pytest
 from typer.testing import CliRunner
 
 from openmind_data.cli import app
-from openmind_data.masks import MasksResult
-from openmind_data.quality import QualityResult, load_model, run_quality
+from openmind_data.quality import load_model, run_quality
 from openmind_data.schema import IMAGE_SCHEMA, IQM_COLUMNS, read_table, write_table
+from openmind_data.stages import StageResult
 from openmind_data.synth import Collection
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def scored(masked: tuple[Path, MasksResult]) -> QualityResult:
+def scored(masked: tuple[Path, StageResult]) -> StageResult:
     out, result = masked
     return run_quality(result.images, result.voxels, out, workers=2)
 
 
 def test_every_masked_image_is_measured_and_scored(
-    masked: tuple[Path, MasksResult], scored: QualityResult
+    masked: tuple[Path, StageResult], scored: StageResult
 ) -> None:
     _, result = masked
     assert scored.excluded.num_rows == 0
@@ -47,7 +47,7 @@ def test_every_masked_image_is_measured_and_scored(
         assert set(explained["not_applicable"]) == {c for c in IQM_COLUMNS if row[c] is None}
 
 
-def test_brain_extracts_have_no_air_metrics_but_a_score(scored: QualityResult) -> None:
+def test_brain_extracts_have_no_air_metrics_but_a_score(scored: StageResult) -> None:
     stripped = [r for r in scored.images.to_pylist() if r["is_brain_extract"]]
     assert stripped
     for row in stripped:
@@ -58,7 +58,7 @@ def test_brain_extracts_have_no_air_metrics_but_a_score(scored: QualityResult) -
 
 
 def test_the_collection_ladder_is_ranked_by_severity(
-    collection: Collection, scored: QualityResult
+    collection: Collection, scored: StageResult
 ) -> None:
     truth = {f["path"]: f for f in collection.files("image")}
     ladder: dict[str | None, dict[int, float]] = {}
@@ -78,7 +78,7 @@ def test_the_collection_ladder_is_ranked_by_severity(
 
 
 def test_an_unreadable_image_is_a_row_in_the_exclusion_table(
-    tmp_path: Path, masked: tuple[Path, MasksResult]
+    tmp_path: Path, masked: tuple[Path, StageResult]
 ) -> None:
     out, result = masked
     first = result.images.slice(0, 1)
@@ -102,7 +102,7 @@ def _write_ratings(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def test_the_quality_commands_score_calibrate_rescore_and_draw(
-    tmp_path: Path, collection: Collection, masked: tuple[Path, MasksResult]
+    tmp_path: Path, collection: Collection, masked: tuple[Path, StageResult]
 ) -> None:
     out, result = masked
     write_table(result.images, tmp_path / "masks.parquet")
@@ -195,7 +195,7 @@ def test_the_quality_commands_score_calibrate_rescore_and_draw(
     assert (tmp_path / "sheet.html").read_text().count("<img") >= 4
 
 
-def test_the_same_table_whatever_the_workers(masked: tuple[Path, MasksResult]) -> None:
+def test_the_same_table_whatever_the_workers(masked: tuple[Path, StageResult]) -> None:
     out, result = masked
     subset = result.images.slice(0, 6)
     one = run_quality(subset, result.voxels, out, workers=1).images

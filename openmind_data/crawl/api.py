@@ -6,15 +6,14 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-from tqdm import tqdm
 
 from openmind_data.crawl.dataset import DatasetCrawl, crawl_dataset
 from openmind_data.errors import ConfigError
+from openmind_data.executors import map_ordered
 from openmind_data.schema import (
     EXCLUDED_SCHEMA,
     IGNORED_SCHEMA,
@@ -145,27 +144,10 @@ def crawl(
         roots = [roots]
     datasets = find_datasets(roots)
     allowed = frozenset(licenses) if licenses is not None else None
-    # disable=None: tqdm draws only on a terminal.
-    bar = tqdm(
-        total=len(datasets), desc="crawl", unit="dataset", disable=None if progress else True
+    jobs = [(str(path), path.name, allowed) for path in datasets]
+    results = map_ordered(
+        _crawl, jobs, workers=workers, desc="crawl", unit="dataset", progress=progress
     )
-    results: list[DatasetCrawl] = []
-    if workers <= 1 or len(datasets) == 1:
-        for path in datasets:
-            results.append(crawl_dataset(str(path), path.name, allowed))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for done in pool.map(
-                crawl_dataset,
-                [str(p) for p in datasets],
-                [p.name for p in datasets],
-                [allowed] * len(datasets),
-                chunksize=max(1, len(datasets) // (8 * workers)),
-            ):
-                results.append(done)
-                bar.update()
-    bar.close()
     result = CrawlResult(
         candidates=table_from_records((r for d in results for r in d.candidates), IMAGE_SCHEMA),
         excluded=table_from_records((r for d in results for r in d.excluded), EXCLUDED_SCHEMA),
@@ -181,3 +163,7 @@ def crawl(
         result.ignored.num_rows,
     )
     return result
+
+
+def _crawl(job: tuple[str, str, frozenset[str] | None]) -> DatasetCrawl:
+    return crawl_dataset(*job)

@@ -2,7 +2,7 @@
 
 - :mod:`~openmind_data.curate.unit`: the unit of work, one candidate to its published images
   and their NIfTI bytes (:func:`process_candidate`), pure, so any executor runs it;
-- :mod:`~openmind_data.curate.executors`: who runs it (serial, local processes, Dask);
+- :mod:`~openmind_data.executors`: who runs it (serial, local processes, Dask);
 - :mod:`~openmind_data.curate.journal`: finished units on disk, so a killed build resumes;
 - :mod:`~openmind_data.curate.folder`: the dataset folder written from the journal, with
   duplicates dropped (:mod:`~openmind_data.curate.dedup`), the subject-disjoint split
@@ -11,16 +11,7 @@
 - :mod:`~openmind_data.curate.run`: :func:`build`, which ties them together.
 """
 
-from openmind_data.curate.dedup import drop_duplicates, file_sha256
-from openmind_data.curate.executors import (
-    DaskExecutor,
-    Executor,
-    ProcessExecutor,
-    SerialExecutor,
-    WorkerDied,
-    jobqueue_cluster,
-    make_executor,
-)
+from openmind_data.curate.dedup import drop_duplicates
 from openmind_data.curate.run import BuildOptions, BuildResult, build
 from openmind_data.curate.shards import (
     ShardOptions,
@@ -32,6 +23,16 @@ from openmind_data.curate.shards import (
 )
 from openmind_data.curate.splits import SPLITS, assign_splits, split_of
 from openmind_data.curate.unit import Published, UnitOptions, UnitResult, process_candidate
+from openmind_data.executors import (
+    DaskExecutor,
+    Executor,
+    ProcessExecutor,
+    SerialExecutor,
+    WorkerDied,
+    jobqueue_cluster,
+    make_executor,
+)
+from openmind_data.ids import file_sha256
 
 __all__ = [
     "SPLITS",

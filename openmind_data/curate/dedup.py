@@ -9,8 +9,6 @@ series (its FA, MD and mean b0) share the series' checksum and are not duplicate
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -19,18 +17,7 @@ from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.exclusions import exclusion_row
 from openmind_data.schema import EXCLUDED_SCHEMA, table_from_records
 
-__all__ = ["drop_duplicates", "file_sha256"]
-
-CHUNK = 1 << 20
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes, hex, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+__all__ = ["drop_duplicates"]
 
 
 def drop_duplicates(images: pa.Table) -> tuple[pa.Table, pa.Table]:

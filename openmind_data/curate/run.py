@@ -30,7 +30,6 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from openmind_data.crawl import CrawlResult, crawl, find_datasets
-from openmind_data.curate.executors import Executor, SerialExecutor, WorkerDied
 from openmind_data.curate.folder import FolderResult, relative_details, write_folder
 from openmind_data.curate.journal import Journal, candidate_key
 from openmind_data.curate.shards import ShardOptions
@@ -38,6 +37,7 @@ from openmind_data.curate.unit import UnitOptions, UnitResult, process_candidate
 from openmind_data.errors import ConfigError
 from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.exclusions import exclusion_row
+from openmind_data.executors import Executor, SerialExecutor, WorkerDied
 from openmind_data.quality import load_model
 from openmind_data.schema import PREVIEW_COLUMN, SCHEMA_VERSION
 

@@ -11,14 +11,21 @@ from openmind_data.dwi.gradients import (
 )
 from openmind_data.dwi.options import DwiOptions
 from openmind_data.dwi.orientation import check_orientation
-from openmind_data.dwi.run import DwiResult, run_dwi
-from openmind_data.dwi.stage import DwiOutcome, derived_path, process_series, write_outcome
+from openmind_data.dwi.run import MapFiles, run_dwi
+from openmind_data.dwi.stage import (
+    Diffusion,
+    DwiOutcome,
+    derived_path,
+    process_series,
+    write_outcome,
+)
 
 __all__ = [
+    "Diffusion",
     "DwiOptions",
     "DwiOutcome",
-    "DwiResult",
     "Gradients",
+    "MapFiles",
     "check_orientation",
     "derived_path",
     "process_series",

@@ -26,12 +26,14 @@ from openmind_data.dwi.options import DwiOptions
 from openmind_data.errors import InvalidInputError
 from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.exclusions import exclusion_row
-from openmind_data.ids import image_id
+from openmind_data.ids import file_sha256, image_id
 from openmind_data.modalities import DWI_DERIVED
 from openmind_data.nifti import encode_nifti
+from openmind_data.stages.base import Item, Outcome
 
 __all__ = [
     "DERIVED_SUFFIXES",
+    "Diffusion",
     "DwiOutcome",
     "derived_path",
     "process_series",
@@ -87,6 +89,34 @@ def derived_path(dataset_id: str, source_path: str, derivation: str) -> str:
     stem = name.removesuffix(".gz").removesuffix(".nii")
     stem = stem.removesuffix("_dwi")
     return posixpath.join(dataset_id, folder, f"{stem}_{DERIVED_SUFFIXES[derivation]}.nii.gz")
+
+
+@dataclass(frozen=True)
+class Diffusion:
+    """The DWI stage (:mod:`openmind_data.stages`): a series item (``root`` its dataset) to an
+    item per derived map, float32 in the series' grid, with the series' SHA-256; what could not
+    be made is in the exclusion rows."""
+
+    options: DwiOptions = field(default_factory=DwiOptions)
+    name: str = "dwi"
+
+    def process(self, item: Item) -> Outcome:
+        assert item.root is not None and item.source is not None
+        outcome = process_series(item.row, item.root, self.options)
+        maps = Outcome(excluded=list(outcome.excluded))
+        if outcome.images:
+            checksum = file_sha256(item.source)
+            maps.items = [
+                Item(
+                    {**record, "source_sha256": checksum},
+                    source=item.source,
+                    root=item.root,
+                    like=outcome.like,
+                    data=outcome.arrays[record["image_id"]],
+                )
+                for record in outcome.images
+            ]
+        return maps
 
 
 def process_series(

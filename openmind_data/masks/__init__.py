@@ -11,42 +11,30 @@ from openmind_data.masks.deface import brain_overlap, deface_region, quickshear
 from openmind_data.masks.face import FaceCheck, face_removed, face_shown, facial_region
 from openmind_data.masks.figure import write_mask_figure
 from openmind_data.masks.hdbet import HDBetBrainMasker
-from openmind_data.masks.run import (
-    LOAD_REASONS,
-    MasksResult,
-    encode_mask,
-    mask_paths,
-    masker_for,
-    published_path,
-    run_masks,
-    voxel_paths,
-)
-from openmind_data.masks.stage import MaskedImage, MaskOptions, mask_image
+from openmind_data.masks.run import MaskFiles, run_masks, voxel_paths
+from openmind_data.masks.stage import MaskedImage, MaskOptions, Masks, mask_image, masker_for
 
 __all__ = [
     "BACKENDS",
-    "LOAD_REASONS",
     "BrainMasker",
     "DeepBetBrainMasker",
     "FaceCheck",
     "Foreground",
     "HDBetBrainMasker",
+    "MaskFiles",
     "MaskOptions",
     "MaskedImage",
-    "MasksResult",
+    "Masks",
     "TemplateBrainMasker",
     "brain_masker",
     "brain_overlap",
     "deface_region",
-    "encode_mask",
     "face_removed",
     "face_shown",
     "facial_region",
     "foreground",
     "mask_image",
-    "mask_paths",
     "masker_for",
-    "published_path",
     "quickshear",
     "run_masks",
     "voxel_paths",

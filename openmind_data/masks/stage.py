@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib.metadata import version
 from typing import Any, Final
 
@@ -31,17 +32,27 @@ from numpy.typing import NDArray
 from openmind_data.errors import ConfigError, InvalidInputError
 from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.masks.anatomy import foreground
-from openmind_data.masks.brain import BACKENDS, BrainMasker, check_masker, for_image
+from openmind_data.masks.brain import (
+    BACKENDS,
+    BrainMasker,
+    brain_masker,
+    check_masker,
+    for_image,
+)
 from openmind_data.masks.deface import MARGIN_MM, SHEAR_DIRECTION, brain_overlap, deface_region
 from openmind_data.masks.face import brain_distance, face_shown
+from openmind_data.nifti import check_voxels
+from openmind_data.stages.base import Item, Outcome
 
 __all__ = [
     "BRAIN_CUT_POLICIES",
     "DEFACE_POLICIES",
     "MaskOptions",
     "MaskedImage",
+    "Masks",
     "check_voxels",
     "mask_image",
+    "masker_for",
 ]
 
 DEFACE_POLICIES = ("deface", "exclude", "off")
@@ -93,13 +104,41 @@ class MaskedImage:
     provenance: list[dict[str, Any]] = field(default_factory=list)  # the stage's own steps
 
 
-def check_voxels(volume: NDArray[Any], where: str) -> None:
-    """An image to publish has finite voxels that are not all the same (``where`` names it)."""
-    if not np.isfinite(volume).all():
-        bad = int((~np.isfinite(volume)).sum())
-        raise InvalidInputError(where, R.NON_FINITE, f"{bad} voxels are NaN or infinite")
-    if volume.size == 0 or float(volume.min()) == float(volume.max()):
-        raise InvalidInputError(where, R.EMPTY_IMAGE, "every voxel holds the same value")
+@dataclass(frozen=True)
+class Masks:
+    """The masks stage (:mod:`openmind_data.stages`): an item's masks and, where its defacing
+    is not confirmed, its defacing, with the fields and provenance steps they set."""
+
+    options: MaskOptions = field(default_factory=MaskOptions)
+    name: str = "masks"
+
+    def process(self, item: Item) -> Outcome:
+        assert item.data is not None, "masks follow a stage that gives voxels"
+        row = item.row
+        item.masked = mask_image(
+            item.data,
+            item.like.affine,
+            item.spacing,
+            self.options,
+            masker_for(self.options),
+            where=item.where,
+            derived=row.get("derivation") is not None,
+            modality=str(row["modality"]),
+        )
+        item.row = {
+            **row,
+            **item.masked.fields,
+            "provenance": [*(row.get("provenance") or []), *item.masked.provenance],
+        }
+        return Outcome([item])
+
+
+@lru_cache(maxsize=4)
+def masker_for(options: MaskOptions) -> BrainMasker | None:
+    """The brain masker ``options`` ask for, made once per process; None for brain='none'."""
+    if options.brain == "none":
+        return None
+    return brain_masker(options.brain, hdbet_params=options.hdbet_params, device=options.device)
 
 
 def mask_image(

@@ -16,20 +16,20 @@ from openmind_data.quality.mriqc import MriqcTable, is_mriqc_table, read_mriqc_t
 from openmind_data.quality.peers import peer_references
 from openmind_data.quality.ratings import Ratings, read_ratings
 from openmind_data.quality.run import (
-    QualityResult,
     measure_quality,
     run_quality,
     score_image,
     score_table,
 )
 from openmind_data.quality.sheet import write_quality_sheet
+from openmind_data.quality.stage import Quality
 
 __all__ = [
     "Calibration",
     "FitSettings",
     "IqsModel",
     "MriqcTable",
-    "QualityResult",
+    "Quality",
     "Ratings",
     "auc",
     "calibrate",

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-import traceback
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from functools import lru_cache
 from importlib.metadata import version
 from pathlib import Path
@@ -22,56 +21,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from openmind_data.errors import InvalidInputError
-from openmind_data.exclusions import ExclusionReason as R
-from openmind_data.exclusions import exclusion_row
-from openmind_data.nifti import read_stored, scaled
-from openmind_data.parallel import run_jobs
-from openmind_data.quality.metrics import image_quality_metrics
+from openmind_data.executors import Executor
 from openmind_data.quality.model import IqsModel, Reference, load_model
 from openmind_data.quality.peers import peer_references
 from openmind_data.quality.ratings import Ratings
-from openmind_data.schema import (
-    EXCLUDED_SCHEMA,
-    IMAGE_SCHEMA,
-    IQM_COLUMNS,
-    table_from_records,
-    write_table,
-)
+from openmind_data.quality.stage import Quality
+from openmind_data.schema import IMAGE_SCHEMA, IQM_COLUMNS, table_from_records
+from openmind_data.stages import Item, StageResult, run_pipeline
 
-__all__ = ["QualityResult", "measure_quality", "run_quality", "score_image", "score_table"]
+__all__ = ["measure_quality", "run_quality", "score_image", "score_table"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class QualityResult:
-    images: pa.Table
-    excluded: pa.Table
-
-    def counts(self) -> dict[str, object]:
-        scores: dict[str, list[float]] = {}
-        unscored: Counter[str] = Counter()
-        for row in self.images.select(["modality", "image_quality_score"]).to_pylist():
-            if row["image_quality_score"] is None:
-                unscored[str(row["modality"])] += 1
-            else:
-                scores.setdefault(str(row["modality"]), []).append(row["image_quality_score"])
-        return {
-            "scored images": sum(len(v) for v in scores.values()),
-            "median IQS": {m: round(float(np.median(v)), 2) for m, v in sorted(scores.items())},
-            "unscored (no metric applies)": dict(sorted(unscored.items())),
-            "quality excluded": self.excluded.num_rows,
-        }
-
-    def write(self, out: str | Path) -> dict[str, Path]:
-        paths = {
-            "images": Path(out) / "quality.parquet",
-            "excluded": Path(out) / "quality.excluded.parquet",
-        }
-        write_table(self.images, paths["images"])
-        write_table(self.excluded, paths["excluded"])
-        return paths
 
 
 def score_image(
@@ -141,15 +101,20 @@ def measure_quality(
     masks_root: str | Path,
     *,
     workers: int = 1,
+    executor: Executor | None = None,
     progress: bool = False,
-) -> QualityResult:
+) -> StageResult:
     """The ``iqm_*`` columns of every row of ``images`` (the masks stage's table): voxels from
-    ``voxels[image_id]``, masks from their ``*_mask_path`` under ``masks_root``."""
-    jobs = [(row, str(voxels[row["image_id"]]), str(masks_root)) for row in images.to_pylist()]
-    results = run_jobs(_one, jobs, workers=workers, desc="quality", unit="image", progress=progress)
-    return QualityResult(
-        images=table_from_records([r for done in results for r in done[0]], IMAGE_SCHEMA),
-        excluded=table_from_records([r for done in results for r in done[1]], EXCLUDED_SCHEMA),
+    ``voxels[image_id]``, masks from their ``*_mask_path`` under ``masks_root``, on
+    ``executor`` (default: ``workers`` local processes)."""
+    items = [Item(row, Path(voxels[row["image_id"]])) for row in images.to_pylist()]
+    return run_pipeline(
+        (Quality(Path(masks_root)),),
+        items,
+        name="quality",
+        executor=executor,
+        workers=workers,
+        progress=progress,
     )
 
 
@@ -161,58 +126,34 @@ def run_quality(
     *,
     released: Ratings | None = None,
     workers: int = 1,
+    executor: Executor | None = None,
     progress: bool = False,
-) -> QualityResult:
+) -> StageResult:
     """:func:`measure_quality`, then :func:`score_table` with ``model`` (default: the shipped
     one)."""
-    measured = measure_quality(images, voxels, masks_root, workers=workers, progress=progress)
-    return QualityResult(
-        images=score_table(measured.images, model, released=released),
-        excluded=measured.excluded,
+    measured = measure_quality(
+        images, voxels, masks_root, workers=workers, executor=executor, progress=progress
     )
+    scored = score_table(measured.images, model, released=released)
+    return replace(measured, images=scored, summary=_scores(scored))
+
+
+def _scores(images: pa.Table) -> dict[str, object]:
+    """Scored images and their median IQS per modality, and those no metric applies to."""
+    scores: dict[str, list[float]] = {}
+    unscored: Counter[str] = Counter()
+    for row in images.select(["modality", "image_quality_score"]).to_pylist():
+        if row["image_quality_score"] is None:
+            unscored[str(row["modality"])] += 1
+        else:
+            scores.setdefault(str(row["modality"]), []).append(row["image_quality_score"])
+    return {
+        "scored images": sum(len(v) for v in scores.values()),
+        "median IQS": {m: round(float(np.median(v)), 2) for m, v in sorted(scores.items())},
+        "unscored (no metric applies)": dict(sorted(unscored.items())),
+    }
 
 
 @lru_cache(maxsize=1)
 def _version() -> str:
     return version("openmind-toolkit")
-
-
-def _one(
-    job: tuple[Mapping[str, Any], str, str],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    row, source, masks_root = job
-    try:
-        return [{**row, **_metrics(row, source, Path(masks_root))}], []
-    except InvalidInputError as error:
-        return [], [exclusion_row(row, error.reason, error.detail, stage="quality")]
-    except Exception as error:  # noqa: BLE001 - one image must not stop the others; recorded
-        log.debug("quality: %s failed:\n%s", source, traceback.format_exc())
-        detail = f"{type(error).__name__}: {error}"
-        return [], [exclusion_row(row, R.PROCESSING_ERROR, detail, stage="quality")]
-
-
-def _metrics(row: Mapping[str, Any], source: str, masks_root: Path) -> dict[str, float | None]:
-    image, raw, scaling, _ = read_stored(source)
-    data = scaled(raw, scaling)
-    masks: dict[str, Any] = {}
-    for column in ("anat_mask_path", "anon_mask_path", "brain_mask_path"):
-        if row.get(column):
-            mask = read_stored(masks_root / row[column]).raw
-            if mask.shape != data.shape[:3]:
-                raise InvalidInputError(
-                    masks_root / row[column],
-                    R.PROCESSING_ERROR,
-                    f"mask shape {mask.shape} is not the image's {data.shape}",
-                )
-            masks[column] = mask > 0
-    if "anat_mask_path" not in masks:
-        raise InvalidInputError(source, R.PROCESSING_ERROR, "no anatomy mask: run the masks stage")
-    anatomy = masks["anat_mask_path"]
-    return image_quality_metrics(
-        data,
-        anatomy,
-        masks.get("anon_mask_path", np.zeros_like(anatomy)),
-        masks.get("brain_mask_path"),
-        modality=str(row["modality"]),
-        spacing=tuple(float(z) for z in image.header.get_zooms()[:3]),
-    )

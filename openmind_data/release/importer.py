@@ -27,7 +27,6 @@ from typing import Any
 from tqdm import tqdm
 
 from openmind_data.crawl import CrawlResult
-from openmind_data.curate.executors import Executor, SerialExecutor, WorkerDied
 from openmind_data.curate.folder import write_folder
 from openmind_data.curate.journal import Journal, candidate_key
 from openmind_data.curate.run import BuildOptions, FolderRun, UnitBatch
@@ -35,6 +34,7 @@ from openmind_data.curate.unit import UnitResult
 from openmind_data.errors import ConfigError
 from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.exclusions import exclusion_row
+from openmind_data.executors import Executor, SerialExecutor, WorkerDied
 from openmind_data.modalities import modality_names
 from openmind_data.quality import load_model
 from openmind_data.release.source import Fetched, Release, open_release

@@ -29,6 +29,7 @@ __all__ = [
     "METADATA_CSV",
     "image_stem",
     "mask_paths",
+    "published_path",
     "tree_file",
 ]
 
@@ -49,6 +50,16 @@ def image_stem(image_path: str) -> str:
     """The image's file name without ``.nii`` or ``.nii.gz``."""
     name = posixpath.basename(image_path)
     return name.removesuffix(".gz").removesuffix(".nii")
+
+
+def published_path(dataset_id: str, source_path: str) -> str:
+    """Where an image acquired as ``source_path`` sits in the released layout, gzipped.
+
+    >>> published_path("ds000001", "sub-01/anat/sub-01_T1w.nii")
+    'ds000001/sub-01/anat/sub-01_T1w.nii.gz'
+    """
+    gz = source_path if source_path.endswith(".gz") else f"{source_path}.gz"
+    return posixpath.join(dataset_id, gz)
 
 
 def mask_paths(image_path: str) -> dict[str, str]:

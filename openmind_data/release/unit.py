@@ -33,9 +33,8 @@ from numpy.typing import NDArray
 from openmind_data.crawl.header import read_header
 from openmind_data.curate.unit import Published, UnitOptions, UnitResult, process_image
 from openmind_data.exclusions import failure_row
-from openmind_data.masks import MaskOptions, encode_mask
-from openmind_data.masks.stage import check_voxels
-from openmind_data.nifti import as_3d, encode_nifti, read_stored, scaled
+from openmind_data.masks import MaskOptions
+from openmind_data.nifti import as_3d, check_voxels, encode_mask, encode_nifti, read_stored, scaled
 from openmind_data.planes import Volume, preview_png
 from openmind_data.quality import image_quality_metrics
 from openmind_data.release.layout import mask_paths
@@ -210,7 +209,6 @@ def _recomputed(job: ImportJob, why: str) -> Published:
         row,
         job.files["image"],
         UnitOptions(masks=job.options.masks),
-        derived=row.get("derivation") is not None,
     )
     record = published.row
     record["provenance"] = [*record["provenance"], _step(job, {"masks": f"recomputed: {why}"})]

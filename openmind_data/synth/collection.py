@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from openmind_data.errors import SynthError
+from openmind_data.executors import map_ordered
 from openmind_data.synth.builder import DatasetBuilder, ImageTask, run_image_task
 from openmind_data.synth.config import SynthConfig
 from openmind_data.synth.recipes import RECIPES
@@ -149,18 +147,10 @@ def _prepare(root: Path, overwrite: bool) -> None:
 def _run(
     root: Path, tasks: list[ImageTask], workers: int, progress: bool
 ) -> dict[str, dict[str, Any]]:
-    # disable=None: tqdm draws only on a terminal, so logs stay readable.
-    bar = tqdm(total=len(tasks), desc="synth", unit="img", disable=None if progress else True)
-    results: dict[str, dict[str, Any]] = {}
-    if workers <= 1:
-        for task in tasks:
-            results[task.path] = run_image_task(root, task)
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(run_image_task, root, task): task.path for task in tasks}
-            for future, path in futures.items():
-                results[path] = future.result()
-                bar.update()
-    bar.close()
-    return results
+    jobs = [(root, task) for task in tasks]
+    done = map_ordered(_task, jobs, workers=workers, desc="synth", unit="img", progress=progress)
+    return {task.path: result for task, result in zip(tasks, done, strict=True)}
+
+
+def _task(job: tuple[Path, ImageTask]) -> dict[str, Any]:
+    return run_image_task(*job)

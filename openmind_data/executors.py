@@ -1,4 +1,4 @@
-"""Who runs the build's unit of work: this process, local processes, or Dask distributed.
+"""Who runs the toolkit's units of work: this process, local processes, or Dask distributed.
 
 An executor maps a picklable function over jobs and yields ``(index, outcome)`` as each job
 finishes, with at most ``window`` jobs in flight, so memory stays bounded however many images
@@ -18,14 +18,16 @@ import os
 import signal
 import sys
 import tomllib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from openmind_data.errors import ConfigError
+from tqdm import tqdm
+
+from openmind_data.errors import ConfigError, OpenMindError
 
 __all__ = [
     "DaskExecutor",
@@ -33,8 +35,10 @@ __all__ = [
     "ProcessExecutor",
     "SerialExecutor",
     "WorkerDied",
+    "WorkerDiedError",
     "jobqueue_cluster",
     "make_executor",
+    "map_ordered",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,10 @@ class WorkerDied:
     """The outcome of a job whose worker died twice running it."""
 
     detail: str
+
+
+class WorkerDiedError(OpenMindError):
+    """A job whose worker died twice, where the caller has no exclusion row to make of it."""
 
 
 class Executor(Protocol):
@@ -312,3 +320,30 @@ def make_executor(
     if workers <= 1:
         return SerialExecutor()
     return ProcessExecutor(workers)
+
+
+def map_ordered(
+    function: Callable[[J], R],
+    jobs: Sequence[J],
+    *,
+    workers: int = 1,
+    desc: str,
+    unit: str,
+    progress: bool = False,
+) -> list[R]:
+    """``[function(job) for job in jobs]``, in order, on ``workers`` local processes (this
+    process at 1; ``function`` and the jobs must pickle). The bar draws only on a terminal.
+    A job whose worker died twice raises :class:`WorkerDiedError`."""
+    results: dict[int, R] = {}
+    bar = tqdm(total=len(jobs), desc=desc, unit=unit, disable=None if progress else True)
+    executor = make_executor(workers=workers if len(jobs) > 1 else 1)
+    try:
+        for index, outcome in executor.imap_unordered(function, jobs):
+            if isinstance(outcome, WorkerDied):
+                raise WorkerDiedError(f"{desc}: job {index}: {outcome.detail}")
+            results[index] = outcome
+            bar.update()
+    finally:
+        executor.close()
+        bar.close()
+    return [results[i] for i in range(len(jobs))]

@@ -1,0 +1,110 @@
+"""Running a pipeline of stages over many items on an executor: the stage commands' runner.
+
+Each item goes through the stages in a worker (:func:`~openmind_data.stages.base.run_stages`);
+the files its stages give are written here, by this process alone, as results come back, and
+the rows are put in the items' order, so the output does not depend on the executor. A worker
+that dies twice on an item (see :mod:`openmind_data.executors`) excludes that item alone.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import closing, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from tqdm import tqdm
+
+from openmind_data.durable import write_atomic
+from openmind_data.exclusions import ExclusionReason, exclusion_row
+from openmind_data.executors import Executor, WorkerDied, make_executor
+from openmind_data.schema import EXCLUDED_SCHEMA, IMAGE_SCHEMA, table_from_records, write_table
+from openmind_data.stages.base import Item, Stage, UnitResult, run_stages
+
+__all__ = ["StageResult", "run_pipeline"]
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a stage command made: its image-table rows and exclusion rows. ``voxels`` maps an
+    image id to the file holding the voxels to publish (the masks command's); ``summary``
+    holds the command's own counts for people."""
+
+    stage: str
+    images: pa.Table
+    excluded: pa.Table
+    voxels: dict[str, Path] = field(default_factory=dict)
+    summary: dict[str, object] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, object]:
+        def tally(table: pa.Table, column: str) -> dict[str, int]:
+            return dict(sorted(Counter(map(str, table.column(column).to_pylist())).items()))
+
+        return {
+            f"{self.stage} images": self.images.num_rows,
+            f"{self.stage} images_by_modality": tally(self.images, "modality"),
+            **self.summary,
+            f"{self.stage} excluded": self.excluded.num_rows,
+            f"{self.stage} excluded_by_reason": tally(self.excluded, "reason"),
+        }
+
+    def write(self, out: str | Path) -> dict[str, Path]:
+        """``<stage>.parquet`` and ``<stage>.excluded.parquet`` in ``out``."""
+        paths = {
+            "images": Path(out) / f"{self.stage}.parquet",
+            "excluded": Path(out) / f"{self.stage}.excluded.parquet",
+        }
+        write_table(self.images, paths["images"])
+        write_table(self.excluded, paths["excluded"])
+        return paths
+
+
+def run_pipeline(
+    stages: Sequence[Stage],
+    items: Sequence[Item],
+    *,
+    name: str,
+    out: str | Path | None = None,
+    executor: Executor | None = None,
+    workers: int = 1,
+    progress: bool = False,
+    unit: str = "image",
+    summary: Callable[[pa.Table], Mapping[str, object]] | None = None,
+) -> StageResult:
+    """Every item through ``stages`` on ``executor`` (default: ``workers`` local processes,
+    this process at 1); the stages' files are written under ``out``. ``name`` is the command's
+    stage, for the tables' names and the exclusion of an item whose worker died."""
+    owned = executor is None
+    running = make_executor(workers=workers) if executor is None else executor
+    results: dict[int, UnitResult] = {}
+    bar = tqdm(total=len(items), desc=name, unit=unit, disable=None if progress else True)
+    with closing(running) if owned else nullcontext():
+        jobs = [(tuple(stages), item) for item in items]
+        for index, done in running.imap_unordered(_run, jobs):
+            result = (
+                UnitResult(excluded=[_died(items[index].row, done.detail, name)])
+                if isinstance(done, WorkerDied)
+                else done
+            )
+            for path, payload in result.files.items():
+                assert out is not None, f"{name}: a stage gave files but the run has no folder"
+                write_atomic(Path(out) / path, payload)
+            results[index] = result
+            bar.update()
+    bar.close()
+    ordered = [results[i] for i in range(len(items))]
+    images = table_from_records([p.row for r in ordered for p in r.published], IMAGE_SCHEMA)
+    excluded = table_from_records([e for r in ordered for e in r.excluded], EXCLUDED_SCHEMA)
+    return StageResult(name, images, excluded, summary=dict(summary(images)) if summary else {})
+
+
+def _run(job: tuple[tuple[Stage, ...], Item]) -> UnitResult:
+    stages, item = job
+    return run_stages(stages, item)
+
+
+def _died(row: dict[str, Any], detail: str, stage: str) -> dict[str, Any]:
+    return exclusion_row(row, ExclusionReason.PROCESSING_ERROR, detail, stage=stage)
