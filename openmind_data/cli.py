@@ -158,17 +158,19 @@ def demo(
     )
 
 
+Dask = Annotated[str | None, typer.Option(help="A Dask scheduler address (tcp://host:8786).")]
+Jobqueue = Annotated[
+    Path | None, typer.Option(help="A dask-jobqueue cluster config (TOML), e.g. SLURM.")
+]
+
+
 @app.command()
 def build(
     roots: Annotated[list[Path], typer.Argument(help="BIDS datasets, or folders of them.")],
     out: Annotated[Path, typer.Option(help="The dataset folder to write.")] = Path("openmind"),
     workers: Annotated[int, typer.Option(help="Local processes (1: this process).")] = 1,
-    dask: Annotated[
-        str | None, typer.Option(help="A Dask scheduler address (tcp://host:8786).")
-    ] = None,
-    jobqueue: Annotated[
-        Path | None, typer.Option(help="A dask-jobqueue cluster config (TOML), e.g. SLURM.")
-    ] = None,
+    dask: Dask = None,
+    jobqueue: Jobqueue = None,
     fresh: Annotated[
         bool, typer.Option(help="Discard an earlier build's journal instead of resuming it.")
     ] = False,
@@ -345,6 +347,8 @@ def dwi(
     root: Annotated[list[Path], typer.Option(help="The folders the crawl was given (repeatable).")],
     out: Annotated[Path, typer.Option(help="Folder for the maps and their tables.")] = Path("dwi"),
     workers: Annotated[int, typer.Option(help="Processes (one series each).")] = 1,
+    dask: Dask = None,
+    jobqueue: Jobqueue = None,
     max_bval: Annotated[
         float, typer.Option(help="Shells up to this b-value (s/mm^2) enter the tensor fit.")
     ] = 1500.0,
@@ -364,6 +368,7 @@ def dwi(
     """
     from openmind_data.crawl import read_index  # noqa: PLC0415
     from openmind_data.dwi import DwiOptions, run_dwi  # noqa: PLC0415
+    from openmind_data.executors import make_executor  # noqa: PLC0415
 
     options = DwiOptions(
         max_bval=max_bval,
@@ -372,14 +377,15 @@ def dwi(
         gibbs=gibbs,
         orientation=orientation,
     )
-    result = run_dwi(
-        read_index(index).candidates,
-        root,
-        out,
-        options,
-        workers=workers,
-        progress=_State.progress,
-    )
+    with closing(make_executor(workers=workers, dask=dask, jobqueue=jobqueue)) as executor:
+        result = run_dwi(
+            read_index(index).candidates,
+            root,
+            out,
+            options,
+            executor=executor,
+            progress=_State.progress,
+        )
     _write_and_report(result, out)
 
 
@@ -399,6 +405,8 @@ def masks(
     deface: Deface = "deface",
     brain_cut: BrainCut = "exclude",
     workers: Annotated[int, typer.Option(help="Processes (one image each).")] = 1,
+    dask: Dask = None,
+    jobqueue: Jobqueue = None,
 ) -> None:
     """Anatomy, anonymization and brain masks for every image; deface what is not defaced.
 
@@ -408,21 +416,23 @@ def masks(
     import pyarrow.parquet as pq  # noqa: PLC0415
 
     from openmind_data.crawl import read_index  # noqa: PLC0415
+    from openmind_data.executors import make_executor  # noqa: PLC0415
     from openmind_data.masks import MaskOptions, run_masks  # noqa: PLC0415
 
     options = MaskOptions(
         brain=brain, hdbet_params=hdbet_params, device=device, deface=deface, brain_cut=brain_cut
     )
-    result = run_masks(
-        read_index(index).candidates,
-        root,
-        out,
-        options,
-        derived=pq.read_table(dwi / "dwi.parquet") if dwi is not None else None,
-        derived_root=dwi,
-        workers=workers,
-        progress=_State.progress,
-    )
+    with closing(make_executor(workers=workers, dask=dask, jobqueue=jobqueue)) as executor:
+        result = run_masks(
+            read_index(index).candidates,
+            root,
+            out,
+            options,
+            derived=pq.read_table(dwi / "dwi.parquet") if dwi is not None else None,
+            derived_root=dwi,
+            executor=executor,
+            progress=_State.progress,
+        )
     _write_and_report(result, out)
 
 
@@ -459,23 +469,27 @@ def quality_score(
     model: ModelFile = None,
     released: Released = None,
     workers: Annotated[int, typer.Option(help="Processes (one image each).")] = 1,
+    dask: Dask = None,
+    jobqueue: Jobqueue = None,
 ) -> None:
     """Measure every image over its masks and score it: OUT/quality.parquet (the image table
     with the iqm_* columns and image_quality_score) and OUT/quality.excluded.parquet."""
+    from openmind_data.executors import make_executor  # noqa: PLC0415
     from openmind_data.masks import voxel_paths  # noqa: PLC0415
     from openmind_data.quality import load_model, read_ratings, run_quality  # noqa: PLC0415
     from openmind_data.schema import IMAGE_SCHEMA, read_table  # noqa: PLC0415
 
     images = read_table(table, IMAGE_SCHEMA)
-    result = run_quality(
-        images,
-        voxel_paths(images, root, masks, derived_root=dwi),
-        masks,
-        load_model(model),
-        released=read_ratings(released) if released else None,
-        workers=workers,
-        progress=_State.progress,
-    )
+    with closing(make_executor(workers=workers, dask=dask, jobqueue=jobqueue)) as executor:
+        result = run_quality(
+            images,
+            voxel_paths(images, root, masks, derived_root=dwi),
+            masks,
+            load_model(model),
+            released=read_ratings(released) if released else None,
+            executor=executor,
+            progress=_State.progress,
+        )
     _write_and_report(result, out)
 
 
