@@ -16,8 +16,8 @@ from nibabel.orientations import aff2axcodes
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from openmind_data.synth.phantom import Tissue, head_phantom
-from openmind_data.synth.render import BRAIN_FLAG, label_codes, phantom_resolution, sample_phantom
+from openmind_data.synth import BRAIN_FLAG, label_codes, phantom_resolution, sample_phantom
+from openmind_data.templates import Tissue, head_phantom
 from openmind_ssl.finetune.synthetic import (
     CaseSpec,
     case_spec,

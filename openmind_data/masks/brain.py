@@ -4,7 +4,7 @@ Every backend implements :class:`BrainMasker`: a 3D image in its native grid and
 (RAS mm) affine in, a boolean brain mask in the same grid out. :func:`brain_masker` picks one.
 
 **template** (:class:`TemplateBrainMasker`) needs nothing downloaded. Its template is the
-synthetic head of :mod:`openmind_data.synth.phantom` at 2 mm: the MNI152 2009c symmetric brain
+synthetic head of :mod:`openmind_data.templates` at 2 mm: the MNI152 2009c symmetric brain
 that ships inside nilearn's wheel, wrapped in CSF, skull, scalp, face, ears and neck, rendered
 with T1-weighted tissue intensities. Its brain mask is the phantom's brain (grey + white matter +
 CSF fractions above one half: cerebrum, cerebellum and brainstem). Why not nilearn's own MNI152
@@ -68,8 +68,7 @@ from openmind_data.masks.deepbet import DeepBetBrainMasker
 from openmind_data.masks.hdbet import HDBET_DEFAULT_PARAMS, HDBetBrainMasker
 from openmind_data.masks.hdbet import missing_message as hdbet_missing
 from openmind_data.masks.learned import BrainMasker, package_version
-from openmind_data.synth.phantom import PHANTOM_VERSION, Tissue, head_phantom
-from openmind_data.synth.render import CONTRASTS
+from openmind_data.templates import CONTRASTS, PHANTOM_VERSION, Tissue, head_phantom
 
 __all__ = [
     "BACKENDS",

@@ -18,7 +18,6 @@ from numpy.typing import NDArray
 
 from openmind_data.synth.artifacts import bias_field, rician
 from openmind_data.synth.geometry import NativeGrid
-from openmind_data.synth.phantom import Tissue, head_phantom
 from openmind_data.synth.render import (
     BRAIN_FLAG,
     label_codes,
@@ -26,6 +25,7 @@ from openmind_data.synth.render import (
     sample_phantom,
     world_coordinates,
 )
+from openmind_data.templates import Tissue, head_phantom
 
 __all__ = ["SCHEMES", "DiffusionSeries", "gradient_scheme", "simulate_dwi"]
 

@@ -18,42 +18,22 @@ from scipy import ndimage
 
 from openmind_data.synth.artifacts import DEGRADATIONS, apply_degradation, bias_field, rician
 from openmind_data.synth.geometry import NativeGrid, pad_grid, sample
-from openmind_data.synth.phantom import HeadPhantom, Tissue, head_phantom
+from openmind_data.templates import CONTRASTS, HeadPhantom, Tissue, head_phantom
 
 __all__ = [
-    "CONTRASTS",
+    "BRAIN_FLAG",
     "AnatomySpec",
     "Rendered",
+    "label_codes",
+    "phantom_resolution",
     "render_anatomy",
+    "sample_phantom",
     "subject_transform",
     "tissue_image",
+    "world_coordinates",
 ]
 
 DefaceStyle = Literal["none", "pydeface", "quickshear"]
-
-_T = Tissue
-#: Mean intensity of each tissue per contrast (relative units; grey/white matter and CSF mix by
-#: their partial-volume fractions).
-CONTRASTS: dict[str, dict[Tissue, float]] = {
-    "T1w": {_T.CSF: .15, _T.GM: .55, _T.WM: .85, _T.BONE: .05, _T.FAT: .95, _T.MUSCLE: .35,
-            _T.EYE: .10, _T.CARTILAGE: .45},
-    "T2w": {_T.CSF: 1.0, _T.GM: .60, _T.WM: .42, _T.BONE: .04, _T.FAT: .70, _T.MUSCLE: .28,
-            _T.EYE: .95, _T.CARTILAGE: .40},
-    "FLAIR": {_T.CSF: .06, _T.GM: .68, _T.WM: .50, _T.BONE: .04, _T.FAT: .80, _T.MUSCLE: .30,
-              _T.EYE: .05, _T.CARTILAGE: .40},
-    "PDw": {_T.CSF: .90, _T.GM: .82, _T.WM: .68, _T.BONE: .06, _T.FAT: .85, _T.MUSCLE: .55,
-            _T.EYE: .85, _T.CARTILAGE: .60},
-    "T2starw": {_T.CSF: .85, _T.GM: .55, _T.WM: .45, _T.BONE: .03, _T.FAT: .50, _T.MUSCLE: .25,
-                _T.EYE: .70, _T.CARTILAGE: .30},
-    "UNIT1": {_T.CSF: .20, _T.GM: .58, _T.WM: .88, _T.BONE: .10, _T.FAT: .70, _T.MUSCLE: .40,
-              _T.EYE: .15, _T.CARTILAGE: .45},
-    "MP2RAGE": {_T.CSF: .95, _T.GM: .45, _T.WM: .25, _T.BONE: .05, _T.FAT: .20, _T.MUSCLE: .45,
-                _T.EYE: .90, _T.CARTILAGE: .50},
-    "inplaneT2": {_T.CSF: 1.0, _T.GM: .62, _T.WM: .44, _T.BONE: .04, _T.FAT: .72, _T.MUSCLE: .28,
-                  _T.EYE: .95, _T.CARTILAGE: .40},
-    "T1rho": {_T.CSF: .90, _T.GM: .60, _T.WM: .50, _T.BONE: .05, _T.FAT: .60, _T.MUSCLE: .30,
-              _T.EYE: .85, _T.CARTILAGE: .40},
-}  # fmt: skip
 
 BRAIN_FLAG = 16  # added to a voxel's tissue label when it belongs to the brain
 
@@ -125,7 +105,11 @@ def tissue_image(resolution: int, contrast: str) -> NDArray[np.float32]:
         lut[tissue] = value
     image = lut[phantom.labels]
     brain = (phantom.gm + phantom.wm + phantom.csf) > 0
-    mixed = phantom.gm * means[_T.GM] + phantom.wm * means[_T.WM] + phantom.csf * means[_T.CSF]
+    mixed = (
+        phantom.gm * means[Tissue.GM]
+        + phantom.wm * means[Tissue.WM]
+        + phantom.csf * means[Tissue.CSF]
+    )
     image[brain] = mixed[brain]
     # Within-tissue texture, the same for every subject (it is anatomy, not noise).
     texture = ndimage.gaussian_filter(

@@ -10,8 +10,8 @@ two made-up ones instead:
 - classification (:func:`write_classification_task`): FLAIR images of healthy heads and of heads
   with 2-5 lesions, listed in a CSV.
 
-A head is :func:`~openmind_data.synth.phantom.head_phantom` posed by
-:func:`~openmind_data.synth.render.subject_transform` and sampled on an isotropic RAS grid; each
+A head is :func:`~openmind_data.templates.head_phantom` posed by
+:func:`~openmind_data.synth.subject_transform` and sampled on an isotropic RAS grid; each
 channel gets its own intensity response, scale, bias field and Rician noise. Lesions are placed
 in the phantom's frame, centred in deep white matter, and clipped to the brain.
 
@@ -37,20 +37,22 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from openmind_data.errors import ConfigError
-from openmind_data.synth.artifacts import bias_field, rician
-from openmind_data.synth.builder import save_nifti, seed_for
-from openmind_data.synth.geometry import NativeGrid, plan_grid
-from openmind_data.synth.phantom import Tissue, head_phantom
-from openmind_data.synth.render import (
+from openmind_data.synth import (
     BRAIN_FLAG,
-    CONTRASTS,
+    NativeGrid,
+    bias_field,
     label_codes,
     phantom_resolution,
+    plan_grid,
+    rician,
     sample_phantom,
+    save_nifti,
+    seed_for,
     subject_transform,
     tissue_image,
     world_coordinates,
 )
+from openmind_data.templates import CONTRASTS, Tissue, head_phantom
 
 __all__ = [
     "CHANNELS",

@@ -1,11 +1,12 @@
-"""A head phantom built around real brain anatomy.
+"""The head template: a head phantom built around real brain anatomy, and its tissue contrasts.
 
 The brain is the MNI152 2009c symmetric template that ships inside nilearn's wheel (its T1
 image is skull-stripped, with grey- and white-matter probability maps beside it), so sulci,
 ventricles and the cerebellum are real. Around it this module builds what a head MRI also shows
 and a curator must handle: cerebrospinal fluid, skull, scalp, a face with nose and eyes, ears and
-a neck. Everything lives in MNI world coordinates (RAS+, millimetres); native images are sampled
-from it by :mod:`openmind_data.synth.geometry`.
+a neck. Everything lives in MNI world coordinates (RAS+, millimetres): the synthetic collection
+samples native images from it (:mod:`openmind_data.synth`), and the template brain masker
+registers its T1w rendering to each image (:mod:`openmind_data.masks.brain`).
 
 The label volume is the ground truth for every mask: head, brain, face (what defacing must
 remove) and tissue classes.
@@ -26,7 +27,16 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-__all__ = ["HeadPhantom", "Tissue", "cache_dir", "head_phantom", "mni_template_files"]
+__all__ = [
+    "CONTRASTS",
+    "FACE_TISSUES",
+    "PHANTOM_VERSION",
+    "HeadPhantom",
+    "Tissue",
+    "cache_dir",
+    "head_phantom",
+    "mni_template_files",
+]
 
 #: Bump when the phantom's construction changes, so cached copies are rebuilt.
 PHANTOM_VERSION = 1
@@ -48,6 +58,31 @@ class Tissue(IntEnum):
 
 #: Labels a defacing algorithm is meant to remove.
 FACE_TISSUES = (Tissue.EYE, Tissue.CARTILAGE)
+
+_T = Tissue
+#: Mean intensity of each tissue per contrast (relative units; grey/white matter and CSF mix by
+#: their partial-volume fractions).
+CONTRASTS: dict[str, dict[Tissue, float]] = {
+    "T1w": {_T.CSF: .15, _T.GM: .55, _T.WM: .85, _T.BONE: .05, _T.FAT: .95, _T.MUSCLE: .35,
+            _T.EYE: .10, _T.CARTILAGE: .45},
+    "T2w": {_T.CSF: 1.0, _T.GM: .60, _T.WM: .42, _T.BONE: .04, _T.FAT: .70, _T.MUSCLE: .28,
+            _T.EYE: .95, _T.CARTILAGE: .40},
+    "FLAIR": {_T.CSF: .06, _T.GM: .68, _T.WM: .50, _T.BONE: .04, _T.FAT: .80, _T.MUSCLE: .30,
+              _T.EYE: .05, _T.CARTILAGE: .40},
+    "PDw": {_T.CSF: .90, _T.GM: .82, _T.WM: .68, _T.BONE: .06, _T.FAT: .85, _T.MUSCLE: .55,
+            _T.EYE: .85, _T.CARTILAGE: .60},
+    "T2starw": {_T.CSF: .85, _T.GM: .55, _T.WM: .45, _T.BONE: .03, _T.FAT: .50, _T.MUSCLE: .25,
+                _T.EYE: .70, _T.CARTILAGE: .30},
+    "UNIT1": {_T.CSF: .20, _T.GM: .58, _T.WM: .88, _T.BONE: .10, _T.FAT: .70, _T.MUSCLE: .40,
+              _T.EYE: .15, _T.CARTILAGE: .45},
+    "MP2RAGE": {_T.CSF: .95, _T.GM: .45, _T.WM: .25, _T.BONE: .05, _T.FAT: .20, _T.MUSCLE: .45,
+                _T.EYE: .90, _T.CARTILAGE: .50},
+    "inplaneT2": {_T.CSF: 1.0, _T.GM: .62, _T.WM: .44, _T.BONE: .04, _T.FAT: .72, _T.MUSCLE: .28,
+                  _T.EYE: .95, _T.CARTILAGE: .40},
+    "T1rho": {_T.CSF: .90, _T.GM: .60, _T.WM: .50, _T.BONE: .05, _T.FAT: .60, _T.MUSCLE: .30,
+              _T.EYE: .85, _T.CARTILAGE: .40},
+}  # fmt: skip
+
 
 # How far the phantom's box extends beyond the template's (mm): the template box ends at the
 # brainstem, the head continues to the chin and neck.
