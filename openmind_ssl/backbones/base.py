@@ -68,6 +68,11 @@ class Backbone(ABC):
         a token backbone its small transformer decoder after the mask-token restore;
         ``deep_supervision`` gives a U-Net one output per decoder stage."""
 
+    @staticmethod
+    def sizes(model: Any, *keys: str) -> dict[str, Any]:
+        """The size keys of ``model`` among ``keys`` that it sets (None: the paper's size)."""
+        return {key: getattr(model, key) for key in keys if getattr(model, key) is not None}
+
     def adaptation_keys(self) -> dict[str, Any]:
         """Where the encoder, the stem, the input projection and the learned position embedding
         sit in the network's own state dict."""

@@ -38,15 +38,7 @@ class PrimusBackbone(Backbone):
     ) -> nn.Module:
         """Primus-M, or smaller through ``embed_dim``, ``depth`` and ``num_heads``; a single
         output (``deep_supervision`` changes nothing)."""
-        overrides = {
-            key: value
-            for key, value in (
-                ("embed_dim", model.embed_dim),
-                ("depth", model.depth),
-                ("num_heads", model.num_heads),
-            )
-            if value is not None
-        }
+        overrides = self.sizes(model, "embed_dim", "depth", "num_heads")
         return primus_m(
             input_channels,
             num_classes,

@@ -37,14 +37,7 @@ class ResEncBackbone(Backbone):
     ) -> nn.Module:
         """ResEnc-L reconstructs with its own U-Net decoder (``mae_decoder`` changes nothing);
         the size keys ``features_per_stage`` and ``blocks_per_stage`` shrink it."""
-        sizes = {
-            key: value
-            for key, value in (
-                ("features_per_stage", model.features_per_stage),
-                ("blocks_per_stage", model.blocks_per_stage),
-            )
-            if value is not None
-        }
+        sizes = self.sizes(model, "features_per_stage", "blocks_per_stage")
         return ResEncL(input_channels, num_classes, deep_supervision=deep_supervision, **sizes)
 
     def stages(self, model: Any) -> int:
