@@ -5,20 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
 from openmind_data.errors import ConfigError
-from openmind_ssl.backbones.base import Backbone, Grid, Stages
-from openmind_ssl.methods.base import Batch
+from openmind_ssl.backbones.base import Grid, Stages
+from openmind_ssl.methods.base import Batch, Method
+
+if TYPE_CHECKING:
+    from openmind_ssl.train.config import PretrainConfig
 
 __all__ = [
+    "MaskedImageMethod",
     "MaskingOptions",
     "Stages",
     "cells_to_voxels",
     "cut",
-    "mask_grid",
     "sample_generator",
     "scored_input",
 ]
@@ -44,19 +48,25 @@ class MaskingOptions:
             raise ConfigError("method.options.block_size must be positive")
 
 
-def mask_grid(
-    backbone: Backbone, options: MaskingOptions, patch_size: Grid, method: str
-) -> tuple[Grid, Grid]:
-    """The voxels one mask cell covers on ``backbone`` and the cells per axis of a crop of
-    ``patch_size``; a ``ConfigError`` when the crop is not made of whole cells."""
-    cell = backbone.mask_cell(options.block_size)
-    if any(n % c for n, c in zip(patch_size, cell, strict=True)):
-        raise ConfigError(
-            f"train.patch_size {patch_size}: {method} on {backbone.label} needs multiples of"
-            f" {cell[0]} (its mask cells; method.options.block_size on a CNN)"
-        )
-    x, y, z = (n // c for n, c in zip(patch_size, cell, strict=True))
-    return cell, (x, y, z)
+class MaskedImageMethod(Method):
+    """The base of the masked-image methods: ``Options`` at least ``MaskingOptions``; ``cell``
+    the voxels one mask cell covers on the backbone, ``grid`` the cells per axis of a crop.
+    A crop not made of whole cells is a ``ConfigError``."""
+
+    Options: ClassVar[type[Any]] = MaskingOptions
+    options: MaskingOptions
+
+    def __init__(self, config: PretrainConfig) -> None:
+        super().__init__(config)
+        self.cell = self.backbone.mask_cell(self.options.block_size)
+        if any(n % c for n, c in zip(self.patch_size, self.cell, strict=True)):
+            raise ConfigError(
+                f"train.patch_size {self.patch_size}: {self.name} on {self.backbone.label} needs"
+                f" multiples of {self.cell[0]} (its mask cells; method.options.block_size on a"
+                " CNN)"
+            )
+        x, y, z = (n // c for n, c in zip(self.patch_size, self.cell, strict=True))
+        self.grid: Grid = (x, y, z)
 
 
 def sample_generator(seed: int, key: int, *salt: int) -> torch.Generator:

@@ -15,23 +15,17 @@ neither teaches nor distracts. ``anatomy_only`` also restricts the score to the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-from openmind_ssl.methods.base import Batch, Loss, Method
+from openmind_ssl.methods.base import Batch, Loss
 from openmind_ssl.methods.common import (
-    MaskingOptions,
+    MaskedImageMethod,
     cells_to_voxels,
-    mask_grid,
     sample_generator,
     scored_input,
 )
 from openmind_ssl.models.primus import visible_voxels
-
-if TYPE_CHECKING:
-    from openmind_ssl.train.config import PretrainConfig
 
 __all__ = ["MAE", "block_mask", "token_keep"]
 
@@ -56,16 +50,10 @@ def token_keep(tokens: int, ratio: float, generators: list[torch.Generator]) -> 
     return torch.stack(rows)
 
 
-class MAE(Method):
+class MAE(MaskedImageMethod):
     """MAE: ``method.options`` holds ``mask_ratio`` and ``block_size`` (``MaskingOptions``)."""
 
     name = "mae"
-    Options = MaskingOptions
-    options: MaskingOptions
-
-    def __init__(self, config: PretrainConfig) -> None:
-        super().__init__(config)
-        self.cell, self.grid = mask_grid(self.backbone, self.options, self.patch_size, self.name)
 
     def build(self) -> nn.Module:
         return self.backbone.build(self.config.model, self.patch_size, mae_decoder=True)

@@ -43,27 +43,24 @@ from __future__ import annotations
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
 from openmind_data.errors import ConfigError
-from openmind_ssl.methods.base import Batch, Loss, Method
+from openmind_ssl.methods.base import Batch, Loss
 from openmind_ssl.methods.common import (
+    MaskedImageMethod,
     MaskingOptions,
     cells_to_voxels,
-    mask_grid,
     sample_generator,
     scored_input,
 )
 from openmind_ssl.models.eva import trunc_normal_
 from openmind_ssl.models.primus import Primus
 from openmind_ssl.models.resenc import BasicBlockD, ConvNormAct, ResEncL, ResidualStack
-
-if TYPE_CHECKING:
-    from openmind_ssl.train.config import PretrainConfig
 
 __all__ = [
     "MaskedTokenPrimus",
@@ -284,16 +281,12 @@ class MaskedTokenPrimus(nn.Module):
         return logits
 
 
-class SimMIM(Method):
+class SimMIM(MaskedImageMethod):
     """SimMIM on Primus-M, S3D (sparse masked modelling) on ResEnc-L; see the module docstring."""
 
     name = "simmim"
     Options = SimMIMOptions
     options: SimMIMOptions
-
-    def __init__(self, config: PretrainConfig) -> None:
-        super().__init__(config)
-        self.cell, self.grid = mask_grid(self.backbone, self.options, self.patch_size, self.name)
 
     def build(self) -> nn.Module:
         """The backbone in its recipe's wrapper: the learned mask token on the transformer,
