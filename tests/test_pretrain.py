@@ -57,7 +57,8 @@ def test_the_bundled_configs_are_the_papers_runs() -> None:
     assert (primus.optim.name, primus.optim.lr, primus.optim.weight_decay) == ("adamw", 3e-4, 0.05)
     assert primus.optim.warmup_epochs > 0
     for config in configs.values():
-        assert config.train.patch_size == (160, 160, 160) and config.method.mask_ratio == 0.75
+        assert config.train.patch_size == (160, 160, 160)
+        assert config.method.options["mask_ratio"] == 0.75
         assert (config.train.epochs, config.train.steps_per_epoch) == (1000, 250)
     assert configs["pretrain_resenc_l_mae_anon"].method.anon_aware
     assert not resenc.method.anon_aware

@@ -34,20 +34,12 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from openmind_data.errors import ConfigError
-from openmind_ssl.finetune.networks import KEYS
-from openmind_ssl.models import PRIMUS_PATCH
+from openmind_ssl.backbones import get_backbone, known_as
+from openmind_ssl.backbones.base import ADAPTATION_KEYS
 from openmind_ssl.models.eva import Eva
 from openmind_ssl.train import checkpoint
 
 __all__ = ["LoadReport", "Pretrained", "load_pretrained", "read_pretrained"]
-
-#: nnssl's architecture class names and ours.
-ARCHITECTURES = {
-    "ResEncL": "resenc_l",
-    "PrimusM": "primus_m",
-    "resenc_l": "resenc_l",
-    "primus_m": "primus_m",
-}
 
 
 @dataclass(frozen=True)
@@ -57,9 +49,9 @@ class Pretrained:
     path: Path
     weights: dict[str, Tensor]
     keys: dict[str, Any]  # key_to_encoder, key_to_stem, keys_to_in_proj, key_to_lpe
-    architecture: str | None  # resenc_l | primus_m, when the checkpoint says
+    architecture: str | None  # a registered backbone's name, when the checkpoint says
     model: dict[str, Any] = field(default_factory=dict)  # our pretraining config's model section
-    token_grid: tuple[int, int, int] | None = None  # Primus: the pretraining grid, when known
+    token_grid: tuple[int, int, int] | None = None  # the position embedding's grid, when known
 
 
 @dataclass
@@ -76,26 +68,21 @@ class LoadReport:
 def read_pretrained(path: str | Path, architecture: str | None = None) -> Pretrained:
     """The checkpoint at ``path``; ``architecture`` is needed for a bare state dict."""
     path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as error:
-        raise ConfigError(f"{path}: cannot read the checkpoint: {error}") from error
+    payload = checkpoint.read(path)
     if not isinstance(payload, dict):
         raise ConfigError(f"{path}: a checkpoint is a dict, not {type(payload).__name__}")
     if payload.get("format") == checkpoint.FORMAT:
         arch = payload["architecture"]
-        keys = {k: arch[k] for k in KEYS["resenc_l"]}
-        grid = None
-        if arch["name"] == "primus_m":
-            x, y, z = (n // p for n, p in zip(arch["patch_size"], PRIMUS_PATCH, strict=True))
-            grid = (x, y, z)
+        keys = {k: arch[k] for k in ADAPTATION_KEYS}
+        patch = arch["patch_size"]
+        grid = get_backbone(arch["name"]).position_grid((patch[0], patch[1], patch[2]))
         model = dict(payload["config"]["model"])
         return Pretrained(path, payload["model"], keys, arch["name"], model, grid)
     if "network_weights" in payload and "nnssl_adaptation_plan" in payload:
         plan = payload["nnssl_adaptation_plan"]
         name = plan.get("architecture_plans", {}).get("arch_class_name")
-        keys = {k: plan.get(k) for k in KEYS["resenc_l"]}
-        return Pretrained(path, _unwrap(payload["network_weights"]), keys, ARCHITECTURES.get(name))
+        keys = {k: plan.get(k) for k in ADAPTATION_KEYS}
+        return Pretrained(path, _unwrap(payload["network_weights"]), keys, known_as(name))
     weights = payload.get("state_dict", payload)
     if not all(isinstance(v, Tensor) for v in weights.values()):
         raise ConfigError(
@@ -103,7 +90,8 @@ def read_pretrained(path: str | Path, architecture: str | None = None) -> Pretra
         )
     if architecture is None:
         raise ConfigError(f"{path}: a bare state dict; say its model.architecture")
-    return Pretrained(path, _unwrap(weights), dict(KEYS[architecture]), architecture)
+    keys = get_backbone(architecture).adaptation_keys()
+    return Pretrained(path, _unwrap(weights), keys, architecture)
 
 
 def _unwrap(weights: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -125,7 +113,7 @@ def load_pretrained(network: nn.Module, pretrained: Pretrained, architecture: st
             f"{pretrained.path}: a {pretrained.architecture} checkpoint cannot initialise a"
             f" {architecture} network"
         )
-    source, target = pretrained.keys, KEYS[architecture]
+    source, target = pretrained.keys, get_backbone(architecture).adaptation_keys()
     if not source.get("key_to_encoder"):
         raise ConfigError(f"{pretrained.path}: the checkpoint does not say where its encoder is")
     pairs = [(source["key_to_encoder"], target["key_to_encoder"])]

@@ -9,7 +9,7 @@ evaluated, then the paper-style table.
       train: {patch_size: [160, 160, 160]}
     checkpoints:                # name -> checkpoint; null trains from scratch
       scratch: null
-      mae: runs/resenc_l_mae/final.pt
+      mae: runs/mae/final.pt
     schedules: [default, warmup, valley, sawtooth, frozen]
     scratch_schedules: [default]   # a random encoder has nothing to protect: one schedule
     datasets:                   # name -> a task section, its domain, and its own settings

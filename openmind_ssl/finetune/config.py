@@ -2,15 +2,16 @@
 
 ::
 
-    pretrained: runs/resenc_l_mae/final.pt     # null: train from scratch
+    pretrained: runs/mae/final.pt     # null: train from scratch
     task:     {kind: segmentation, path: data/Dataset101_Lesions}
     schedule: {name: sawtooth, epochs: 150}
     train:    {steps_per_epoch: 250, batch_size: 2, patch_size: [160, 160, 160], out: runs/ft}
 
-Omitted keys take the paper's values for the architecture: ResEnc-L fine-tunes with SGD at
-1e-3 (momentum 0.99, Nesterov, weight decay 3e-5, clip 12), Primus-M with AdamW at 1e-4
-(weight decay 5e-2, clip 1) and a decoder-only learning rate of 1e-6 (x0.01) in Sawtooth's
-first stages. From scratch, nnU-Net's rates: 1e-2 and 3e-4. The ``model`` section defaults to
+Omitted keys take the paper's values for the architecture (its adapter's
+``Backbone.finetune_defaults``): ResEnc-L fine-tunes with SGD at 1e-3 (momentum 0.99, Nesterov,
+weight decay 3e-5, clip 12), Primus-M with AdamW at 1e-4 (weight decay 5e-2, clip 1) and a
+decoder-only learning rate of 1e-6 (x0.01) in Sawtooth's first stages. From scratch, nnU-Net's
+rates: 1e-2 and 3e-4. The ``model`` section defaults to
 the checkpoint's own pretraining model (its architecture and size), so a checkpoint needs only
 its path. ``--set schedule.epochs=1000`` overrides a key; ``epochs`` 150 and 1000 are the
 paper's two presets (their stage lengths: :func:`openmind_ssl.finetune.schedules.stage_epochs`).
@@ -23,10 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 from openmind_data.errors import ConfigError
-from openmind_ssl.finetune.schedules import TRANSFER_LR
+from openmind_ssl.backbones import get_backbone
+from openmind_ssl.finetune.schedules import SCHEDULES
 from openmind_ssl.train import checkpoint
 from openmind_ssl.train.config import ModelConfig, OptimizerConfig, parse_dataclass, read_yaml
 
@@ -70,13 +70,17 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    name: Literal["default", "frozen", "warmup", "valley", "sawtooth"] = "default"
+    name: str = "default"  # one of schedules.SCHEDULES
     epochs: int = 150
     decoder_epochs: int | None = None  # None: stage_epochs(epochs)
     warmup_epochs: int | None = None
     decoder_lr_factor: float = 1.0
 
     def __post_init__(self) -> None:
+        _check(
+            self.name in SCHEDULES,
+            f"schedule.name must be one of {', '.join(SCHEDULES)}, not {self.name!r}",
+        )
         _check(self.epochs > 0, "schedule.epochs must be positive")
 
 
@@ -122,34 +126,8 @@ class FinetuneConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def __post_init__(self) -> None:
-        if self.model.architecture == "primus_m":
-            _check(
-                all(n % 8 == 0 for n in self.train.patch_size),
-                f"train.patch_size {self.train.patch_size}: Primus needs multiples of 8",
-            )
-        else:
-            stages = len(self.model.features_per_stage or (0,) * 6)
-            step = 2 ** (stages - 1)
-            _check(
-                all(n % step == 0 for n in self.train.patch_size),
-                f"train.patch_size {self.train.patch_size}: ResEnc with {stages} stages needs"
-                f" multiples of {step}",
-            )
-
-
-def defaults(architecture: str, pretrained: bool) -> dict[str, dict[str, Any]]:
-    """The paper's optimizer for ``architecture``, fine-tuning or from scratch."""
-    if architecture == "primus_m":
-        return {
-            "optim": {
-                "name": "adamw",
-                "lr": TRANSFER_LR["primus_m"] if pretrained else 3e-4,
-                "weight_decay": 5e-2,
-                "grad_clip": 1.0,
-            },
-            "schedule": {"decoder_lr_factor": 0.01},
-        }
-    return {"optim": {"name": "sgd", "lr": TRANSFER_LR["resenc_l"] if pretrained else 1e-2}}
+        backbone = get_backbone(self.model.architecture)
+        backbone.check_size(self.model, self.train.patch_size, "train.patch_size")
 
 
 def load_finetune_config(path: str | Path, overrides: Sequence[str] = ()) -> FinetuneConfig:
@@ -169,7 +147,10 @@ def finetune_config(raw: dict[str, Any], where: str = "config") -> FinetuneConfi
     _check(isinstance(given, dict), f"{where}: model must be a mapping")
     model.update(given)
     architecture = str(model.get("architecture", ModelConfig.architecture))
-    base = defaults(architecture, pretrained=pretrained is not None)
+    try:
+        base = get_backbone(architecture).finetune_defaults(pretrained=pretrained is not None)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
     merged: dict[str, Any] = {section: dict(values) for section, values in base.items()}
     for section, values in raw.items():
         if isinstance(values, dict):
@@ -184,9 +165,9 @@ def finetune_config(raw: dict[str, Any], where: str = "config") -> FinetuneConfi
 def checkpoint_model(path: Path, where: str) -> dict[str, Any]:
     """The model section of our checkpoint's pretraining config (empty for others)."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except (OSError, RuntimeError, EOFError) as error:
-        raise ConfigError(f"{where}: pretrained {path}: cannot read it: {error}") from error
+        payload = checkpoint.read(path, mmap=True)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: pretrained {error}") from error
     if isinstance(payload, dict) and payload.get("format") == checkpoint.FORMAT:
         model = dict(payload["config"]["model"])
         model.pop("decoder_depth", None)  # the MAE decoder does not carry over

@@ -20,25 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from openmind_ssl.models import Primus, ResEncL, build_network
+from openmind_ssl.backbones import backbone_of, get_backbone
 
-__all__ = ["KEYS", "Classifier", "build_downstream", "freeze", "parameter_groups"]
-
-#: Where the encoder and the stem sit in each architecture's state dict (dna's names).
-KEYS: dict[str, dict[str, Any]] = {
-    "resenc_l": {
-        "key_to_encoder": ResEncL.key_to_encoder,
-        "key_to_stem": ResEncL.key_to_stem,
-        "keys_to_in_proj": list(ResEncL.keys_to_in_proj),
-        "key_to_lpe": ResEncL.key_to_lpe,
-    },
-    "primus_m": {
-        "key_to_encoder": Primus.key_to_encoder,
-        "key_to_stem": Primus.key_to_stem,
-        "keys_to_in_proj": list(Primus.keys_to_in_proj),
-        "key_to_lpe": Primus.key_to_lpe,
-    },
-}
+__all__ = ["Classifier", "build_downstream", "freeze", "parameter_groups"]
 
 
 class Classifier(nn.Module):
@@ -46,31 +30,18 @@ class Classifier(nn.Module):
 
     def __init__(self, backbone: nn.Module, num_classes: int) -> None:
         super().__init__()
-        self.primus = isinstance(backbone, Primus)
-        if isinstance(backbone, Primus):
-            self.down_projection = backbone.down_projection
-            self.eva = backbone.eva
-            self.input_shape = backbone.input_shape
-            width = 2 * backbone.embed_dim
-            self.norm: nn.Module = nn.LayerNorm(width)
-        elif isinstance(backbone, ResEncL):
-            self.encoder = backbone.encoder
-            width = 2 * backbone.encoder.output_channels[-1]
-            self.norm = nn.Identity()
-        else:
-            raise TypeError(f"no classifier for {type(backbone).__name__}")
+        self.adapter = backbone_of(backbone)
+        for part in self.adapter.encoder_parts:
+            self.add_module(part, backbone.get_submodule(part))
+        width = 2 * self.adapter.feature_dim(backbone)
+        # Tokens are normalised before the head; a CNN's pooled features come out of a norm.
+        self.norm = nn.LayerNorm(width) if self.adapter.tokens else nn.Identity()
         self.head = nn.Linear(width, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.primus:
-            if tuple(x.shape[2:]) != self.input_shape:
-                raise ValueError(f"expected spatial shape {self.input_shape}, got {x.shape[2:]}")
-            tokens = self.down_projection(x).flatten(2)
-            features = self.eva(tokens.transpose(1, 2)).transpose(1, 2)  # (B, C, N)
-        else:
-            features = self.encoder(x)[-1].flatten(2)  # (B, C, X * Y * Z)
+        features = self.adapter.deepest_features(self, x)  # (B, C, N)
         pooled = torch.cat([features.mean(dim=2), features.amax(dim=2)], dim=1)
         logits: Tensor = self.head(self.norm(pooled))
         return logits
@@ -87,7 +58,7 @@ def build_downstream(
 ) -> nn.Module:
     """The ``kind`` ("segmentation" | "classification") network for ``model`` (a
     ``ModelConfig``) at ``patch_size``; ``deep_supervision`` for ResEnc-L segmentation."""
-    backbone = build_network(
+    backbone = get_backbone(model.architecture).build(
         model,
         patch_size,
         input_channels=input_channels,
@@ -102,7 +73,7 @@ def build_downstream(
 def parameter_groups(network: nn.Module, architecture: str) -> dict[str, list[nn.Parameter]]:
     """``{"encoder": [...], "decoder": [...]}``: each trainable parameter of ``network`` once
     (ResEnc-L's unused deep-supervision outputs are frozen from the start and stay so)."""
-    keys = KEYS[architecture]
+    keys = get_backbone(architecture).adaptation_keys()
     prefixes = tuple(
         f"{key}." for key in (keys["key_to_encoder"], keys["key_to_stem"]) if key is not None
     )

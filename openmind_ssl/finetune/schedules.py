@@ -48,6 +48,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from openmind_data.errors import ConfigError
+from openmind_ssl.backbones import BACKBONES, get_backbone
+from openmind_ssl.train.schedule import decay_rate, warmup_rate
 
 __all__ = [
     "GROUPS",
@@ -61,12 +63,11 @@ __all__ = [
 
 SCHEDULES: tuple[str, ...] = ("default", "frozen", "warmup", "valley", "sawtooth")
 
-#: The peak fine-tuning rate per architecture: ResEnc-L with SGD, Primus-M with AdamW.
-TRANSFER_LR: dict[str, float] = {"resenc_l": 1e-3, "primus_m": 1e-4}
+#: The peak fine-tuning rate per architecture (its adapter's ``transfer_lr``): ResEnc-L with
+#: SGD, Primus-M with AdamW.
+TRANSFER_LR: dict[str, float] = {name: get_backbone(name).transfer_lr for name in BACKBONES}
 
 GROUPS = ("encoder", "decoder")
-
-_POLY_EXPONENT = 0.9
 
 _WHOLE = frozenset(GROUPS)
 _DECODER = frozenset({"decoder"})
@@ -104,9 +105,8 @@ class Phase:
             # Counting the step being taken (+1) keeps the first rate above 0 and puts the
             # peak on the phase's last step.
             done = (epoch - self.start) * steps_per_epoch + step + 1
-            return self.peak * done / (length * steps_per_epoch)
-        elapsed = epoch - self.start + step / steps_per_epoch
-        return float(self.peak * (1 - elapsed / length) ** _POLY_EXPONENT)
+            return warmup_rate(self.peak, done, length * steps_per_epoch)
+        return decay_rate(self.peak, epoch - self.start + step / steps_per_epoch, length)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ One process, on the GPU when there is one (bf16 autocast); nnU-Net fine-tunes on
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -55,6 +54,7 @@ from openmind_ssl.train import checkpoint
 from openmind_ssl.train.config import check_same_run, to_dict
 from openmind_ssl.train.metrics import CsvLog
 from openmind_ssl.train.optimizer import build_optimizer
+from openmind_ssl.train.step import OptimizerStep
 
 __all__ = ["FinetuneResult", "Finetuner"]
 
@@ -120,10 +120,8 @@ class Finetuner:
         )
         self.optimizer: torch.optim.Optimizer | None = None
         self.epoch = 0
-        on_cuda = self.device.type == "cuda"
-        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.train.amp)
-        self.autocast_dtype = amp if on_cuda else None
-        self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype is torch.float16 else None
+        self.stepper = OptimizerStep(self.device, config.train.amp)
+        self.autocast_dtype = self.stepper.autocast_dtype
         self.loss = _loss(task.kind)
 
     # -- the loop ------------------------------------------------------------------------
@@ -208,32 +206,18 @@ class Finetuner:
 
     def _step(self, batch: dict[str, Tensor], lr: float) -> float:
         assert self.optimizer is not None
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
         image = batch["image"].to(self.device, torch.float32, non_blocking=True)
         label = batch["label"].to(self.device, non_blocking=True)
-        self.optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
+        self.stepper.begin(self.optimizer, lr)
+        with self.stepper.autocast():
             logits = self.network(image)
         loss: Tensor
         if isinstance(logits, list):  # deep supervision: full resolution first
             loss = _deep_supervision(self.loss, [out.float() for out in logits], label)
         else:
             loss = self.loss(logits.float(), label)
-        if self.scaler is not None:
-            torch.autograd.backward(self.scaler.scale(loss))
-            self.scaler.unscale_(self.optimizer)
-        else:
-            torch.autograd.backward(loss)
-        clip = self.config.optim.grad_clip
-        if clip > 0:
-            trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(trainable, clip)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        trainable = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.stepper.finish(loss, self.optimizer, trainable, self.config.optim.grad_clip)
         return float(loss.detach())
 
     # -- evaluation ----------------------------------------------------------------------
@@ -264,7 +248,7 @@ class Finetuner:
         per_case = []
         for case in cases:
             image = torch.from_numpy(np.array(case.image))[None].to(self.device)
-            with self._autocast():
+            with self.stepper.autocast():
                 logits = sliding_window_inference(
                     image,
                     roi_size=self.config.train.patch_size,
@@ -293,7 +277,7 @@ class Finetuner:
         probabilities, labels = [], []
         for case in cases:
             image = torch.from_numpy(center_crop(np.asarray(case.image), patch))[None]
-            with self._autocast():
+            with self.stepper.autocast():
                 logits = self.network(image.to(self.device))
             probabilities.append(torch.softmax(logits.float(), 1)[0].cpu().numpy())
             labels.append(case.target)
@@ -323,20 +307,16 @@ class Finetuner:
         parameters = [p for group in sorted(trains) for p in self.groups[group]]
         return build_optimizer(parameters, self.config.optim)
 
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.autocast_dtype)
-
     def _save(self, name: str) -> Path:
         path = self.out / name
+        scaler = self.stepper.scaler
         checkpoint.save(
             path,
             {
                 "kind": "finetune",
                 "model": self.network.state_dict(),
                 "optimizer": self.optimizer.state_dict() if self.optimizer else None,
-                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
                 "epoch": self.epoch,
                 "config": to_dict(self.config),
                 "classes": self.class_names,
@@ -361,8 +341,8 @@ class Finetuner:
         if resumes and not self.schedule.new_optimizer_at(self.epoch):
             self.optimizer = self._optimizer(self.schedule.trainable(self.epoch))
             self.optimizer.load_state_dict(saved["optimizer"])
-        if self.scaler is not None and saved["scaler"] is not None:
-            self.scaler.load_state_dict(saved["scaler"])
+        if self.stepper.scaler is not None and saved["scaler"] is not None:
+            self.stepper.scaler.load_state_dict(saved["scaler"])
         checkpoint.restore_random_state(saved["random"])
         log.info("resuming %s at epoch %d", self.out, self.epoch)
 

@@ -1,13 +1,12 @@
 """What an SSL method is to the trainer: one small interface.
 
-A method builds the network it trains (a backbone, ResEnc-L or Primus-M, with whatever heads it
-needs) and turns a batch of crops into a loss; ``after_step`` runs after each optimizer step
-(e.g. a momentum teacher's update). The loss comes as a sum and the weight it is normalised by
-(e.g. the number of scored voxels, or of samples); the trainer adds the weights of every DDP
-rank before dividing, so a run on several ranks computes the loss of one process with the whole
-batch. Method-specific settings live in the method's ``Options`` dataclass, read from the
-config's ``method.options`` mapping.
-"""
+A method builds the network it trains (a backbone, through its adapter ``self.backbone``, with
+whatever heads it needs) and turns a batch of crops into a loss; ``after_step`` runs after each
+optimizer step (e.g. a momentum teacher's update). The loss comes as a sum and the weight it is
+normalised by (e.g. the number of scored voxels, or of samples); the trainer adds the weights of
+every DDP rank before dividing, so a run on several ranks computes the loss of one process with
+the whole batch. Method-specific settings live in the method's ``Options`` dataclass, read from
+the config's ``method.options`` mapping."""
 
 from __future__ import annotations
 
@@ -16,6 +15,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
+
+from openmind_ssl.backbones import get_backbone
+from openmind_ssl.backbones.base import Backbone
 
 if TYPE_CHECKING:
     from openmind_ssl.train.config import PretrainConfig
@@ -59,6 +61,11 @@ class Method:
 
         self.config = config
         self.options = build_options(self.Options, config.method.options, "method.options")
+
+    @property
+    def backbone(self) -> Backbone:
+        """The adapter of the architecture the method trains (``model.architecture``)."""
+        return get_backbone(self.config.model.architecture)
 
     @property
     def patch_size(self) -> tuple[int, int, int]:

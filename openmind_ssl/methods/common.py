@@ -1,30 +1,72 @@
 """Pieces several methods share: per-sample random generators, the anonymization-aware input
-and score masks, and the backbone's pooled features."""
+and score masks, and the masked-image methods' settings and mask grid."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
-from openmind_ssl.methods.base import Batch
-from openmind_ssl.models import Primus, ResEncL
+from openmind_data.errors import ConfigError
+from openmind_ssl.backbones.base import Grid, Stages
+from openmind_ssl.methods.base import Batch, Method
+
+if TYPE_CHECKING:
+    from openmind_ssl.train.config import PretrainConfig
 
 __all__ = [
+    "MaskedImageMethod",
+    "MaskingOptions",
     "Stages",
     "cells_to_voxels",
     "cut",
-    "feature_dim",
-    "pool",
-    "pooled_features",
     "sample_generator",
     "scored_input",
 ]
 
-#: Which ResEnc-L stages a pooled feature vector reads: the bottleneck, or every stage.
-Stages = Literal["all", "deepest"]
+
+@dataclass(frozen=True)
+class MaskingOptions:
+    """The settings of the masked-image methods (MAE, SimMIM), in ``method.options``.
+
+    Attributes:
+        mask_ratio: the share of the crop's mask cells that are hidden (the paper: 0.75).
+        block_size: the edge of a mask cube on a CNN (16^3 voxels); a token backbone hides
+            whole tokens instead (Primus: 8^3).
+    """
+
+    mask_ratio: float = 0.75
+    block_size: int = 16
+
+    def __post_init__(self) -> None:
+        if not 0 < self.mask_ratio < 1:
+            raise ConfigError("method.options.mask_ratio must be in (0, 1)")
+        if self.block_size <= 0:
+            raise ConfigError("method.options.block_size must be positive")
+
+
+class MaskedImageMethod(Method):
+    """The base of the masked-image methods: ``Options`` at least ``MaskingOptions``; ``cell``
+    the voxels one mask cell covers on the backbone, ``grid`` the cells per axis of a crop.
+    A crop not made of whole cells is a ``ConfigError``."""
+
+    Options: ClassVar[type[Any]] = MaskingOptions
+    options: MaskingOptions
+
+    def __init__(self, config: PretrainConfig) -> None:
+        super().__init__(config)
+        self.cell = self.backbone.mask_cell(self.options.block_size)
+        if any(n % c for n, c in zip(self.patch_size, self.cell, strict=True)):
+            raise ConfigError(
+                f"train.patch_size {self.patch_size}: {self.name} on {self.backbone.label} needs"
+                f" multiples of {self.cell[0]} (its mask cells; method.options.block_size on a"
+                " CNN)"
+            )
+        x, y, z = (n // c for n, c in zip(self.patch_size, self.cell, strict=True))
+        self.grid: Grid = (x, y, z)
 
 
 def sample_generator(seed: int, key: int, *salt: int) -> torch.Generator:
@@ -47,33 +89,6 @@ def scored_input(
     if anatomy_only:
         scored = scored * batch.anat_mask
     return image, scored
-
-
-def feature_dim(backbone: ResEncL | Primus, stages: Stages = "deepest") -> int:
-    """Channels of :func:`pooled_features`."""
-    if isinstance(backbone, Primus):
-        return backbone.embed_dim
-    channels = backbone.encoder.output_channels
-    return sum(channels) if stages == "all" else channels[-1]
-
-
-def pool(encoded: torch.Tensor | list[torch.Tensor], stages: Stages = "deepest") -> torch.Tensor:
-    """(B, C) of an encoder's output: Primus tokens (B, N, C) averaged; ResEnc-L stage outputs
-    averaged over space, the deepest alone or (``stages="all"``, nnssl's contrastive heads)
-    every stage concatenated."""
-    if isinstance(encoded, torch.Tensor):
-        return encoded.mean(dim=1)
-    chosen = encoded if stages == "all" else encoded[-1:]
-    return torch.cat([s.mean(dim=(2, 3, 4)) for s in chosen], dim=1)
-
-
-def pooled_features(
-    backbone: ResEncL | Primus, x: torch.Tensor, stages: Stages = "deepest"
-) -> torch.Tensor:
-    """(B, feature_dim): :func:`pool` of the backbone's encoder on ``x``."""
-    if isinstance(backbone, Primus):
-        return pool(backbone.encode(x))
-    return pool(backbone.encoder(x), stages)
 
 
 def cells_to_voxels(

@@ -18,9 +18,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from openmind_ssl.methods.base import Batch, Loss, Method
-from openmind_ssl.methods.common import cells_to_voxels, sample_generator, scored_input
-from openmind_ssl.models import PRIMUS_PATCH, build_network
+from openmind_ssl.methods.base import Batch, Loss
+from openmind_ssl.methods.common import (
+    MaskedImageMethod,
+    cells_to_voxels,
+    sample_generator,
+    scored_input,
+)
 from openmind_ssl.models.primus import visible_voxels
 
 __all__ = ["MAE", "block_mask", "token_keep"]
@@ -46,23 +50,25 @@ def token_keep(tokens: int, ratio: float, generators: list[torch.Generator]) -> 
     return torch.stack(rows)
 
 
-class MAE(Method):
+class MAE(MaskedImageMethod):
+    """MAE: ``method.options`` holds ``mask_ratio`` and ``block_size`` (``MaskingOptions``)."""
+
     name = "mae"
 
     def build(self) -> nn.Module:
-        return build_network(self.config.model, self.patch_size, mae_decoder=True)
+        return self.backbone.build(self.config.model, self.patch_size, mae_decoder=True)
 
     def loss(self, model: nn.Module, batch: Batch, seed: int) -> Loss:
-        options = self.config.method
+        method, options = self.config.method, self.options
         generators = [sample_generator(seed, key) for key in batch.keys]
         image, scored = scored_input(
-            batch, anon_aware=options.anon_aware, anatomy_only=options.anatomy_only
+            batch, anon_aware=method.anon_aware, anatomy_only=method.anatomy_only
         )
-        if self.config.model.architecture == "primus_m":
-            x, y, z = (n // p for n, p in zip(self.patch_size, PRIMUS_PATCH, strict=True))
+        if self.backbone.tokens:  # true MAE: the encoder sees the visible tokens only
+            x, y, z = self.grid
             keep = token_keep(x * y * z, options.mask_ratio, generators).to(image.device)
             output = model(image, keep)
-            hidden = (~visible_voxels(keep, (x, y, z), PRIMUS_PATCH)).to(image.dtype)
+            hidden = (~visible_voxels(keep, self.grid, self.cell)).to(image.dtype)
         else:
             hidden = block_mask(self.patch_size, options.block_size, options.mask_ratio, generators)
             hidden = hidden.to(image.device)

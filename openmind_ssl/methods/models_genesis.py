@@ -45,7 +45,6 @@ from torch import Tensor, nn
 from openmind_data.errors import ConfigError
 from openmind_ssl.methods.base import Batch, Loss, Method
 from openmind_ssl.methods.common import sample_generator, scored_input
-from openmind_ssl.models import build_network
 
 __all__ = [
     "Bezier",
@@ -322,7 +321,7 @@ class ModelsGenesis(Method):
     Options = GenesisOptions
 
     def build(self) -> nn.Module:
-        return build_network(self.config.model, self.patch_size)
+        return self.backbone.build(self.config.model, self.patch_size)
 
     def loss(self, model: nn.Module, batch: Batch, seed: int) -> Loss:
         method, options = self.config.method, cast(GenesisOptions, self.options)

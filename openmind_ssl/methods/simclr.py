@@ -50,16 +50,9 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from openmind_data.errors import ConfigError
+from openmind_ssl.backbones import backbone_of, get_backbone
 from openmind_ssl.methods.base import Batch, Loss, Method
-from openmind_ssl.methods.common import (
-    Stages,
-    cut,
-    feature_dim,
-    pooled_features,
-    sample_generator,
-    scored_input,
-)
-from openmind_ssl.models import PRIMUS_PATCH, RESENC_L, Primus, ResEncL, build_network
+from openmind_ssl.methods.common import Stages, cut, sample_generator, scored_input
 
 if TYPE_CHECKING:
     from openmind_ssl.train.config import ModelConfig, PretrainConfig
@@ -142,12 +135,6 @@ class ProjectionHead(nn.Module):
         return out
 
 
-def _encoder_modules(backbone: ResEncL | Primus) -> list[nn.Module]:
-    if isinstance(backbone, Primus):
-        return [backbone.down_projection, backbone.eva]
-    return [backbone.encoder]
-
-
 class ContrastiveNet(nn.Module):
     """A backbone (``backbone``, dna's parameter names) and a projector (``projector``);
     ``forward(views)`` gives the projected embeddings ``(N, out_dim)``.
@@ -156,20 +143,20 @@ class ContrastiveNet(nn.Module):
     and is frozen (``requires_grad=False``), so that DDP (which needs a gradient for every
     trainable parameter) and the optimizer leave it alone; it stays in the checkpoint."""
 
-    def __init__(
-        self, backbone: ResEncL | Primus, projector: ProjectionHead, stages: Stages
-    ) -> None:
+    def __init__(self, backbone: nn.Module, projector: ProjectionHead, stages: Stages) -> None:
         super().__init__()
         self.backbone = backbone
         self.projector = projector
         self.stages: Stages = stages
-        used = {id(p) for module in _encoder_modules(backbone) for p in module.parameters()}
+        self.adapter = backbone_of(backbone)
+        encoder = self.adapter.encoder_modules(backbone)
+        used = {id(p) for module in encoder for p in module.parameters()}
         for parameter in backbone.parameters():
             if id(parameter) not in used:
                 parameter.requires_grad_(False)
 
     def embed(self, views: Tensor) -> Tensor:
-        features = pooled_features(self.backbone, views, self.stages)
+        features = self.adapter.pooled_features(self.backbone, views, self.stages)
         out: Tensor = self.projector(features)
         return out
 
@@ -181,30 +168,19 @@ def build_contrastive_net(
     model: ModelConfig, view_size: Shape, hidden_dim: int, out_dim: int, stages: Stages
 ) -> ContrastiveNet:
     """A :class:`ContrastiveNet` for views of ``view_size`` (``model``: a ``ModelConfig``)."""
-    backbone = build_network(model, view_size)
-    if not isinstance(backbone, ResEncL | Primus):
-        raise TypeError(f"build_network gave {type(backbone).__name__}, not ResEnc-L or Primus")
-    projector = ProjectionHead(feature_dim(backbone, stages), hidden_dim, out_dim)
+    adapter = get_backbone(model.architecture)
+    backbone = adapter.build(model, view_size)
+    projector = ProjectionHead(adapter.feature_dim(backbone, stages), hidden_dim, out_dim)
     return ContrastiveNet(backbone, projector, stages)
 
 
 def check_view_size(model: ModelConfig, view_size: Shape, crop: Shape, what: str) -> None:
-    """Refuse views the backbone cannot take: larger than the crop, not whole Primus tokens, or
-    (ResEnc) not divisible by its total stride or with a single voxel left at the bottleneck,
-    where instance norm has nothing to normalise."""
+    """Refuse views the backbone cannot take: larger than the crop, or not of a size whose
+    pooled features it can compute (``Backbone.check_pooled_size``: whole Primus tokens; for
+    ResEnc, its total stride and more than one voxel at the bottleneck)."""
     if any(v > c for v, c in zip(view_size, crop, strict=True)):
         raise ConfigError(f"{what} {view_size} does not fit in train.patch_size {crop}")
-    if model.architecture == "primus_m":
-        if any(v % p for v, p in zip(view_size, PRIMUS_PATCH, strict=True)):
-            raise ConfigError(f"{what} {view_size}: Primus needs multiples of {PRIMUS_PATCH[0]}")
-        return
-    stages = len(model.features_per_stage or RESENC_L["features_per_stage"])
-    stride = 2 ** (stages - 1)
-    if any(v % stride for v in view_size) or math.prod(v // stride for v in view_size) < 2:
-        raise ConfigError(
-            f"{what} {view_size}: ResEnc with {stages} stages needs multiples of {stride}, and"
-            f" more than one voxel at the bottleneck"
-        )
+    get_backbone(model.architecture).check_pooled_size(model, view_size, what)
 
 
 # -- views and their augmentation -----------------------------------------------------------

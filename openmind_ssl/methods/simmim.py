@@ -41,19 +41,26 @@ Deviations from nnssl, and why:
 from __future__ import annotations
 
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
 from openmind_data.errors import ConfigError
-from openmind_ssl.methods.base import Batch, Loss, Method
-from openmind_ssl.methods.common import cells_to_voxels, sample_generator, scored_input
-from openmind_ssl.models import PRIMUS_PATCH, Primus, ResEncL, build_network
+from openmind_ssl.methods.base import Batch, Loss
+from openmind_ssl.methods.common import (
+    MaskedImageMethod,
+    MaskingOptions,
+    cells_to_voxels,
+    sample_generator,
+    scored_input,
+)
 from openmind_ssl.models.eva import trunc_normal_
-from openmind_ssl.models.resenc import BasicBlockD, ConvNormAct, ResidualStack
+from openmind_ssl.models.primus import Primus
+from openmind_ssl.models.resenc import BasicBlockD, ConvNormAct, ResEncL, ResidualStack
 
 __all__ = [
     "MaskedTokenPrimus",
@@ -68,8 +75,8 @@ NORM_EPS = 1e-5  # nnssl's SparseInstanceNorm3d (InstanceNorm1d's default)
 
 
 @dataclass(frozen=True)
-class SimMIMOptions:
-    """Settings of SimMIM / S3D beyond ``method.mask_ratio`` and ``method.block_size``.
+class SimMIMOptions(MaskingOptions):
+    """Settings of SimMIM / S3D: ``mask_ratio`` and ``block_size`` (``MaskingOptions``), and:
 
     Reference values (nnssl): squared error on the hidden voxels (``MAEMSELoss`` for SimMIM on
     Primus, ``SparkLoss`` for S3D); a fixed ratio of 0.75 (``BaseMAETrainer.mask_percentage``),
@@ -79,7 +86,7 @@ class SimMIMOptions:
 
     Attributes:
         loss: "mse" (nnssl) or "l1" (the SimMIM paper's choice).
-        mask_ratio_range: None: every sample hides ``method.mask_ratio``; (low, high): each
+        mask_ratio_range: None: every sample hides ``mask_ratio``; (low, high): each
             sample hides a ratio drawn uniformly from [low, high].
         densify: ResEnc-L only. "spark": norm + mask token + projection (nnssl's ``SparK3D``);
             "token": the mask token alone (nnssl's ``EfficientSpark3D``).
@@ -90,6 +97,7 @@ class SimMIMOptions:
     densify: Literal["spark", "token"] = "spark"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.mask_ratio_range is not None:
             low, high = self.mask_ratio_range
             if not 0 < low <= high < 1:
@@ -273,7 +281,7 @@ class MaskedTokenPrimus(nn.Module):
         return logits
 
 
-class SimMIM(Method):
+class SimMIM(MaskedImageMethod):
     """SimMIM on Primus-M, S3D (sparse masked modelling) on ResEnc-L; see the module docstring."""
 
     name = "simmim"
@@ -281,35 +289,29 @@ class SimMIM(Method):
     options: SimMIMOptions
 
     def build(self) -> nn.Module:
-        backbone = build_network(self.config.model, self.patch_size)
-        if isinstance(backbone, Primus):
-            return MaskedTokenPrimus(backbone)
-        if not isinstance(backbone, ResEncL):
-            raise TypeError(f"simmim has no recipe for {type(backbone).__name__}")
-        return SparseMaskedUNet(backbone, self.options.densify)
-
-    def cell(self) -> tuple[int, int, int]:
-        """The voxels one hidden cell covers: a Primus token, or a ResEnc-L mask cube."""
-        if self.config.model.architecture == "primus_m":
-            return PRIMUS_PATCH
-        block = self.config.method.block_size
-        return block, block, block
+        """The backbone in its recipe's wrapper: the learned mask token on the transformer,
+        the sparse masked encoder on the CNN."""
+        recipes: dict[type[nn.Module], Callable[[Any], nn.Module]] = {
+            Primus: MaskedTokenPrimus,
+            ResEncL: lambda backbone: SparseMaskedUNet(backbone, self.options.densify),
+        }
+        recipe = recipes.get(self.backbone.network_class)
+        if recipe is None:
+            raise TypeError(f"simmim has no recipe for {self.backbone.label}")
+        return recipe(self.backbone.build(self.config.model, self.patch_size))
 
     def loss(self, model: nn.Module, batch: Batch, seed: int) -> Loss:
         method = self.config.method
         image, scored = scored_input(
             batch, anon_aware=method.anon_aware, anatomy_only=method.anatomy_only
         )
-        cell = self.cell()
-        x, y, z = (n // c for n, c in zip(self.patch_size, cell, strict=True))
-        ratio = self.options.mask_ratio_range or method.mask_ratio
+        x, y, z = self.grid
+        ratio = self.options.mask_ratio_range or self.options.mask_ratio
         generators = [sample_generator(seed, key) for key in batch.keys]
         hidden = hidden_cells(x * y * z, ratio, generators).to(image.device)
-        voxels = cells_to_voxels(hidden, (x, y, z), cell).to(image.dtype)
-        if self.config.model.architecture == "primus_m":
-            output = model(image, hidden)
-        else:
-            output = model(image, 1 - voxels)
+        voxels = cells_to_voxels(hidden, self.grid, self.cell).to(image.dtype)
+        # A token backbone takes the hidden tokens, a CNN the visible voxels.
+        output = model(image, hidden) if self.backbone.tokens else model(image, 1 - voxels)
         error = output.float() - image.float()
         error = error.square() if self.options.loss == "mse" else error.abs()
         weight = voxels * scored

@@ -52,9 +52,9 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from openmind_data.errors import ConfigError
+from openmind_ssl.backbones import backbone_of
 from openmind_ssl.methods.base import Batch, Loss, Method
-from openmind_ssl.methods.common import feature_dim, pool, sample_generator, scored_input
-from openmind_ssl.models import PRIMUS_PATCH, RESENC_L, Primus, ResEncL, build_network
+from openmind_ssl.methods.common import sample_generator, scored_input
 
 if TYPE_CHECKING:
     from openmind_ssl.train.config import PretrainConfig
@@ -198,28 +198,18 @@ class SwinUNETRNetwork(nn.Module):
     projections (V, projection_dim)) in one pass, so that DDP sees every parameter used.
     """
 
-    def __init__(self, backbone: ResEncL | Primus, projection_dim: int = 512) -> None:
+    def __init__(self, backbone: nn.Module, projection_dim: int = 512) -> None:
         super().__init__()
         self.backbone = backbone
-        width = feature_dim(backbone)
+        self.adapter = backbone_of(backbone)
+        width = self.adapter.feature_dim(backbone)
         self.rotation_head = nn.Linear(width, 4)
         self.contrastive_head = nn.Linear(width, projection_dim)
 
     def forward(self, views: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        backbone = self.backbone
-        if isinstance(backbone, Primus):
-            tokens = backbone.encode(views)
-            pooled = pool(tokens)
-            b, _, c = tokens.shape
-            volume = tokens.transpose(1, 2).reshape(b, c, *backbone.token_grid())
-            reconstruction: Tensor = backbone.up_projection(volume)
-        else:
-            skips = backbone.encoder(views)
-            pooled = pool(skips)
-            decoded = backbone.decoder(skips)
-            if not isinstance(decoded, Tensor):
-                raise TypeError("SwinUNETR needs the decoder without deep supervision")
-            reconstruction = decoded
+        encoded = self.adapter.encode(self.backbone, views)
+        pooled = self.adapter.pool(encoded)
+        reconstruction = self.adapter.decode(self.backbone, encoded)
         return reconstruction, self.rotation_head(pooled), self.contrastive_head(pooled)
 
 
@@ -244,22 +234,12 @@ class SwinUNETR(Method):
                 f"the views {view} are turned in the plane of their last two axes, which must"
                 " be equal (set method.options.view_size, or a crop with equal Y and Z)"
             )
-        model = self.config.model
-        if model.architecture == "primus_m":
-            multiple = PRIMUS_PATCH[0]
-        else:
-            stages = len(model.features_per_stage or RESENC_L["features_per_stage"])
-            multiple = 2 ** (stages - 1)
-        if any(v % multiple for v in view):
-            raise ConfigError(
-                f"the views {view} must be multiples of {multiple} for {model.architecture}"
-            )
-        return view[0], view[1], view[2]
+        shape = view[0], view[1], view[2]
+        self.backbone.check_size(self.config.model, shape, "the views")
+        return shape
 
     def build(self) -> nn.Module:
-        backbone = build_network(self.config.model, self.view_size)
-        if not isinstance(backbone, ResEncL | Primus):
-            raise TypeError(f"swin_unetr has no recipe for {type(backbone).__name__}")
+        backbone = self.backbone.build(self.config.model, self.view_size)
         return SwinUNETRNetwork(backbone, self.options.projection_dim)
 
     def loss(self, model: nn.Module, batch: Batch, seed: int) -> Loss:

@@ -52,7 +52,7 @@ from torch.nn import functional
 
 from openmind_data.errors import ConfigError
 from openmind_ssl.methods.base import Batch, Loss, Method
-from openmind_ssl.methods.common import Stages, cut, pooled_features, sample_generator, scored_input
+from openmind_ssl.methods.common import Stages, cut, sample_generator, scored_input
 from openmind_ssl.methods.simclr import (
     ContrastiveNet,
     augment_view,
@@ -133,6 +133,7 @@ class VoCoNet(nn.Module):
         self.backbone = student.backbone
         self.projector = student.projector
         self.stages: Stages = student.stages
+        self.adapter = student.adapter
         self.teacher = copy.deepcopy(student).requires_grad_(False).eval()
 
     def train(self, mode: bool = True) -> Self:
@@ -142,7 +143,8 @@ class VoCoNet(nn.Module):
 
     def embed(self, views: Tensor) -> Tensor:
         """The student's projected embeddings of ``views``."""
-        out: Tensor = self.projector(pooled_features(self.backbone, views, self.stages))
+        features = self.adapter.pooled_features(self.backbone, views, self.stages)
+        out: Tensor = self.projector(features)
         return out
 
     def forward(

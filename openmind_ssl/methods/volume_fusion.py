@@ -41,7 +41,6 @@ from torch.nn import functional
 from openmind_data.errors import ConfigError
 from openmind_ssl.methods.base import Batch, Loss, Method
 from openmind_ssl.methods.common import sample_generator
-from openmind_ssl.models import build_network
 
 if TYPE_CHECKING:
     from openmind_ssl.train.config import PretrainConfig
@@ -162,7 +161,7 @@ class VolumeFusion(Method):
 
     def build(self) -> nn.Module:
         options = cast(FusionOptions, self.options)
-        return build_network(self.config.model, self.patch_size, num_classes=options.classes)
+        return self.backbone.build(self.config.model, self.patch_size, num_classes=options.classes)
 
     def loss(self, model: nn.Module, batch: Batch, seed: int) -> Loss:
         options = cast(FusionOptions, self.options)

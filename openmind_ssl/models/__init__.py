@@ -1,6 +1,7 @@
-"""The pretraining architectures: ResEnc-L (nnU-Net's residual-encoder U-Net) and Primus-M (an
+"""The pretraining networks: ResEnc-L (nnU-Net's residual-encoder U-Net) and Primus-M (an
 EVA-style 3D vision transformer), with the parameter names of ``dynamic_network_architectures``
-so that its checkpoints, nnssl's and the released OpenMind ones load."""
+so that its checkpoints, nnssl's and the released OpenMind ones load. What the rest of the
+package needs to know about each architecture is its adapter's (``openmind_ssl.backbones``)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from typing import Any
 
 from torch import nn
 
+from openmind_ssl.backbones import backbone_of, get_backbone, network_classes
 from openmind_ssl.models.primus import PRIMUS_M, Primus, primus_m
 from openmind_ssl.models.resenc import RESENC_L, ResEncL
 
 __all__ = [
     "PRIMUS_M",
-    "PRIMUS_PATCH",
     "RESENC_L",
     "Primus",
     "ResEncL",
@@ -23,9 +24,6 @@ __all__ = [
     "parameter_count",
     "primus_m",
 ]
-
-#: Voxels per Primus token along each axis (the paper's 8^3 patch embedding).
-PRIMUS_PATCH = (8, 8, 8)
 
 
 def build_network(
@@ -37,37 +35,15 @@ def build_network(
     mae_decoder: bool = False,
     deep_supervision: bool = False,
 ) -> nn.Module:
-    """The network a ``ModelConfig`` describes, for crops of ``patch_size``. ``mae_decoder``
-    gives Primus its small transformer decoder (``model.decoder_depth`` blocks) after the
-    mask-token restore; ResEnc-L reconstructs with its own U-Net decoder, which outputs one
-    prediction per decoder stage with ``deep_supervision`` (Primus has a single output)."""
-    if model.architecture == "resenc_l":
-        sizes = {
-            key: value
-            for key, value in (
-                ("features_per_stage", model.features_per_stage),
-                ("blocks_per_stage", model.blocks_per_stage),
-            )
-            if value is not None
-        }
-        return ResEncL(input_channels, num_classes, deep_supervision=deep_supervision, **sizes)
-    overrides = {
-        key: value
-        for key, value in (
-            ("embed_dim", model.embed_dim),
-            ("depth", model.depth),
-            ("num_heads", model.num_heads),
-        )
-        if value is not None
-    }
-    return primus_m(
-        input_channels,
-        num_classes,
-        input_shape=patch_size,
-        patch_size=PRIMUS_PATCH,
-        drop_path_rate=model.drop_path_rate,
-        decoder_depth=model.decoder_depth if mae_decoder else 0,
-        **overrides,
+    """The network a ``ModelConfig`` describes, for crops of ``patch_size``: its architecture's
+    ``Backbone.build`` (``openmind_ssl.backbones``)."""
+    return get_backbone(model.architecture).build(
+        model,
+        patch_size,
+        input_channels=input_channels,
+        num_classes=num_classes,
+        mae_decoder=mae_decoder,
+        deep_supervision=deep_supervision,
     )
 
 
@@ -76,13 +52,14 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def find_backbone(network: nn.Module) -> tuple[str, ResEncL | Primus]:
-    """The ResEnc-L or Primus inside ``network`` and its name there ('' for the network
-    itself), e.g. ('backbone', ResEncL(...)) for a method that adds heads."""
+def find_backbone(network: nn.Module) -> tuple[str, nn.Module]:
+    """The registered backbone network inside ``network`` and its name there ('' for the
+    network itself), e.g. ('backbone', ResEncL(...)) for a method that adds heads."""
+    classes = network_classes()
     for name, module in network.named_modules():
-        if isinstance(module, ResEncL | Primus):
+        if isinstance(module, classes):
             return name, module
-    raise TypeError(f"{type(network).__name__} holds no ResEnc-L or Primus backbone")
+    raise TypeError(f"{type(network).__name__} holds no registered backbone")
 
 
 def adaptation_keys(network: nn.Module) -> dict[str, Any]:
@@ -91,10 +68,11 @@ def adaptation_keys(network: nn.Module) -> dict[str, Any]:
     for fine-tuning. A method that wraps the backbone (heads, a teacher) prefixes them."""
     name, backbone = find_backbone(network)
     prefix = f"{name}." if name else ""
-    lpe = backbone.key_to_lpe
+    keys = backbone_of(backbone).adaptation_keys()
+    lpe = keys["key_to_lpe"]
     return {
-        "key_to_encoder": prefix + backbone.key_to_encoder,
-        "key_to_stem": prefix + backbone.key_to_stem,
-        "keys_to_in_proj": [prefix + key for key in backbone.keys_to_in_proj],
+        "key_to_encoder": prefix + keys["key_to_encoder"],
+        "key_to_stem": prefix + keys["key_to_stem"],
+        "keys_to_in_proj": [prefix + key for key in keys["keys_to_in_proj"]],
         "key_to_lpe": prefix + lpe if lpe is not None else None,
     }

@@ -1,4 +1,5 @@
-"""Checkpoints: everything a run needs to continue exactly, written atomically.
+"""Checkpoints: everything a run needs to continue exactly, written atomically and durably; the
+one reader of checkpoint files (ours, nnssl's, bare state dicts) for the whole package.
 
 ``OUT/latest.pt`` (every ``checkpoint_every`` epochs and on a stop signal) and ``OUT/final.pt``
 hold: the model (unwrapped from DDP and ``torch.compile``), optimizer, gradient scaler, step,
@@ -16,25 +17,38 @@ from typing import Any
 
 import torch
 
+from openmind_data.durable import write_with
 from openmind_data.errors import ConfigError
 
-__all__ = ["FORMAT", "load", "random_state", "restore_random_state", "save"]
+__all__ = ["FORMAT", "load", "random_state", "read", "restore_random_state", "save"]
 
 FORMAT = "openmind-ssl-checkpoint/1"
 
 
 def save(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` through a hidden partial file and a rename."""
-    partial = path.with_name(f".{path.name}.partial")
-    torch.save({"format": FORMAT, **payload}, partial)
-    partial.replace(path)
+    """Write ``payload`` to ``path`` whole (``openmind_data.durable``: a hidden partial file,
+    flushed to disk, renamed over ``path``)."""
+    write_with(path, lambda partial: torch.save({"format": FORMAT, **payload}, partial))
+
+
+def read(path: Path, *, mmap: bool = False) -> Any:
+    """Whatever ``torch.load`` finds in the file at ``path`` (ours, nnssl's, a bare state dict),
+    on the CPU; ``mmap`` maps the tensors instead of reading them. A file that cannot be read
+    is a ``ConfigError`` naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    except (OSError, RuntimeError, EOFError) as error:
+        raise ConfigError(f"{path}: cannot read the checkpoint: {error}") from error
 
 
 def load(path: Path) -> dict[str, Any]:
-    payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
-    if payload.get("format") != FORMAT:
-        raise ConfigError(f"{path}: not an openmind-ssl checkpoint ({payload.get('format')!r})")
-    return payload
+    """Our checkpoint at ``path``; a ``ConfigError`` for any other file."""
+    payload = read(path)
+    found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+    if found != FORMAT:
+        raise ConfigError(f"{path}: not an openmind-ssl checkpoint ({found!r})")
+    checked: dict[str, Any] = payload
+    return checked
 
 
 def random_state() -> dict[str, Any]:

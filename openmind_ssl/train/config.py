@@ -4,11 +4,14 @@
 
     data:   {source: openmind, modalities: [T1w, T2w], max_iqs: 3.0, cache: openmind-cache}
     model:  {architecture: resenc_l}
-    method: {name: mae, mask_ratio: 0.75, anon_aware: true}
+    method: {name: mae, anon_aware: true, options: {mask_ratio: 0.75}}
     optim:  {name: sgd, lr: 0.01}
-    train:  {epochs: 1000, steps_per_epoch: 250, batch_size: 2, out: runs/resenc_l_mae}
+    train:  {epochs: 1000, steps_per_epoch: 250, batch_size: 2, out: runs/mae}
 
-Every section and key is optional and defaults to the paper's run for the architecture; an
+Every section and key is optional and defaults to the paper's run for the architecture (its
+adapter's ``Backbone.pretrain_defaults``, ``openmind_ssl.backbones``); a method's own settings
+sit under ``method.options`` (its ``Options`` dataclass checks them; ``method.mask_ratio`` and
+``method.block_size``, where configs kept them before, are read into it); an
 unknown key, a wrong type or an impossible value is a ``ConfigError`` naming the file and the
 key. ``--set train.epochs=10`` overrides a key from the command line. The resolved config (every
 default filled in) is saved beside each checkpoint and read back on resume.
@@ -17,6 +20,7 @@ default filled in) is saved beside each checkpoint and read back on resume.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from collections.abc import Collection, Mapping, Sequence
@@ -27,6 +31,8 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from openmind_data.errors import ConfigError
+from openmind_ssl.backbones import DEFAULT_ARCHITECTURE, check_architecture, get_backbone
+from openmind_ssl.methods import METHODS, method_class
 
 __all__ = [
     "DataConfig",
@@ -39,16 +45,16 @@ __all__ = [
     "build_options",
     "check_same_run",
     "load_config",
-    "paper_defaults",
     "parse_dataclass",
     "read_yaml",
     "to_dict",
 ]
 
-Architecture = Literal["resenc_l", "primus_m"]
-MethodName = Literal[
-    "mae", "simmim", "models_genesis", "volume_fusion", "simclr", "voco", "swin_unetr"
-]
+log = logging.getLogger(__name__)
+
+#: Keys that sat directly under ``method`` before they moved into the masked-image methods'
+#: ``method.options``; a config that has them there still loads the same way.
+MOVED_TO_OPTIONS = ("mask_ratio", "block_size")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -83,7 +89,7 @@ class DataConfig:
 class ModelConfig:
     """The architecture at its paper size; the size keys shrink it (tests, quick trials)."""
 
-    architecture: Architecture = "resenc_l"
+    architecture: str = DEFAULT_ARCHITECTURE  # a name in openmind_ssl.backbones.BACKBONES
     features_per_stage: tuple[int, ...] | None = None  # ResEnc-L: (32, 64, 128, 256, 320, 320)
     blocks_per_stage: tuple[int, ...] | None = None  # ResEnc-L: (1, 3, 4, 6, 6, 6)
     embed_dim: int | None = None  # Primus-M: 864
@@ -93,30 +99,24 @@ class ModelConfig:
     drop_path_rate: float = 0.2  # Primus only
 
     def __post_init__(self) -> None:
-        _check(
-            self.architecture in get_args(Architecture),
-            f"model.architecture must be one of {get_args(Architecture)}",
-        )
+        check_architecture(self.architecture)
 
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """The method and the settings masked-image methods share; ``options`` holds the method's
-    own (its ``Options`` dataclass checks them)."""
+    """The method, what its loss may see of a defaced image, and ``options``: the method's own
+    settings (its ``Options`` dataclass checks them)."""
 
-    name: MethodName = "mae"
-    mask_ratio: float = 0.75
-    block_size: int = 16  # ResEnc-L: masked cubes of this edge (Primus masks its 8^3 tokens)
+    name: str = "mae"  # a name in openmind_ssl.methods.METHODS
     anon_aware: bool = False  # voxels inside the anonymization mask neither seen nor scored
     anatomy_only: bool = False  # score only voxels inside the anatomy mask
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(
-            self.name in get_args(MethodName), f"method.name must be one of {get_args(MethodName)}"
+            self.name in METHODS,
+            f"method.name must be one of {', '.join(METHODS)}, not {self.name!r}",
         )
-        _check(0 < self.mask_ratio < 1, "method.mask_ratio must be in (0, 1)")
-        _check(self.block_size > 0, "method.block_size must be positive")
 
 
 @dataclass(frozen=True)
@@ -180,36 +180,8 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if self.model.architecture == "primus_m":
-            patch = 8
-            _check(
-                all(n % patch == 0 for n in self.train.patch_size),
-                f"train.patch_size {self.train.patch_size}: Primus needs multiples of {patch}",
-            )
-        else:
-            _check(
-                all(n % self.method.block_size == 0 for n in self.train.patch_size),
-                f"train.patch_size {self.train.patch_size}: MAE on ResEnc-L needs multiples of"
-                f" method.block_size ({self.method.block_size})",
-            )
-
-
-def paper_defaults(architecture: str) -> dict[str, dict[str, Any]]:
-    """The optimizer and schedule of the paper's (nnssl's) run for ``architecture``: ResEnc-L
-    with SGD (lr 1e-2, momentum 0.99, Nesterov, weight decay 3e-5, clip 12, no warm-up);
-    Primus-M with AdamW (lr 3e-4, weight decay 5e-2, betas 0.9/0.98, clip 1) after a 50-epoch
-    linear warm-up. Both decay polynomially (exponent 0.9) over 1000 epochs of 250 steps."""
-    if architecture == "primus_m":
-        return {
-            "optim": {
-                "name": "adamw",
-                "lr": 3e-4,
-                "weight_decay": 5e-2,
-                "warmup_epochs": 50,
-                "grad_clip": 1.0,
-            }
-        }
-    return {}
+        backbone = get_backbone(self.model.architecture)
+        backbone.check_size(self.model, self.train.patch_size, "train.patch_size")
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> PretrainConfig:
@@ -225,17 +197,39 @@ def from_dict(raw: Mapping[str, Any], where: str = "config") -> PretrainConfig:
     model = raw.get("model") or {}
     _check(isinstance(model, Mapping), f"{where}: model must be a mapping")
     architecture = str(model.get("architecture", ModelConfig.architecture))
-    merged: dict[str, Any] = {
-        key: dict(value) for key, value in paper_defaults(architecture).items()
-    }
+    try:
+        defaults = get_backbone(architecture).pretrain_defaults()
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    merged: dict[str, Any] = {key: dict(value) for key, value in defaults.items()}
     for section, values in raw.items():
         _check(isinstance(values, Mapping), f"{where}: {section} must be a mapping")
         merged.setdefault(section, {}).update(values)
+    if "method" in merged:
+        merged["method"] = _options_moved(merged["method"], where)
     try:
         return typing.cast(PretrainConfig, _build(PretrainConfig, merged, where, ""))
     except ConfigError as error:
         message = str(error)
         raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
+
+
+def _options_moved(method: dict[str, Any], where: str) -> dict[str, Any]:
+    """``method`` with the keys of :data:`MOVED_TO_OPTIONS` moved into its ``options`` (which
+    win where both say), for a method whose ``Options`` has them; another method never read
+    them, and they are dropped with a warning."""
+    moved = {key: method.pop(key) for key in MOVED_TO_OPTIONS if key in method}
+    name = method.get("name", MethodConfig.name)
+    if not moved or name not in METHODS:
+        return method
+    known = {f.name for f in dataclasses.fields(method_class(name).Options)}
+    options = method.get("options") or {}
+    _check(isinstance(options, Mapping), f"{where}: method.options must be a mapping")
+    method["options"] = {key: value for key, value in moved.items() if key in known} | dict(options)
+    ignored = sorted(set(moved) - known)
+    if ignored:
+        log.warning("%s: method %s has no %s; ignored", where, name, ", ".join(ignored))
+    return method
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -12,7 +12,6 @@ never stopped: same batches, same masks, same random states, same weights.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import resource
 import signal
@@ -39,6 +38,7 @@ from openmind_ssl.train.distributed import Distributed, setup
 from openmind_ssl.train.metrics import open_metrics
 from openmind_ssl.train.optimizer import build_optimizer
 from openmind_ssl.train.schedule import learning_rate
+from openmind_ssl.train.step import OptimizerStep
 
 __all__ = ["PretrainResult", "Pretrainer"]
 
@@ -79,11 +79,7 @@ class Pretrainer:
         if train.compile:
             self.model = torch.compile(self.model)  # type: ignore[assignment]
         self.optimizer = build_optimizer(self.network.parameters(), config.optim)
-        on_cuda = self.dist.device.type == "cuda"
-        self.autocast_dtype = (
-            {"bf16": torch.bfloat16, "fp16": torch.float16}.get(train.amp) if on_cuda else None
-        )
-        self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype is torch.float16 else None
+        self.stepper = OptimizerStep(self.dist.device, train.amp)
         self.step = 0
         self.resume_at: dict[int, Position] = {}
         self.rotation = 0  # the DataLoader's turn among its workers
@@ -167,34 +163,14 @@ class Pretrainer:
             total_steps=train.total_steps,
             exponent=optim.poly_exponent,
         )
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
-        autocast = (
-            torch.autocast("cuda", dtype=self.autocast_dtype)
-            if self.autocast_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with autocast:
+        self.stepper.begin(self.optimizer, lr)
+        with self.stepper.autocast():
             terms = self.method.loss(self.model, batch, train.seed)
         weight = self.dist.sum(terms.weight).clamp_min(1e-12)
         # DDP averages gradients over ranks: scale so that the average is the global mean.
         loss = terms.total * self.dist.world_size / weight
-        if self.scaler is not None:
-            torch.autograd.backward(self.scaler.scale(loss))
-            self.scaler.unscale_(self.optimizer)
-        else:
-            torch.autograd.backward(loss)
-        grad_norm = (
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), optim.grad_clip)
-            if optim.grad_clip > 0
-            else torch.zeros(())
-        )
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        parameters = self.network.parameters()
+        grad_norm = self.stepper.finish(loss, self.optimizer, parameters, optim.grad_clip)
         self.method.after_step(self.network)
         total = self.dist.sum(terms.total.detach()) / weight
         elapsed = time.perf_counter() - started
@@ -286,12 +262,13 @@ class Pretrainer:
         path = self.out / name
         if self.dist.is_main:
             merged = {reader: at for part in positions for reader, at in part.items()}
+            scaler = self.stepper.scaler
             checkpoint.save(
                 path,
                 {
                     "model": self.network.state_dict(),
                     "optimizer": self.optimizer.state_dict(),
-                    "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                    "scaler": scaler.state_dict() if scaler is not None else None,
                     "step": self.step,
                     "epoch": self.step // self.config.train.steps_per_epoch,
                     "data": {
@@ -327,8 +304,8 @@ class Pretrainer:
         check_same_run(config, to_dict(self.config), path, RESUMABLE_CHANGES)
         self.network.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
-        if self.scaler is not None and saved["scaler"] is not None:
-            self.scaler.load_state_dict(saved["scaler"])
+        if self.stepper.scaler is not None and saved["scaler"] is not None:
+            self.stepper.scaler.load_state_dict(saved["scaler"])
         self.step = int(saved["step"])
         data = saved["data"]
         self.resume_at = {int(r): Position(*at) for r, at in data["resume"].items()}
