@@ -84,9 +84,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Backend names :func:`brain_masker` accepts.
-BACKENDS: Final = ("auto", "template", "deepbet", "hd-bet")
-
 #: Registration grid (mm), and the template's resolution (mm).
 WORK_SPACING: Final = 4.0
 TEMPLATE_RESOLUTION: Final = 2
@@ -640,6 +637,8 @@ _FACTORIES: Final[dict[str, Callable[[str | Path | None, str], BrainMasker]]] = 
     "deepbet": lambda _params, device: DeepBetBrainMasker(device=device),
     "hd-bet": lambda params, device: HDBetBrainMasker(params, device=device),
 }
+#: Backend names :func:`brain_masker` accepts: 'auto' and the registered ones.
+BACKENDS: Final = ("auto", *_FACTORIES)
 #: The learned backends, in the order 'auto' prefers them on CUDA and on the CPU. HD-BET runs
 #: on the CPU only when asked for by name: one fold took 11-22 minutes per head there.
 _PREFERENCE: Final = {"cuda": ("hd-bet", "deepbet"), "cpu": ("deepbet",)}
