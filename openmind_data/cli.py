@@ -124,6 +124,7 @@ def demo(
     """
     from openmind_data.curate import BuildOptions, make_executor  # noqa: PLC0415
     from openmind_data.curate import build as run_build  # noqa: PLC0415
+    from openmind_data.dataset_folder import ASSETS, CARD  # noqa: PLC0415
     from openmind_data.masks import write_mask_figure  # noqa: PLC0415
     from openmind_data.quality import write_quality_sheet  # noqa: PLC0415
     from openmind_data.release import tree_file  # noqa: PLC0415
@@ -147,12 +148,12 @@ def demo(
     located = {
         row["image_id"]: tree_file(nifti_tree, row["image_path"]) for row in images.to_pylist()
     }
-    assets = out / "assets"
+    assets = out / ASSETS
     picture = write_montage(collection, assets / "synthetic_sources.png")
     overlays = write_mask_figure(images, located, tree_file(nifti_tree, ""), assets / "masks.png")
     sheet = write_quality_sheet(images, located, assets / "quality_sheet.png", per_modality=3)
     typer.echo(
-        f"sources: {sources}/  truth: {sources}/truth/  dataset: {out}/  card: {out}/README.md  "
+        f"sources: {sources}/  truth: {sources}/truth/  dataset: {out}/  card: {out / CARD}  "
         f"released layout: {nifti_tree}/  montage: {picture}  mask overlays: {overlays}  "
         f"quality sheet: {sheet}"
     )
@@ -240,7 +241,7 @@ def build(
 @app.command("import-release")
 def import_release(
     source: Annotated[
-        str, typer.Argument(help="A local copy of the release, or a Hub repo ORG/NAME[@revision].")
+        str, typer.Argument(help="A local copy of the release, or a Hub repo ORG/NAME[@REVISION].")
     ],
     out: Annotated[Path, typer.Option(help="The dataset folder to write.")] = Path("openmind"),
     modality: Annotated[
@@ -715,7 +716,9 @@ def view(
 @app.command()
 def publish(
     folder: Annotated[Path, typer.Argument(help="A dataset folder `openmind build` wrote.")],
-    repo_id: Annotated[str, typer.Option(help="The dataset repo: ORG/NAME.")],
+    repo_id: Annotated[
+        str, typer.Option(help="The dataset repo: ORG/NAME or hf://datasets/ORG/NAME.")
+    ],
     private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
     revision: Annotated[
         str | None, typer.Option(help="Branch to commit to (made when missing).")

@@ -17,19 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from openmind_data.crawl.normalize import normalize_license
+from openmind_data.dataset_folder import DATA, METADATA, DatasetFolder, shard_glob, table_path
 from openmind_data.errors import ConfigError
 from openmind_data.schema import SPLITS
-from openmind_data.where import metadata_file
 
 __all__ = ["build_filters", "load"]
 
-_NOT_MODALITIES = ("all", "metadata")
+_NOT_MODALITIES = ("all", METADATA, "previews")
 
 Filter = tuple[str, str, Any]
 
 
 def load(
-    path_or_repo: str | Path,
+    path_or_repo: str | Path | DatasetFolder,
     *,
     modalities: str | Sequence[str] | None = None,
     max_iqs: float | None = None,
@@ -54,13 +54,13 @@ def load(
     if columns is not None:
         load_options["columns"] = list(columns)
 
-    where = str(path_or_repo)
-    chosen = _modalities(where, modalities, revision)
+    where = DatasetFolder.at(path_or_repo, revision=revision)
+    chosen = _modalities(where, modalities)
     if split is not None and split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; the splits are {', '.join(SPLITS)}")
     conditions = build_filters(
         max_iqs=max_iqs,
-        licenses=_licences(where, licenses, revision),
+        licenses=_licences(where, licenses),
         filters=filters,
     )
     if conditions:
@@ -71,10 +71,15 @@ def load(
         name = "all"
         if modalities is not None:  # only those modalities' shards: no other file is opened
             load_options["data_files"] = {
-                s: [f"data/{m}/{s}-*.parquet" for m in chosen] for s in SPLITS
+                s: [f"{DATA}/{m}/{shard_glob(s)}" for m in chosen] for s in SPLITS
             }
     return datasets.load_dataset(
-        where, name, split=split, streaming=streaming, revision=revision, **load_options
+        where.datasets_path,
+        name,
+        split=split,
+        streaming=streaming,
+        revision=where.revision,
+        **load_options,
     )
 
 
@@ -100,9 +105,7 @@ def build_filters(
     return conditions
 
 
-def _modalities(
-    where: str, modalities: str | Sequence[str] | None, revision: str | None
-) -> list[str]:
+def _modalities(where: DatasetFolder, modalities: str | Sequence[str] | None) -> list[str]:
     """The modalities asked for, each checked against the dataset's configs."""
     if modalities is None:
         return []
@@ -111,7 +114,7 @@ def _modalities(
     asked = [modalities] if isinstance(modalities, str) else list(modalities)
     if not asked:
         raise ConfigError("modalities is empty; pass None for every modality")
-    configs = datasets.get_dataset_config_names(where, revision=revision)
+    configs = datasets.get_dataset_config_names(where.datasets_path, revision=where.revision)
     valid = sorted(c for c in configs if c not in _NOT_MODALITIES)
     for modality in asked:
         if modality not in valid:
@@ -119,17 +122,14 @@ def _modalities(
     return sorted(set(asked))
 
 
-def _licences(
-    where: str, licenses: str | Sequence[str] | None, revision: str | None
-) -> list[str] | None:
+def _licences(where: DatasetFolder, licenses: str | Sequence[str] | None) -> list[str] | None:
     """The licences asked for as SPDX ids, each checked against the images' licences."""
     if licenses is None:
         return None
     import pyarrow.parquet as pq  # noqa: PLC0415
 
     asked = [licenses] if isinstance(licenses, str) else list(licenses)
-    images = metadata_file(where, "images.parquet", revision=revision)
-    table = pq.read_table(images, columns=["license"])
+    table = pq.read_table(where.file(table_path("images")), columns=["license"])
     present = sorted({str(v) for v in table.column("license").to_pylist() if v is not None})
     chosen = []
     for licence in asked:

@@ -6,9 +6,9 @@ is skipped: LFS files by SHA-256, small files by their git blob id), then what d
 in several commits, shards first and the card last, so a half-published repo never advertises
 configs whose files are missing. Each commit lands whole or not at all; running the same command
 again after an interruption uploads only what had not landed (and the Hub skips LFS objects it
-already received). Shards the folder no longer has are deleted from ``data/`` in the last commit.
+already received). Shards the folder no longer has are deleted in the last commit.
 
-Hidden paths (``.build/``, the journal; ``.cache/``; partial files) are never uploaded. The
+Hidden paths (the build's journal, the hash cache, partial files) are never uploaded. The
 token comes from where ``huggingface_hub`` looks (``HF_TOKEN``, the stored login); this module
 never reads, prints or logs it.
 """
@@ -23,6 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from openmind_data.dataset_folder import (
+    CARD,
+    DATA,
+    HASH_CACHE,
+    UPLOAD_ORDER,
+    parse_repo,
+    table_path,
+)
 from openmind_data.durable import write_with
 from openmind_data.errors import ConfigError
 
@@ -30,14 +38,9 @@ __all__ = ["LocalFile", "PublishPlan", "PublishResult", "plan_publish", "publish
 
 log = logging.getLogger(__name__)
 
-#: Hashes of the folder's files, kept beside them (hidden, so never uploaded).
-HASH_CACHE = Path(".cache") / "openmind-publish-hashes.json"
 COMMIT_BYTES = 8 * 1024**3  # per commit: an interruption costs at most this much again
 COMMIT_FILES = 100
 _CHUNK = 8 * 1024**2
-#: Upload order: shards, then the tables, figures, and the card last.
-_ORDER = ("data/", "previews/", "metadata/", "assets/")
-_CARD = "README.md"
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,11 @@ class PublishResult:
 def plan_publish(
     folder: str | Path, repo_id: str, *, revision: str | None = None, api: Any = None
 ) -> PublishPlan:
-    """What publishing ``folder`` to ``repo_id`` would upload, skip and delete."""
+    """What publishing ``folder`` to ``repo_id`` (``ORG/NAME``, or ``hf://datasets/ORG/NAME
+    [@REVISION]``) would upload, skip and delete."""
     from huggingface_hub import HfApi  # noqa: PLC0415
 
+    repo_id, revision = parse_repo(repo_id, revision)
     api = api or HfApi()
     local = list(_local_files(Path(folder)))
     remote, exists = _remote_files(api, repo_id, revision)
@@ -96,7 +101,7 @@ def plan_publish(
         else:
             plan.upload.append(entry)
     paths = {entry.path for entry in local}
-    plan.delete = sorted(p for p in remote if p.startswith("data/") and p not in paths)
+    plan.delete = sorted(p for p in remote if p.startswith(f"{DATA}/") and p not in paths)
     plan.upload.sort(key=_upload_order)
     return plan
 
@@ -121,8 +126,10 @@ def publish(
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi  # noqa: PLC0415
 
     folder = Path(folder)
-    if not (folder / "metadata" / "images.parquet").is_file():
-        raise ConfigError(f"{folder}: no metadata/images.parquet; publish a built dataset folder")
+    repo_id, revision = parse_repo(repo_id, revision)
+    images = table_path("images")
+    if not (folder / images).is_file():
+        raise ConfigError(f"{folder}: no {images}; publish a built dataset folder")
     api = api or HfApi()
     say = progress or log.info
     if render_card and not dry_run:
@@ -131,7 +138,7 @@ def publish(
         write_card(folder, repo_id=repo_id)
         problems = validate_card(folder)
         if problems:
-            raise ConfigError(f"{folder}/README.md is not valid: " + "; ".join(map(str, problems)))
+            raise ConfigError(f"{folder / CARD} is not valid: " + "; ".join(map(str, problems)))
     plan = plan_publish(folder, repo_id, revision=revision, api=api)
     url = f"{api.endpoint}/datasets/{repo_id}"
     if dry_run:
@@ -234,10 +241,10 @@ def _same(local: LocalFile, remote: Any) -> bool:
 
 
 def _upload_order(entry: LocalFile) -> tuple[int, str]:
-    if entry.path == _CARD:
-        return len(_ORDER) + 1, entry.path
-    ranks = (i for i, prefix in enumerate(_ORDER) if entry.path.startswith(prefix))
-    rank = next(ranks, len(_ORDER))
+    if entry.path == CARD:
+        return len(UPLOAD_ORDER) + 1, entry.path
+    ranks = (i for i, prefix in enumerate(UPLOAD_ORDER) if entry.path.startswith(prefix))
+    rank = next(ranks, len(UPLOAD_ORDER))
     return rank, entry.path
 
 
@@ -248,7 +255,7 @@ def _batches(files: list[LocalFile], max_bytes: int, max_files: int) -> Iterator
     size = 0
     for entry in files:
         full = batch and (size + entry.size > max_bytes or len(batch) >= max_files)
-        if full or (batch and entry.path == _CARD):
+        if full or (batch and entry.path == CARD):
             yield batch
             batch, size = [], 0
         batch.append(entry)

@@ -43,7 +43,9 @@ def main(
 
 @app.command()
 def cache(
-    source: Annotated[str, typer.Argument(help="A dataset folder, or hf://datasets/ORG/NAME.")],
+    source: Annotated[
+        str, typer.Argument(help="A dataset folder, ORG/NAME or hf://datasets/ORG/NAME[@REVISION].")
+    ],
     out: Annotated[Path, typer.Option(help="The cache's root folder.")] = Path("openmind-cache"),
     modality: Annotated[
         list[str] | None, typer.Option(help="Only these modalities (repeatable).")

@@ -14,7 +14,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from openmind_data.curate import ShardOptions, shard_name, write_shards
+from openmind_data.curate import ShardOptions, write_shards
+from openmind_data.dataset_folder import shard_name
 from openmind_data.errors import ConfigError
 from openmind_data.nifti import encode_nifti
 from openmind_data.quality import run_quality

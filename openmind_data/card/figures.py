@@ -12,19 +12,19 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from openmind_data.card.header import shard_files
 from openmind_data.card.summary import IQS_BINS, Summary
+from openmind_data.dataset_folder import ASSETS, DatasetFolder
 from openmind_data.durable import write_atomic, write_with
 from openmind_data.slices import save_figure
 
 __all__ = ["FIGURES", "Example", "examples", "write_figures"]
 
-#: name -> (file under assets/, alt text)
+#: name -> (its file in the folder, alt text)
 FIGURES = {
-    "modalities": ("assets/images_per_modality.png", "Images per modality"),
-    "iqs": ("assets/iqs_per_modality.png", "Image quality score per modality"),
+    "modalities": (f"{ASSETS}/images_per_modality.png", "Images per modality"),
+    "iqs": (f"{ASSETS}/iqs_per_modality.png", "Image quality score per modality"),
 }
-PREVIEWS = "assets/previews"
+PREVIEWS = f"{ASSETS}/previews"
 _PNG = {"Software": None}  # no version string: the same folder draws the same bytes
 
 
@@ -48,7 +48,7 @@ def examples(folder: Path) -> list[Example]:
     last row of its last shard (shards are sorted by IQS, unscored last), reading the preview
     column of one row group each."""
     found = []
-    for modality, by_split in sorted(shard_files(folder).items()):
+    for modality, by_split in sorted(DatasetFolder.here(folder).shard_files().items()):
         ends = [_row(paths[0], 0) for paths in by_split.values()]
         ends += [_row(paths[-1], -1) for paths in by_split.values()]
         ranked = sorted(ends, key=lambda end: (end[1] is None, end[1] or 0.0, end[0]))
@@ -59,7 +59,7 @@ def examples(folder: Path) -> list[Example]:
     return found
 
 
-def _row(path: Path, which: int) -> tuple[str, float | None, bytes]:
+def _row(path: str, which: int) -> tuple[str, float | None, bytes]:
     file = pq.ParquetFile(path)
     group = which % file.num_row_groups
     table = file.read_row_group(group, columns=["image_id", "image_quality_score", "preview"])
@@ -68,7 +68,7 @@ def _row(path: Path, which: int) -> tuple[str, float | None, bytes]:
 
 
 def write_figures(folder: Path, summary: Summary, *, dpi: int = 90) -> dict[str, Path]:
-    """Draw the two figures and write the example previews into ``folder/assets``; name ->
+    """Draw the two figures and write the example previews into the folder's assets; name ->
     path. Previews of modalities the folder no longer has are removed."""
     import matplotlib  # noqa: PLC0415 (keep matplotlib off the import path of the package)
 

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from huggingface_hub import DatasetCardData
 
 from openmind_data.card.summary import Summary
+from openmind_data.dataset_folder import DATA, PREVIEWS, DatasetFolder, table_path
 from openmind_data.schema import SPLITS
 
 __all__ = [
@@ -19,8 +20,6 @@ __all__ = [
     "card_data",
     "file_features",
     "hub_licence",
-    "preview_files",
-    "shard_files",
     "size_category",
 ]
 
@@ -45,26 +44,6 @@ SIZES = (
 )
 
 
-def shard_files(folder: Path) -> dict[str, dict[str, list[Path]]]:
-    """Modality -> split -> its shard files, sorted, as the build wrote them."""
-    found: dict[str, dict[str, list[Path]]] = {}
-    for path in sorted((folder / "data").glob("*/*-*-of-*.parquet")):
-        split = path.name.split("-", 1)[0]
-        if split in SPLITS:
-            found.setdefault(path.parent.name, {}).setdefault(split, []).append(path)
-    return found
-
-
-def preview_files(folder: Path) -> dict[str, list[Path]]:
-    """Split -> the files of the previews config, sorted."""
-    found: dict[str, list[Path]] = {}
-    for path in sorted((folder / "previews").glob("*-*-of-*.parquet")):
-        split = path.name.split("-", 1)[0]
-        if split in SPLITS:
-            found.setdefault(split, []).append(path)
-    return {split: found[split] for split in SPLITS if split in found}
-
-
 def hub_licence(licences: Sequence[str]) -> dict[str, Any]:
     """The ``license`` fields for images under ``licences`` (SPDX ids; "none" for an image
     without one): the Hub's ids when it knows them all, else ``other`` pointing at the table
@@ -75,7 +54,7 @@ def hub_licence(licences: Sequence[str]) -> dict[str, Any]:
     return {
         "license": "other",
         "license_name": "per-source-dataset",
-        "license_link": "metadata/sources.parquet",
+        "license_link": table_path("sources"),
     }
 
 
@@ -85,24 +64,27 @@ def size_category(images: int) -> str:
 
 def card_data(folder: Path, summary: Summary, *, pretty_name: str) -> DatasetCardData:
     """The header for ``folder``: one config per modality, ``all`` (the default: every
-    modality's shards), ``previews`` (what the Hub's viewer can show) and ``metadata``, each
+    modality's shards), ``previews`` (what the Hub's viewer can show) and ``metadata`` (the
+    image table), each
     with its ``dataset_info``."""
-    shards = shard_files(folder)
+    dataset = DatasetFolder.here(folder)
+    shards = dataset.shard_files()
     splits = [s for s in SPLITS if any(s in by_split for by_split in shards.values())]
-    configs = [_config("all", dict.fromkeys(splits, "data/*/"), default=True)]
+    configs = [_config("all", dict.fromkeys(splits, f"{DATA}/*/"), default=True)]
     configs += [
-        _config(modality, dict.fromkeys(by_split, f"data/{modality}/"))
+        _config(modality, dict.fromkeys(by_split, f"{DATA}/{modality}/"))
         for modality, by_split in sorted(shards.items())
     ]
-    previews = preview_files(folder)
+    previews = dataset.preview_files()
     if previews:
-        configs.append(_config("previews", dict.fromkeys(previews, "previews/")))
-    configs.append({"config_name": "metadata", "data_files": [{"split": "train", "path": _META}]})
+        configs.append(_config(PREVIEWS, dict.fromkeys(previews, f"{PREVIEWS}/")))
+    images = table_path("images")
+    configs.append({"config_name": "metadata", "data_files": [{"split": "train", "path": images}]})
     infos = [_info("all", _merged(shards))]
     infos += [_info(modality, by_split) for modality, by_split in sorted(shards.items())]
     if previews:
-        infos.append(_info("previews", previews))
-    infos.append(_info("metadata", {"train": [folder / _META]}))
+        infos.append(_info(PREVIEWS, previews))
+    infos.append(_info("metadata", {"train": [str(folder / images)]}))
     return DatasetCardData(
         pretty_name=pretty_name,
         **hub_licence(list(summary.licences)),
@@ -112,9 +94,6 @@ def card_data(folder: Path, summary: Summary, *, pretty_name: str) -> DatasetCar
         configs=configs,
         dataset_info=infos,
     )
-
-
-_META = "metadata/images.parquet"
 
 
 def _config(name: str, prefixes: Mapping[str, str], *, default: bool = False) -> dict[str, Any]:
@@ -127,19 +106,19 @@ def _config(name: str, prefixes: Mapping[str, str], *, default: bool = False) ->
     return config
 
 
-def _merged(shards: Mapping[str, Mapping[str, list[Path]]]) -> dict[str, list[Path]]:
-    merged: dict[str, list[Path]] = {}
+def _merged(shards: Mapping[str, Mapping[str, list[str]]]) -> dict[str, list[str]]:
+    merged: dict[str, list[str]] = {}
     for by_split in shards.values():
         for split, paths in by_split.items():
             merged.setdefault(split, []).extend(paths)
     return {split: merged[split] for split in SPLITS if split in merged}
 
 
-def _info(name: str, by_split: Mapping[str, list[Path]]) -> dict[str, Any]:
+def _info(name: str, by_split: Mapping[str, list[str]]) -> dict[str, Any]:
     """``dataset_info`` of a config: the features its shards' metadata declare (``Nifti`` for
     the voxel columns) and its stored size. No per-split row counts: ``datasets`` checks a
     finished load against them, and every filtered load would fail that check."""
-    paths = [path for paths in by_split.values() for path in paths]
+    paths = [Path(path) for paths in by_split.values() for path in paths]
     size = sum(path.stat().st_size for path in paths)
     return {
         "config_name": name,

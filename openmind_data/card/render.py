@@ -19,17 +19,10 @@ from openmind_data import __version__
 from openmind_data.card.figures import FIGURES, examples, write_figures
 from openmind_data.card.header import card_data
 from openmind_data.card.summary import Summary, listing, summarize, summary_table
+from openmind_data.dataset_folder import CARD, DatasetFolder
 from openmind_data.durable import write_with
 from openmind_data.errors import ConfigError
-from openmind_data.schema import (
-    EXCLUDED_SCHEMA,
-    IMAGE_SCHEMA,
-    SCHEMA_VERSION,
-    SHARD_SCHEMA,
-    SOURCES_SCHEMA,
-    read_table,
-)
-from openmind_data.where import metadata_file
+from openmind_data.schema import SCHEMA_VERSION, SHARD_SCHEMA
 
 __all__ = ["DEFAULT_NAME", "TEMPLATE", "CardResult", "read_summary", "render_card", "write_card"]
 
@@ -57,17 +50,12 @@ class CardResult:
     summary: Summary
 
 
-def read_summary(path_or_repo: str | Path, *, revision: str | None = None) -> Summary:
-    """The summary of a dataset folder or Hub repo, from its ``metadata/`` tables alone."""
-
-    def table(name: str, schema: pa.Schema) -> pa.Table:
-        return read_table(metadata_file(path_or_repo, f"{name}.parquet", revision=revision), schema)
-
-    return summarize(
-        table("images", IMAGE_SCHEMA),
-        table("sources", SOURCES_SCHEMA),
-        table("excluded", EXCLUDED_SCHEMA),
-    )
+def read_summary(
+    path_or_repo: str | Path | DatasetFolder, *, revision: str | None = None
+) -> Summary:
+    """The summary of a dataset folder or Hub repo, from its metadata tables alone."""
+    dataset = DatasetFolder.at(path_or_repo, revision=revision)
+    return summarize(dataset.table("images"), dataset.table("sources"), dataset.table("excluded"))
 
 
 def write_card(
@@ -77,7 +65,7 @@ def write_card(
     pretty_name: str = "OpenMind-style 3D MRI",
     template: str | Path = TEMPLATE,
 ) -> CardResult:
-    """Render ``folder/README.md`` and ``folder/assets/*.png``. ``repo_id`` is the name the
+    """Render the card of ``folder`` and its figures. ``repo_id`` is the name the
     card's code examples load: a Hub repo once published (``publish`` renders the card for
     its repo), else ``openmind``, the name a folder called so loads by from its parent. Not
     the folder's own name: the card, like everything else in the folder, must not depend on
@@ -88,7 +76,7 @@ def write_card(
         raise ConfigError(f"{folder}: the image table is empty; there is nothing to describe")
     figures = write_figures(folder, summary)
     text = render_card(folder, summary, repo_id=repo_id, pretty_name=pretty_name, template=template)
-    readme = folder / "README.md"
+    readme = folder / CARD
     write_with(readme, lambda path: path.write_text(text, encoding="utf-8"))
     return CardResult(readme, figures, summary)
 

@@ -12,6 +12,7 @@ from typing import Any
 from huggingface_hub import DatasetCard
 
 from openmind_data.card.header import SIZES
+from openmind_data.dataset_folder import CARD
 
 __all__ = ["HUB_LICENSE_IDS", "HUB_TASK_IDS", "CardProblem", "validate_card"]
 
@@ -134,15 +135,15 @@ class CardProblem:
 
 
 def validate_card(folder: str | Path) -> list[CardProblem]:
-    """Every problem found in ``folder/README.md``; an empty list when the card is valid."""
+    """Every problem found in the card of ``folder``; an empty list when the card is valid."""
     folder = Path(folder)
-    path = folder / "README.md"
+    path = folder / CARD
     if not path.is_file():
-        return [CardProblem("README.md", f"{path} does not exist")]
+        return [CardProblem(CARD, f"{path} does not exist")]
     try:
         card = DatasetCard.load(path)
     except Exception as error:  # noqa: BLE001 (any parse failure is the finding)
-        return [CardProblem("README.md", f"{type(error).__name__}: {error}")]
+        return [CardProblem(CARD, f"{type(error).__name__}: {error}")]
     data = card.data.to_dict()
     problems = [
         *_licence(data),

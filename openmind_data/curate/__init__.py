@@ -16,7 +16,6 @@ from openmind_data.curate.run import BuildOptions, BuildResult, build
 from openmind_data.curate.shards import (
     ShardOptions,
     ShardRow,
-    shard_name,
     shard_schema,
     write_shard_rows,
     write_shards,
@@ -55,7 +54,6 @@ __all__ = [
     "jobqueue_cluster",
     "make_executor",
     "process_candidate",
-    "shard_name",
     "shard_schema",
     "split_of",
     "write_shard_rows",

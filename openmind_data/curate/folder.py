@@ -1,20 +1,9 @@
-"""The dataset folder, written from the build's journal alone.
+"""The dataset folder (its layout: :mod:`openmind_data.dataset_folder`), written from the
+build's journal alone: the metadata tables, the data shards (:mod:`~openmind_data.curate.
+shards`), the previews (:mod:`~openmind_data.curate.previews`), the released columns
+(:func:`~openmind_data.release.table.write_release_csv`) and the card.
 
-::
-
-    README.md                                  the dataset card (``openmind_data.card``)
-    assets/*.png                               its figures
-    data/<modality>/<split>-NNNNN-of-MMMMM.parquet
-    previews/<split>-NNNNN-of-MMMMM.parquet    each image's preview and metadata, no voxels
-                                               (:mod:`~openmind_data.curate.previews`)
-    metadata/images.parquet                    the image table, no voxels
-    metadata/excluded.parquet                  every candidate or image left out, with a reason
-    metadata/sources.parquet                   one row per source dataset
-    metadata/openneuro_metadata.csv            the released OpenMind columns
-                                               (:func:`~openmind_data.release.table.write_release_csv`)
-
-The ``all`` config is every modality's shards together, so no voxel is stored twice. Every
-file is written under a hidden name, flushed and renamed; writing the folder again from the
+Every file is written under a hidden name, flushed and renamed; writing the folder again from the
 same journal gives the same bytes, which is what makes a killed build resumable at any point.
 """
 
@@ -36,6 +25,16 @@ from openmind_data.curate.previews import write_previews
 from openmind_data.curate.shards import ShardOptions, ShardRow, write_shard_rows
 from openmind_data.curate.splits import SPLITS, assign_splits
 from openmind_data.curate.tree import write_nifti_tree
+from openmind_data.dataset_folder import (
+    CARD,
+    DATA,
+    PREVIEWS,
+    RELEASE_CSV,
+    TABLES,
+    DatasetFolder,
+    shard_glob,
+    table_path,
+)
 from openmind_data.durable import write_with
 from openmind_data.quality import IqsModel, score_table
 from openmind_data.release.table import write_release_csv
@@ -100,13 +99,8 @@ def write_folder(
     )
     sources = crawled.sources.sort_by("dataset_id").cast(SOURCES_SCHEMA)
 
-    metadata = out / "metadata"
-    tables = {
-        "images": metadata / "images.parquet",
-        "excluded": metadata / "excluded.parquet",
-        "sources": metadata / "sources.parquet",
-        "openneuro_metadata": metadata / "openneuro_metadata.csv",
-    }
+    tables = {name: out / table_path(name) for name in TABLES}
+    tables["openneuro_metadata"] = out / RELEASE_CSV
     write_with(tables["images"], lambda path: write_table(images, path))
     write_with(tables["excluded"], lambda path: write_table(excluded, path))
     write_with(tables["sources"], lambda path: write_table(sources, path))
@@ -126,37 +120,37 @@ def write_folder(
                 for row in rows
                 if row["modality"] == modality and row["split"] == split
             ]
-            paths = write_shard_rows(entries, out / "data" / modality, shard_options, split=split)
+            paths = write_shard_rows(entries, out / DATA / modality, shard_options, split=split)
             if paths:
                 shards[f"{modality}/{split}"] = paths
-    _remove_stale_configs(out / "data", modalities)
+    _remove_stale_configs(DatasetFolder.here(out), modalities)
 
     def preview(image_id: str) -> Any:
         batch, row, _ = where[image_id]
         return journal.voxels(batch, row, (PREVIEW_COLUMN,))[PREVIEW_COLUMN]
 
-    write_previews(rows, preview, out / "previews")
+    write_previews(rows, preview, out / PREVIEWS)
     if rows:
         write_card(out)
     else:
-        write_with(out / "README.md", lambda path: path.write_text(_EMPTY))
+        write_with(out / CARD, lambda path: path.write_text(_EMPTY))
     if nifti_tree is not None:
         write_nifti_tree(nifti_tree, rows, lambda row: voxels(row["image_id"]), released)
     return FolderResult(images, excluded, sources, shards, tables)
 
 
-_EMPTY = """\
+_EMPTY = f"""\
 ---
 configs:
 - config_name: metadata
   data_files:
   - split: train
-    path: metadata/images.parquet
+    path: {table_path("images")}
 ---
 
 # An empty OpenMind-style dataset
 
-The build published no image: `metadata/excluded.parquet` says why each file was left out.
+The build published no image: `{table_path("excluded")}` says why each file was left out.
 """
 
 
@@ -180,13 +174,11 @@ def _sorted_exclusions(rows: list[dict[str, Any]]) -> pa.Table:
     return table_from_records(sorted(rows, key=order), EXCLUDED_SCHEMA)
 
 
-def _remove_stale_configs(data: Path, modalities: Sequence[str]) -> None:
+def _remove_stale_configs(dataset: DatasetFolder, modalities: Sequence[str]) -> None:
     """Shard folders of modalities an earlier build had and this one has not."""
-    if not data.is_dir():
-        return
-    for folder in data.iterdir():
-        if folder.is_dir() and folder.name not in modalities:
-            for shard in folder.glob("*-*-of-*.parquet"):
+    for folder in dataset.modality_folders():
+        if folder.name not in modalities:
+            for shard in folder.glob(shard_glob()):
                 shard.unlink()
             if not any(folder.iterdir()):
                 folder.rmdir()

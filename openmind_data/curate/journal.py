@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from openmind_data.curate.shards import parquet_options
+from openmind_data.dataset_folder import JOURNAL
 from openmind_data.durable import fsync_path, write_atomic
 from openmind_data.errors import ConfigError
 from openmind_data.schema import (
@@ -78,7 +79,7 @@ class Journal:
     """The journal of one output folder (see the module's docstring)."""
 
     def __init__(self, out: str | Path, fingerprint: Mapping[str, Any]) -> None:
-        self.folder = Path(out) / ".build"
+        self.folder = Path(out) / JOURNAL
         self.batches = self.folder / "batches"
         self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
         self._lock: IO[bytes] | None = None

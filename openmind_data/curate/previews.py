@@ -2,8 +2,9 @@
 
 The Hub's dataset viewer has no case for NIfTI cells (its cell conversion raises on a feature
 it does not know), so it can show no row of a data config; this config it can show, and it
-lets anyone look at a collection before downloading a voxel of it. Files are
-``previews/<split>-NNNNN-of-MMMMM.parquet``: the preview column first, rows sorted by modality,
+lets anyone look at a collection before downloading a voxel of it. Its files (named as the
+shards are, in the folder's previews folder: :mod:`openmind_data.dataset_folder`) have the
+preview column first, rows sorted by modality,
 then IQS (best first, unscored last), then image id; row groups of :data:`ROWS_PER_GROUP`
 rows, so the viewer's first-rows scan (100 rows, every column) reads one row group of a few
 megabytes; a page index, so a page of rows reads only its pages; at most :data:`ROWS_PER_FILE`
@@ -12,16 +13,16 @@ rows per file. Written whole, like the shards (:mod:`openmind_data.curate.shards
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import lru_cache, partial
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from openmind_data.curate.shards import parquet_options, shard_name, with_features
-from openmind_data.durable import fsync_path, write_with
+from openmind_data.curate.shards import with_features, write_parquet
+from openmind_data.dataset_folder import shard_glob, shard_name
+from openmind_data.durable import fsync_path
 from openmind_data.schema import PREVIEW_COLUMN, PREVIEWS_SCHEMA, SPLITS, table_from_records
 
 __all__ = ["ROWS_PER_FILE", "ROWS_PER_GROUP", "previews_schema", "write_previews"]
@@ -66,18 +67,11 @@ def write_previews(
                 )
                 for i in range(0, len(part), ROWS_PER_GROUP)
             )
-            write_with(path, partial(_write, groups=groups, schema=schema))
-        for stale in folder.glob(f"{split}-*-of-*.parquet"):
+            write_parquet(path, groups, schema)
+        for stale in folder.glob(shard_glob(split)):
             if stale not in paths:
                 stale.unlink()
         written += paths
     if folder.is_dir():
         fsync_path(folder)
     return written
-
-
-def _write(path: Path, *, groups: Iterable[pa.Table], schema: pa.Schema) -> None:
-    options = parquet_options(schema)
-    with pq.ParquetWriter(path, schema, write_page_index=True, **options) as writer:
-        for group in groups:
-            writer.write_table(group, row_group_size=max(group.num_rows, 1))

@@ -4,10 +4,10 @@ A config's rows (image-table columns plus the payload columns: the voxel columns
 ``.nii.gz`` in the ``{"bytes", "path"}`` layout of the ``datasets.Nifti`` feature, and the
 preview, a PNG in the same layout of the ``datasets.Image`` feature) are sorted by image quality
 score (best first, unscored last, ties by image id), cut into shards of about ``shard_bytes`` of
-voxels and, inside a shard, row groups of about ``row_group_bytes``; each file is named
-``train-NNNNN-of-MMMMM.parquet`` as the Hub's data-file conventions expect. The schema carries
-the ``datasets`` features (``Nifti`` for the voxel columns, ``Image`` for the preview) in its
-``huggingface`` metadata, so the folder loads without a loading script.
+voxels and, inside a shard, row groups of about ``row_group_bytes``; each file is named by
+:func:`~openmind_data.dataset_folder.shard_name`, as the Hub's data-file conventions expect. The
+schema carries the ``datasets`` features (``Nifti`` for the voxel columns, ``Image`` for the
+preview) in its ``huggingface`` metadata, so the folder loads without a loading script.
 
 A shard appears atomically: written under a hidden temporary name in the same folder, flushed
 to disk (fsync), renamed, and the folder's entry flushed too; a half-written file is never
@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from openmind_data.dataset_folder import shard_glob, shard_name
 from openmind_data.durable import fsync_path, write_with
 from openmind_data.errors import ConfigError
 from openmind_data.schema import (
@@ -41,9 +42,9 @@ __all__ = [
     "ShardOptions",
     "ShardRow",
     "parquet_options",
-    "shard_name",
     "shard_schema",
     "with_features",
+    "write_parquet",
     "write_shard_rows",
     "write_shards",
 ]
@@ -64,10 +65,6 @@ class ShardOptions:
                 "shard sizes: need 0 < row_group_bytes <= shard_bytes, got "
                 f"{self.row_group_bytes} and {self.shard_bytes}"
             )
-
-
-def shard_name(index: int, count: int, split: str = "train") -> str:
-    return f"{split}-{index:05d}-of-{count:05d}.parquet"
 
 
 @lru_cache(maxsize=1)
@@ -173,9 +170,9 @@ def write_shard_rows(
             )
             for group in _cut(shard, options.row_group_bytes)
         )
-        _write_atomic(path, groups, schema)
+        write_parquet(path, groups, schema)
         paths.append(path)
-    for stale in folder.glob(f"{split}-*-of-*.parquet"):
+    for stale in folder.glob(shard_glob(split)):
         if stale not in paths:
             stale.unlink()
     fsync_path(folder)
@@ -216,7 +213,10 @@ def _leaf_paths(schema: pa.Schema) -> tuple[str, ...]:
     return tuple(found.column(i).path for i in range(len(found)))
 
 
-def _write_atomic(path: Path, groups: Iterable[pa.Table], schema: pa.Schema) -> None:
+def write_parquet(path: Path, groups: Iterable[pa.Table], schema: pa.Schema) -> None:
+    """``groups`` as the row groups of one file at ``path``, written atomically with the
+    payload-aware options and a page index."""
+
     def write(partial: Path) -> None:
         options = parquet_options(schema)
         with pq.ParquetWriter(partial, schema, write_page_index=True, **options) as writer:

@@ -40,11 +40,12 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from openmind_data.curate.tree import write_tree_cells
+from openmind_data.dataset_folder import DatasetFolder
 from openmind_data.durable import write_atomic
 from openmind_data.errors import ConfigError
 from openmind_data.release.layout import METADATA_CSV, tree_file
 from openmind_data.release.table import write_release_csv
-from openmind_data.schema import IMAGE_SCHEMA, VOXEL_COLUMNS, read_table
+from openmind_data.schema import VOXEL_COLUMNS
 
 __all__ = ["NnsslExport", "export_nnssl", "pretrain_data"]
 
@@ -80,16 +81,13 @@ def export_nnssl(
     pointing at the released-layout tree ``tree`` (one ``--nifti-tree`` wrote for this folder:
     its CSV must be the folder's); without one, the tree is written into ``out`` from the
     folder's shards."""
-    folder, out = Path(folder), Path(out)
-    table = folder / "metadata" / "images.parquet"
-    if not table.is_file():
-        raise ConfigError(f"{table} does not exist: is {folder} a dataset folder written here?")
-    images = read_table(table, IMAGE_SCHEMA)
+    dataset, out = DatasetFolder.here(folder), Path(out)
+    images = dataset.table("images")
     rows = images.to_pylist()
     csv = write_release_csv(images)
     if tree is None:
         tree = out
-        _write_tree(folder, out, csv)
+        _write_tree(dataset, out, csv)
     tree = Path(tree)
     if not (tree / METADATA_CSV).is_file():
         raise ConfigError(f"{tree}: no {METADATA_CSV}; is it a released-layout tree?")
@@ -108,10 +106,9 @@ def export_nnssl(
     return NnsslExport(json=target, tree=tree, images=len(rows), datasets=len(document["datasets"]))
 
 
-def _write_tree(folder: Path, tree: Path, csv: str) -> None:
+def _write_tree(dataset: DatasetFolder, tree: Path, csv: str) -> None:
     """The shards' voxel cells as files, one row group at a time, and the metadata CSV."""
-    shards = sorted((folder / "data").glob("*/*.parquet"))
-    for shard in shards:
+    for shard in dataset.shards():
         file = pq.ParquetFile(shard)
         for group in range(file.num_row_groups):
             for cells in file.read_row_group(group, columns=list(VOXEL_COLUMNS)).to_pylist():

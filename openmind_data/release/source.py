@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import posixpath
-import re
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,7 @@ import yaml
 from tqdm import tqdm
 
 from openmind_data.crawl.normalize import normalize_license
+from openmind_data.dataset_folder import parse_repo, repo_not_found
 from openmind_data.errors import ConfigError, DownloadError
 from openmind_data.exclusions import ExclusionReason as R
 from openmind_data.release.layout import IMAGES_FOLDER, METADATA_CSV
@@ -44,7 +44,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_REPO = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(@(?P<revision>[^\s@]+))?$")
 _CHUNK = 1 << 20
 _PATHS_PER_CALL = 500
 
@@ -88,16 +87,13 @@ class Release(Protocol):
 
 
 def open_release(source: str | Path, downloads: str | Path, *, workers: int = 8) -> Release:
-    """A local copy (a folder that exists) or a Hub repo ``ORG/NAME[@revision]``; a Hub
-    release downloads into ``downloads``."""
+    """A local copy (a folder that exists) or a Hub repo, addressed as any dataset is
+    (:func:`~openmind_data.dataset_folder.parse_repo`); a Hub release downloads into
+    ``downloads``."""
     if Path(source).is_dir():
         return LocalRelease(Path(source))
-    match = _REPO.match(str(source))
-    if match is None:
-        raise ConfigError(
-            f"{source!r} is neither a folder here nor a Hub dataset repo id (ORG/NAME[@revision])"
-        )
-    return HubRelease(match["repo"], match["revision"], Path(downloads), workers=workers)
+    repo_id, revision = parse_repo(str(source))
+    return HubRelease(repo_id, revision, Path(downloads), workers=workers)
 
 
 def _card_license(card: bytes) -> str | None:
@@ -190,10 +186,7 @@ class HubRelease:
         except RevisionNotFoundError as error:
             raise ConfigError(f"{repo_id}: no revision {revision!r}") from error
         except RepositoryNotFoundError as error:
-            raise ConfigError(
-                f"{repo_id!r} is neither a folder here nor a dataset repo on the Hub "
-                "(or it is private and no token was found)"
-            ) from error
+            raise repo_not_found(repo_id) from error
         if info.sha is None:
             raise ConfigError(f"{repo_id}: the Hub gave no commit for {revision or 'main'}")
         self.commit: str = info.sha

@@ -12,18 +12,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import fsspec  # type: ignore[import-untyped]
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from openmind_data.dataset_folder import DATA, DatasetFolder, table_path
 from openmind_data.errors import ConfigError
-from openmind_data.schema import (
-    EXCLUDED_SCHEMA,
-    IMAGE_SCHEMA,
-    SOURCES_SCHEMA,
-    read_table,
-)
-from openmind_data.where import is_local, metadata_file
 
 __all__ = ["Location", "Store"]
 
@@ -47,25 +40,14 @@ class _Group:
 
 
 class Store:
-    """``source``: a dataset folder here, a Hub repo id (``ORG/NAME``) or ``hf://datasets/ORG/
-    NAME``. Footers and locations are cached; reads are safe from several threads."""
+    """``source``: a dataset as :class:`~openmind_data.dataset_folder.DatasetFolder` names one
+    (a folder here, ``ORG/NAME``, ``hf://datasets/ORG/NAME``). Footers and locations are
+    cached; reads are safe from several threads."""
 
-    def __init__(self, source: str | Path, *, revision: str | None = None) -> None:
-        text = str(source)
-        self.repo = text.removeprefix("hf://datasets/").rstrip("/")
-        self.revision = revision
-        self.local = is_local(text)
-        if self.local:
-            self.name = Path(text).resolve().name
-            self.filesystem: Any = fsspec.filesystem("file")
-            self.root = Path(text).resolve().as_posix()
-        else:
-            from huggingface_hub import HfFileSystem  # noqa: PLC0415
-
-            self.name = self.repo
-            self.filesystem = HfFileSystem()
-            at = f"@{revision}" if revision else ""
-            self.root = f"datasets/{self.repo}{at}"
+    def __init__(self, source: str | Path | DatasetFolder, *, revision: str | None = None) -> None:
+        self.dataset = DatasetFolder.at(source, revision=revision)
+        self.name = self.dataset.name
+        self.filesystem: Any = self.dataset.filesystem
         self._footers: dict[str, pq.FileMetaData] = {}
         self._found: dict[str, Location] = {}
         self._lock = threading.Lock()
@@ -73,27 +55,25 @@ class Store:
     def _open(self, path: str) -> Any:
         """A shard opened for range reads: over the Hub, each read fetches the bytes asked for
         and no more (no read-ahead block), so a row group costs what it holds."""
-        if self.local:
+        if self.dataset.is_local:
             return Path(path).open("rb")
         return self.filesystem.open(path, "rb", cache_type="none")
 
     # -- the metadata tables ------------------------------------------------------------
     def table(self, name: str) -> pa.Table:
-        """``metadata/<name>.parquet`` (images, excluded, sources) in its schema."""
-        schemas = {"images": IMAGE_SCHEMA, "excluded": EXCLUDED_SCHEMA, "sources": SOURCES_SCHEMA}
-        where = self.root if self.local else self.repo
-        path = metadata_file(where, f"{name}.parquet", revision=self.revision)
-        return read_table(path, schemas[name])
+        """The metadata table ``name`` (images, excluded, sources) in its schema."""
+        return self.dataset.table(name)
 
     # -- the shards -----------------------------------------------------------------------
     @cached_property
     def shards(self) -> dict[tuple[str, str], list[str]]:
         """(modality, split) -> its shard paths, sorted (the order of their rows)."""
-        found: dict[tuple[str, str], list[str]] = {}
-        for path in self.filesystem.glob(f"{self.root}/data/*/*-*-of-*.parquet"):
-            modality, name = str(path).rsplit("/", 2)[1:]
-            found.setdefault((modality, name.split("-", 1)[0]), []).append(str(path))
-        return {key: sorted(paths) for key, paths in sorted(found.items())}
+        found = self.dataset.shard_files()
+        return {
+            (modality, split): paths
+            for modality, by_split in sorted(found.items())
+            for split, paths in sorted(by_split.items())
+        }
 
     def locate(self, row: dict[str, Any]) -> Location:
         """Where the image-table ``row`` is in the shards (its modality's and split's)."""
@@ -111,8 +91,8 @@ class Store:
                     self._found[image_id] = found
                     return found
         raise ConfigError(
-            f"{self.name}: image {image_id} is in metadata/images.parquet but in no shard of "
-            f"data/{row['modality']}/ ({row['split']})"
+            f"{self.name}: image {image_id} is in {table_path('images')} but in no shard of "
+            f"{DATA}/{row['modality']}/ ({row['split']})"
         )
 
     def cells(self, where: Location, columns: Sequence[str]) -> dict[str, Any]:

@@ -18,6 +18,8 @@ import torch
 from numpy.typing import NDArray
 from torch.nn import functional
 
+from openmind_data.errors import ConfigError
+
 __all__ = ["Preprocessing", "Volume", "preprocess", "resample_labels"]
 
 ORDERS = ("linear", "cubic")
@@ -32,9 +34,9 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         if self.spacing < 0:
-            raise ValueError(f"spacing must be >= 0 mm, not {self.spacing}")
+            raise ConfigError(f"spacing must be >= 0 mm, not {self.spacing}")
         if self.order not in ORDERS:
-            raise ValueError(f"order must be one of {ORDERS}, not {self.order!r}")
+            raise ConfigError(f"order must be one of {ORDERS}, not {self.order!r}")
 
     @property
     def key(self) -> str:

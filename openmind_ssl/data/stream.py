@@ -15,7 +15,6 @@ re-reading at most one row group per reader.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,8 @@ import torch
 from numpy.typing import NDArray
 from torch.utils.data import IterableDataset, get_worker_info
 
-from openmind_data.errors import OpenMindError
+from openmind_data.dataset_folder import DatasetFolder
+from openmind_data.errors import ConfigError, OpenMindError
 from openmind_data.nifti import decode_nifti
 from openmind_data.schema import SPLITS
 from openmind_ssl.data.augment import Augmentation, augment
@@ -87,18 +87,21 @@ class StreamOptions:
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, not {self.split!r}")
+            raise ConfigError(f"split must be one of {SPLITS}, not {self.split!r}")
         if self.crops_per_volume < 1 or self.shuffle_buffer < 0:
-            raise ValueError("crops_per_volume >= 1 and shuffle_buffer >= 0 are needed")
+            raise ConfigError("crops_per_volume >= 1 and shuffle_buffer >= 0 are needed")
 
 
 class OpenMindStream(IterableDataset[dict[str, Any]]):
-    """Random crops of the images of ``source`` (a dataset folder, or ``hf://datasets/ORG/NAME``
-    read through ``huggingface_hub``'s file system) that ``options`` selects."""
+    """Random crops of the images of ``source`` (a dataset folder, or a Hub repo as
+    :class:`~openmind_data.dataset_folder.DatasetFolder` names one, read through
+    ``huggingface_hub``'s file system) that ``options`` selects."""
 
-    def __init__(self, source: str | Path, options: StreamOptions | None = None) -> None:
+    def __init__(
+        self, source: str | Path | DatasetFolder, options: StreamOptions | None = None
+    ) -> None:
         self.options = options or StreamOptions()
-        self.filesystem, self.paths = _shards(str(source), self.options)
+        self.filesystem, self.paths = _shards(source, self.options)
         self.units = _units(self.filesystem, self.paths)
         self.cache = (
             VolumeCache(self.options.cache, self.options.preprocessing)
@@ -270,29 +273,25 @@ def _expression(options: StreamOptions) -> pads.Expression | None:
     return pq.filters_to_expression(conditions) if conditions else None
 
 
-def _shards(source: str, options: StreamOptions) -> tuple[pafs.FileSystem, list[str]]:
+def _shards(
+    source: str | Path | DatasetFolder, options: StreamOptions
+) -> tuple[pafs.FileSystem, list[str]]:
     """The file system and the shard paths of the chosen modalities and split. A Hub repo is
     read through ``huggingface_hub.HfFileSystem`` wrapped for pyarrow."""
-    if source.startswith("hf://"):
-        from huggingface_hub import HfFileSystem  # noqa: PLC0415
-
-        filesystem: pafs.FileSystem = pafs.PyFileSystem(pafs.FSSpecHandler(HfFileSystem()))
-        root = source.removeprefix("hf://").rstrip("/")
-    else:
-        if not Path(source).is_dir():
-            raise FileNotFoundError(f"{source}: no such dataset folder")
-        filesystem, root = pafs.LocalFileSystem(), Path(source).resolve().as_posix()
-    listed = filesystem.get_file_info(pafs.FileSelector(f"{root}/data", recursive=True))
-    files = sorted(info.path for info in listed if info.type == pafs.FileType.File)
+    dataset = DatasetFolder.at(source)
+    filesystem: pafs.FileSystem = (
+        pafs.LocalFileSystem()
+        if dataset.is_local
+        else pafs.PyFileSystem(pafs.FSSpecHandler(dataset.filesystem))
+    )
     paths: list[str] = []
     for modality in options.modalities or ["*"]:
-        pattern = f"{root}/data/{modality}/{options.split}-*-of-*.parquet"
-        found = [path for path in files if fnmatch.fnmatchcase(path, pattern)]
+        found = dataset.shards(modality, options.split)
         if not found and modality != "*":
-            raise ValueError(f"{source} has no {options.split} shards of modality {modality!r}")
+            raise ConfigError(f"{dataset} has no {options.split} shards of modality {modality!r}")
         paths += found
     if not paths:
-        raise ValueError(f"{source} has no {options.split} shards")
+        raise ConfigError(f"{dataset} has no {options.split} shards")
     return filesystem, sorted(paths)
 
 

@@ -66,7 +66,7 @@ def _check(condition: bool, message: str) -> None:
 class DataConfig:
     """What to stream (``openmind_ssl.data.StreamOptions``) and how many loader workers."""
 
-    source: str = "openmind"  # a dataset folder, or hf://datasets/ORG/NAME
+    source: str = "openmind"  # a dataset folder, ORG/NAME or hf://datasets/ORG/NAME[@REVISION]
     modalities: tuple[str, ...] | None = None
     split: str = "train"
     max_iqs: float | None = None
