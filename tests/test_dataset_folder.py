@@ -135,7 +135,8 @@ def test_the_hub_repo_lists_the_same_shards_and_tables_as_the_folder(
     assert len(over_hub.units) == len(local.units)
     with pytest.raises(ConfigError, match="neither a folder here nor a dataset repo on the Hub"):
         DatasetFolder.at("openmind-lab/nothing-here").table("images")
-    with pytest.raises(ConfigError, match=r"no metadata/images\.parquet\.missing; is it an OpenMind"):
+    missing = r"no metadata/images\.parquet\.missing; is it an OpenMind"
+    with pytest.raises(ConfigError, match=missing):
         DatasetFolder.at(REPO, revision="main").file("metadata/images.parquet.missing")
 
 
