@@ -8,12 +8,17 @@ the order of arrival.
 A worker that dies (killed for memory, a segfault in a native library) does not stop a build:
 the jobs it held are run again one at a time, and the one that kills a worker again comes back
 as :class:`WorkerDied`, which the build records as an exclusion.
+
+Local workers are started by a fork server, never forked from the build's own process: once
+that process has run torch (a learned brain masker, a test before), its OpenMP threads do not
+survive a plain fork, and a forked worker that runs torch again hangs or crashes.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -105,7 +110,10 @@ class ProcessExecutor:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
         self._pool = ProcessPoolExecutor(
-            max_workers=self.workers, initializer=_die_with_parent, initargs=(os.getpid(),)
+            max_workers=self.workers,
+            mp_context=_START,
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
         )
         return self._pool
 
@@ -162,15 +170,24 @@ class ProcessExecutor:
             self._pool = None
 
 
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux to kill this worker when the process that started it dies. A build killed
-    with SIGKILL would otherwise leave its workers waiting forever on a queue nobody feeds."""
+#: How local workers start: from a fork server where the platform has one (Linux), else spawned.
+_START = multiprocessing.get_context(
+    "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+)
+
+
+def _die_with_parent(build: int) -> None:
+    """Ask Linux to kill this worker when its parent dies. A build killed with SIGKILL would
+    otherwise leave its workers waiting forever on a queue nobody feeds. The parent is the fork
+    server, which exits when the build (``build``, its only client) does."""
     if sys.platform != "linux":
         return
     libc = ctypes.CDLL(None, use_errno=True)
     pr_set_pdeathsig = 1
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the request took effect
+    try:
+        os.kill(build, 0)
+    except ProcessLookupError:  # the build died before the request took effect
         os._exit(1)
 
 

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from openmind_data.crawl import CrawlResult
 from openmind_data.curate import process_candidate
@@ -104,6 +108,29 @@ def test_the_runner_writes_the_files_and_a_dead_worker_costs_one_item(tmp_path: 
         "empty_image": 3,
         "processing_error": 1,
     }
+
+
+#: torch in this process, then in two local workers: forked workers would inherit its OpenMP
+#: threads half-alive and hang (the learned brain masker in a test after another one).
+TORCH_AFTER_TORCH = """
+import functools, torch
+from openmind_data.executors import ProcessExecutor
+x = torch.ones(1, 1, 48, 48, 48)
+convolve = functools.partial(torch.nn.functional.conv3d, weight=torch.ones(4, 1, 3, 3, 3))
+here = convolve(x)
+executor = ProcessExecutor(2)
+try:
+    done = dict(executor.imap_unordered(convolve, [x, x, x]))
+finally:
+    executor.close()
+assert sorted(done) == [0, 1, 2] and all(torch.equal(d, here) for d in done.values())
+"""
+
+
+def test_local_workers_run_torch_after_this_process_did() -> None:
+    pytest.importorskip("torch")
+    # In a child with a deadline: the failure this guards against is a hang, not an error.
+    subprocess.run([sys.executable, "-c", TORCH_AFTER_TORCH], check=True, timeout=180)
 
 
 def test_a_bad_file_is_the_same_row_from_the_build_and_from_the_masks_command(
