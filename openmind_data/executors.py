@@ -16,12 +16,12 @@ survive a plain fork, and a forked worker that runs torch again hangs or crashes
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing
 import os
-import signal
-import sys
+import select
+import threading
+import time
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -177,18 +177,36 @@ _START = multiprocessing.get_context(
 
 
 def _die_with_parent(build: int) -> None:
-    """Ask Linux to kill this worker when its parent dies. A build killed with SIGKILL would
-    otherwise leave its workers waiting forever on a queue nobody feeds. The parent is the fork
-    server, which exits when the build (``build``, its only client) does."""
-    if sys.platform != "linux":
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    """Exit this worker when the build (``build``) dies. A build killed with SIGKILL would
+    otherwise leave its workers waiting forever on a queue nobody feeds, and with them the fork
+    server, which lives while any worker does. A daemon thread waits on the build's pidfd
+    (Linux), or asks every second where there is none."""
     try:
-        os.kill(build, 0)
-    except ProcessLookupError:  # the build died before the request took effect
+        watched = os.pidfd_open(build)
+    except (AttributeError, OSError):  # not Linux, or a kernel before 5.3
+
+        def wait() -> None:
+            while _alive(build):
+                time.sleep(1.0)
+            os._exit(1)
+
+    else:
+
+        def wait() -> None:
+            select.select([watched], [], [])  # readable once the process has exited
+            os._exit(1)
+
+    if not _alive(build):  # it died before the watch began
         os._exit(1)
+    threading.Thread(target=wait, name="die-with-build", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class DaskExecutor:

@@ -71,7 +71,7 @@ import socket
 import tempfile
 import threading
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
@@ -1317,6 +1317,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(response.body)
             except ConnectionError:
                 self.close_connection = True
+
+
+@contextlib.contextmanager
+def logged_in(storage: Path, monkeypatch: pytest.MonkeyPatch, token: str) -> Iterator[HubServer]:
+    """A server over ``storage`` with the client pointed at it and logged in through
+    ``HF_TOKEN``, for one test."""
+    with HubServer(storage, token=token) as server:
+        patch_endpoint(monkeypatch, server.endpoint)
+        monkeypatch.setenv("HF_TOKEN", server.token)
+        yield server
 
 
 def patch_endpoint(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fnmatch
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -25,24 +24,15 @@ from openmind_data.errors import ConfigError
 from openmind_data.publishing import publish
 from openmind_data.view.store import Store
 from openmind_ssl.data.stream import OpenMindStream, StreamOptions
-from tests.hub_server import HubServer, patch_endpoint
+from tests.hub_server import logged_in
 
 REPO = "openmind-lab/folder-test"
 
 
 @pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
-    with HubServer(tmp_path / "hub", token="hf_folder_test_token") as server:
-        patch_endpoint(monkeypatch, server.endpoint)
-        monkeypatch.setenv("HF_TOKEN", server.token)
-        yield server
-
-
-@pytest.fixture
-def folder(built: tuple[BuildResult, Path], tmp_path: Path) -> Path:
-    copy = tmp_path / "openmind"
-    shutil.copytree(built[0].out, copy, ignore=shutil.ignore_patterns(".build"))
-    return copy
+def folder(built: tuple[BuildResult, Path]) -> Path:
+    """The built folder, shared: only read here (publishing writes into a copy)."""
+    return built[0].out
 
 
 def test_every_address_form_names_the_same_repo_and_bad_ones_say_the_forms() -> None:
@@ -117,8 +107,15 @@ def test_a_built_folder_lists_its_shards_and_tables_as_they_are_on_disk(folder: 
 
 
 def test_the_hub_repo_lists_the_same_shards_and_tables_as_the_folder(
-    hub: HubServer, folder: Path
+    built: tuple[BuildResult, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    folder = tmp_path / "openmind"  # publishing keeps its hash cache in the folder
+    shutil.copytree(built[0].out, folder, ignore=shutil.ignore_patterns(".build"))
+    with logged_in(tmp_path / "hub", monkeypatch, token="hf_folder_test_token"):
+        _compare_with_the_hub(folder)
+
+
+def _compare_with_the_hub(folder: Path) -> None:
     publish(folder, f"hf://datasets/{REPO}")
     here, there = DatasetFolder.at(folder), DatasetFolder.at(REPO)
 

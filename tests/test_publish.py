@@ -24,7 +24,7 @@ from openmind_data.curate import BuildOptions, BuildResult, ShardOptions, build
 from openmind_data.loading import load
 from openmind_data.publishing import plan_publish, publish
 from openmind_data.synth import Collection
-from tests.hub_server import HubServer, patch_endpoint
+from tests.hub_server import HubServer, logged_in
 
 # huggingface_hub's LFS upload passes raw bytes as data=, which its HTTP client deprecates.
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=<...>':DeprecationWarning")
@@ -36,9 +36,7 @@ MIB = 1024**2
 @pytest.fixture
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
     """The server, with the client pointed at it and logged in through HF_TOKEN."""
-    with HubServer(tmp_path / "hub", token="hf_secret_do_not_print_1234") as server:
-        patch_endpoint(monkeypatch, server.endpoint)
-        monkeypatch.setenv("HF_TOKEN", server.token)
+    with logged_in(tmp_path / "hub", monkeypatch, token="hf_secret_do_not_print_1234") as server:
         yield server
 
 

@@ -6,7 +6,8 @@ ventricles and the cerebellum are real. Around it this module builds what a head
 and a curator must handle: cerebrospinal fluid, skull, scalp, a face with nose and eyes, ears and
 a neck. Everything lives in MNI world coordinates (RAS+, millimetres): the synthetic collection
 samples native images from it (:mod:`openmind_data.synth`), and the template brain masker
-registers its T1w rendering to each image (:mod:`openmind_data.masks.brain`).
+registers its T1w rendering to each image (:mod:`openmind_data.masks.brain`); both import it
+from here.
 
 The label volume is the ground truth for every mask: head, brain, face (what defacing must
 remove) and tissue classes.
