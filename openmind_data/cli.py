@@ -160,6 +160,9 @@ def demo(
 
 
 Dask = Annotated[str | None, typer.Option(help="A Dask scheduler address (tcp://host:8786).")]
+Fresh = Annotated[
+    bool, typer.Option(help="Discard the journal of an earlier run in OUT instead of resuming it.")
+]
 Jobqueue = Annotated[
     Path | None, typer.Option(help="A dask-jobqueue cluster config (TOML), e.g. SLURM.")
 ]
@@ -361,11 +364,13 @@ def dwi(
     orientation: Annotated[
         str, typer.Option(help="b-vector frame check: record | exclude | off.")
     ] = "record",
+    fresh: Fresh = False,
 ) -> None:
     """Turn every DWI series of a crawl index into MD, FA and mean-b0 images (dipy).
 
     OUT gets the images in the released layout, OUT/dwi.parquet (their rows, image schema) and
-    OUT/dwi.excluded.parquet (series or maps that could not be made, and why).
+    OUT/dwi.excluded.parquet (series or maps that could not be made, and why). Killed, the same
+    command resumes from its journal (OUT/.build): finished series are not run again.
     """
     from openmind_data.crawl import read_index  # noqa: PLC0415
     from openmind_data.dwi import DwiOptions, run_dwi  # noqa: PLC0415
@@ -386,6 +391,8 @@ def dwi(
             options,
             executor=executor,
             progress=_State.progress,
+            journal=True,
+            fresh=fresh,
         )
     _write_and_report(result, out)
 
@@ -408,11 +415,13 @@ def masks(
     workers: Annotated[int, typer.Option(help="Processes (one image each).")] = 1,
     dask: Dask = None,
     jobqueue: Jobqueue = None,
+    fresh: Fresh = False,
 ) -> None:
     """Anatomy, anonymization and brain masks for every image; deface what is not defaced.
 
     OUT gets the masks (uint8 0/1, beside each image's place in the released layout), the
-    images the toolkit defaced, OUT/masks.parquet and OUT/masks.excluded.parquet.
+    images the toolkit defaced, OUT/masks.parquet and OUT/masks.excluded.parquet. Killed, the
+    same command resumes from its journal (OUT/.build).
     """
     import pyarrow.parquet as pq  # noqa: PLC0415
 
@@ -433,6 +442,8 @@ def masks(
             derived_root=dwi,
             executor=executor,
             progress=_State.progress,
+            journal=True,
+            fresh=fresh,
         )
     _write_and_report(result, out)
 
@@ -472,9 +483,11 @@ def quality_score(
     workers: Annotated[int, typer.Option(help="Processes (one image each).")] = 1,
     dask: Dask = None,
     jobqueue: Jobqueue = None,
+    fresh: Fresh = False,
 ) -> None:
     """Measure every image over its masks and score it: OUT/quality.parquet (the image table
-    with the iqm_* columns and image_quality_score) and OUT/quality.excluded.parquet."""
+    with the iqm_* columns and image_quality_score) and OUT/quality.excluded.parquet. Killed,
+    the same command resumes from its journal of measured images (OUT/.build)."""
     from openmind_data.executors import make_executor  # noqa: PLC0415
     from openmind_data.masks import voxel_paths  # noqa: PLC0415
     from openmind_data.quality import load_model, read_ratings, run_quality  # noqa: PLC0415
@@ -490,6 +503,9 @@ def quality_score(
             released=read_ratings(released) if released else None,
             executor=executor,
             progress=_State.progress,
+            out=out,
+            journal=True,
+            fresh=fresh,
         )
     _write_and_report(result, out)
 

@@ -69,7 +69,7 @@ def main(root: str, out: str, point: str, n: int) -> None:
         # The batch's files are flushed one by one before the folder is renamed into place.
         journal.fsync_path = _after(n, journal.fsync_path)
     elif point == "in-shard":
-        shards._write_atomic = _killing_after_groups(n, shards._write_atomic)
+        shards.write_parquet = _killing_after_groups(n, shards.write_parquet)
     elif point == "in-metadata":
         folder.write_table = _after(n, folder.write_table)
     elif point != "never":

@@ -8,18 +8,23 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
+from typer.testing import CliRunner
 
+from openmind_data.cli import app
 from openmind_data.crawl import CrawlResult
 from openmind_data.curate import process_candidate
-from openmind_data.errors import InvalidInputError
+from openmind_data.errors import ConfigError, InvalidInputError
 from openmind_data.exclusions import ExclusionReason
 from openmind_data.executors import ProcessExecutor, SerialExecutor
 from openmind_data.masks import run_masks
-from openmind_data.stages import Item, Outcome, run_pipeline, run_stages
+from openmind_data.stages import Item, Outcome, StageResult, run_pipeline, run_stages
 from openmind_data.synth import Collection
 
 
@@ -51,6 +56,23 @@ class Judge:
         if image.endswith("-a"):
             raise InvalidInputError(image, ExclusionReason.EMPTY_IMAGE, "every voxel the same")
         return Outcome([item], files={f"{image}.txt": image.encode()})
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    """Notes every item it sees in ``seen``, and stops the whole run (as Ctrl-C does) at a
+    ``stop*`` item while a file ``armed`` stands beside ``seen``."""
+
+    seen: Path
+    name: str = "interrupt"
+
+    def process(self, item: Item) -> Outcome:
+        image = item.row["image_id"]
+        with self.seen.open("a") as notes:
+            notes.write(f"{image}\n")
+        if image.startswith("stop") and (self.seen.parent / "armed").exists():
+            raise KeyboardInterrupt
+        return Outcome([item])
 
 
 def _item(image_id: str) -> Item:
@@ -110,6 +132,43 @@ def test_the_runner_writes_the_files_and_a_dead_worker_costs_one_item(tmp_path: 
     }
 
 
+def test_a_stopped_run_resumes_from_its_journal_to_the_same_tables(tmp_path: Path) -> None:
+    items = [_item(name) for name in ("one", "two", "stop", "three", "boom")]
+    seen = tmp_path / "seen.txt"
+    (tmp_path / "armed").touch()
+    stages = (Interrupt(seen), Split(), Judge())
+
+    def run(out: Path, **options: Any) -> StageResult:
+        return run_pipeline(
+            stages, items, name="judging", out=out, executor=SerialExecutor(), **options
+        )
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "out", journal=True, journal_items=1)  # a batch per finished item
+    assert seen.read_text().split() == ["one", "two", "stop"]
+    (tmp_path / "armed").unlink()
+    resumed = run(tmp_path / "out", journal=True)
+    assert seen.read_text().split() == ["one", "two", "stop", "stop", "three", "boom"]
+    whole = run(tmp_path / "whole")
+    assert resumed.images.equals(whole.images)
+    assert resumed.excluded.equals(whole.excluded)
+    written = sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith("."))
+    assert written == ["one-b.txt", "stop-b.txt", "three-b.txt", "two-b.txt"]
+    # A run with other stages or options is refused, and starts over when asked.
+    with pytest.raises(ConfigError, match="--fresh"):
+        run_pipeline(
+            (Interrupt(tmp_path / "other.txt"), Split(), Judge()),
+            items,
+            name="judging",
+            out=tmp_path / "out",
+            journal=True,
+        )
+    seen.unlink()
+    again = run(tmp_path / "out", journal=True, fresh=True)
+    assert seen.read_text().split() == ["one", "two", "stop", "three", "boom"]
+    assert again.images.equals(whole.images)
+
+
 #: torch in this process, then in two local workers: forked workers would inherit its OpenMP
 #: threads half-alive and hang (the learned brain masker in a test after another one).
 TORCH_AFTER_TORCH = """
@@ -151,3 +210,25 @@ def test_a_bad_file_is_the_same_row_from_the_build_and_from_the_masks_command(
     (from_command,) = command.excluded.select(keys).to_pylist()
     assert {k: from_build[k] for k in keys} == from_command
     assert from_command["stage"] == "load" and from_command["reason"] == "truncated"
+
+
+def test_the_masks_command_resumes_from_its_journal(
+    tmp_path: Path, collection: Collection, crawled: CrawlResult
+) -> None:
+    t1w = pc.equal(pc.cast(crawled.candidates["modality"], pa.string()), "T1w")
+    index = tmp_path / "index.parquet"
+    replace(crawled, candidates=crawled.candidates.filter(t1w).slice(0, 2)).write(index)
+    out = tmp_path / "masks"
+    command = ["--no-progress", "masks", str(index), "--root", str(collection.root)]
+    command += ["--out", str(out), "--brain", "template"]
+    first = CliRunner().invoke(app, command)
+    assert first.exit_code == 0, first.output
+    table = (out / "masks.parquet").read_bytes()
+    written = {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")}
+    assert written  # the masks of two images
+    again = CliRunner().invoke(app, command)
+    assert again.exit_code == 0, again.output
+    assert (out / "masks.parquet").read_bytes() == table
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")} == written  # none redone
+    other = CliRunner().invoke(app, [*command[:-1], "auto"])
+    assert other.exit_code == 2 and "--fresh" in other.output

@@ -15,6 +15,9 @@ A candidate's key hashes its whole crawl row, so a file whose header, sidecar or
 changed is processed again; a candidate that is no longer crawled is left out of the output,
 though its batch stays. Nothing in the journal is a wall-clock time; batches are numbered in
 the order they were written, which depends on scheduling, but the output never does.
+
+The stage commands (``openmind dwi|masks|quality score``) journal their items with the same
+class, in batches of their own tables (:mod:`openmind_data.stages.journal`).
 """
 
 from __future__ import annotations
@@ -139,18 +142,32 @@ class Journal:
         rows (image-table columns plus voxel columns as ``{"bytes", "path"}``) and exclusions."""
         if not units:
             return
+        table = table_from_records(published, SHARD_SCHEMA)
+        self.write_batch(
+            {
+                "units.parquet": pa.Table.from_pylist(list(units), schema=UNITS_SCHEMA),
+                # One row per row group, so a shard reads any row alone.
+                "published.parquet": (
+                    table,
+                    {"row_group_size": 1, **parquet_options(table.schema)},
+                ),
+                "excluded.parquet": table_from_records(excluded, EXCLUDED_SCHEMA),
+            }
+        )
+
+    def write_batch(
+        self, tables: Mapping[str, pa.Table | tuple[pa.Table, Mapping[str, Any]]]
+    ) -> None:
+        """Commit one batch of named Parquet files (a table, or a table and ``pq.write_table``
+        options): written into a hidden folder, each flushed, then the folder renamed into
+        place, so a batch is wholly there or not at all."""
         name = f"{self._next:08d}"
         partial = self.batches / f".{name}"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
-        pq.write_table(
-            pa.Table.from_pylist(list(units), schema=UNITS_SCHEMA), partial / "units.parquet"
-        )
-        table = table_from_records(published, SHARD_SCHEMA)
-        pq.write_table(
-            table, partial / "published.parquet", row_group_size=1, **parquet_options(table.schema)
-        )
-        pq.write_table(table_from_records(excluded, EXCLUDED_SCHEMA), partial / "excluded.parquet")
+        for file, given in tables.items():
+            table, options = given if isinstance(given, tuple) else (given, {})
+            pq.write_table(table, partial / file, **options)
         for path in partial.iterdir():
             fsync_path(path)
         fsync_path(partial)
@@ -164,7 +181,7 @@ class Journal:
         """(dataset_id, source_path) -> (candidate key, batch) of every unit journaled; where a
         unit was journaled twice (a changed file), the latest batch wins."""
         found: dict[tuple[str, str], tuple[str, str]] = {}
-        for batch in self._committed():
+        for batch in self.committed():
             for row in pq.read_table(batch / "units.parquet").to_pylist():
                 found[(row["dataset_id"], row["source_path"])] = (row["candidate_key"], batch.name)
         return found
@@ -210,7 +227,8 @@ class Journal:
         group = file.read_row_group(row, columns=list(columns))
         return {column: group.column(column)[0].as_py() for column in columns}
 
-    def _committed(self) -> Iterator[Path]:
+    def committed(self) -> Iterator[Path]:
+        """The committed batches' folders, oldest first."""
         if not self.batches.exists():
             return
         yield from sorted(p for p in self.batches.iterdir() if p.name.isdigit())

@@ -44,9 +44,12 @@ def run_dwi(
     workers: int = 1,
     executor: Executor | None = None,
     progress: bool = False,
+    journal: bool = False,
+    fresh: bool = False,
 ) -> StageResult:
     """Turn the DWI rows of ``candidates`` (the crawl's table) into images under ``out``, on
-    ``executor`` (default: ``workers`` local processes).
+    ``executor`` (default: ``workers`` local processes); ``journal``: resume from and journal
+    into ``out`` (``fresh``: start over).
 
     ``roots`` are the folders the crawl was given; each row's ``dataset_id`` names its dataset.
     Output does not depend on the executor: rows come back in the candidates' order.
@@ -73,6 +76,8 @@ def run_dwi(
         workers=workers,
         progress=progress,
         unit="series",
+        journal=journal,
+        fresh=fresh,
     )
     log.info(
         "dwi: %d series -> %d images, %d exclusion rows",

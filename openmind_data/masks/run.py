@@ -67,10 +67,13 @@ def run_masks(
     workers: int = 1,
     executor: Executor | None = None,
     progress: bool = False,
+    journal: bool = False,
+    fresh: bool = False,
 ) -> StageResult:
     """Mask every anatomical candidate (DWI series are the DWI stage's) and every row of
     ``derived`` (the DWI stage's table, its files under ``derived_root``), on ``executor``
-    (default: ``workers`` local processes)."""
+    (default: ``workers`` local processes). ``journal``: resume from and journal into ``out``
+    (``fresh``: start over)."""
     options = options or MaskOptions()
     if isinstance(roots, str | Path):
         roots = [roots]
@@ -100,6 +103,8 @@ def run_masks(
         workers=workers,
         progress=progress,
         summary=_defacing,
+        journal=journal,
+        fresh=fresh,
     )
     voxels = voxel_paths(result.images, roots, out, derived_root=derived_root)
     return StageResult(result.stage, result.images, result.excluded, voxels, result.summary)

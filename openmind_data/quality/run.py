@@ -103,18 +103,25 @@ def measure_quality(
     workers: int = 1,
     executor: Executor | None = None,
     progress: bool = False,
+    out: str | Path | None = None,
+    journal: bool = False,
+    fresh: bool = False,
 ) -> StageResult:
     """The ``iqm_*`` columns of every row of ``images`` (the masks stage's table): voxels from
     ``voxels[image_id]``, masks from their ``*_mask_path`` under ``masks_root``, on
-    ``executor`` (default: ``workers`` local processes)."""
+    ``executor`` (default: ``workers`` local processes). ``journal``: resume from and journal
+    into ``out`` (``fresh``: start over)."""
     items = [Item(row, Path(voxels[row["image_id"]])) for row in images.to_pylist()]
     return run_pipeline(
         (Quality(Path(masks_root)),),
         items,
         name="quality",
+        out=out,
         executor=executor,
         workers=workers,
         progress=progress,
+        journal=journal,
+        fresh=fresh,
     )
 
 
@@ -128,11 +135,22 @@ def run_quality(
     workers: int = 1,
     executor: Executor | None = None,
     progress: bool = False,
+    out: str | Path | None = None,
+    journal: bool = False,
+    fresh: bool = False,
 ) -> StageResult:
     """:func:`measure_quality`, then :func:`score_table` with ``model`` (default: the shipped
     one)."""
     measured = measure_quality(
-        images, voxels, masks_root, workers=workers, executor=executor, progress=progress
+        images,
+        voxels,
+        masks_root,
+        workers=workers,
+        executor=executor,
+        progress=progress,
+        out=out,
+        journal=journal,
+        fresh=fresh,
     )
     scored = score_table(measured.images, model, released=released)
     return replace(measured, images=scored, summary=_scores(scored))

@@ -4,10 +4,15 @@ Each item goes through the stages in a worker (:func:`~openmind_data.stages.base
 the files its stages give are written here, by this process alone, as results come back, and
 the rows are put in the items' order, so the output does not depend on the executor. A worker
 that dies twice on an item (see :mod:`openmind_data.executors`) excludes that item alone.
+
+With ``journal=True`` finished items are journaled in the output folder as they come back
+(:mod:`~openmind_data.stages.journal`): a command killed at any moment, run again, runs only
+the items it had not finished and gives the same tables.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing, nullcontext
@@ -19,12 +24,15 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from openmind_data.durable import write_atomic
+from openmind_data.errors import ConfigError
 from openmind_data.exclusions import ExclusionReason, exclusion_row
 from openmind_data.executors import Executor, WorkerDied, make_executor
 from openmind_data.schema import EXCLUDED_SCHEMA, IMAGE_SCHEMA, table_from_records, write_table
 from openmind_data.stages.base import Item, Stage, UnitResult, run_stages
 
 __all__ = ["StageResult", "run_pipeline"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,28 +81,55 @@ def run_pipeline(
     progress: bool = False,
     unit: str = "image",
     summary: Callable[[pa.Table], Mapping[str, object]] | None = None,
+    journal: bool = False,
+    fresh: bool = False,
+    journal_items: int = 16,
 ) -> StageResult:
     """Every item through ``stages`` on ``executor`` (default: ``workers`` local processes,
     this process at 1); the stages' files are written under ``out``. ``name`` is the command's
-    stage, for the tables' names and the exclusion of an item whose worker died."""
-    owned = executor is None
-    running = make_executor(workers=workers) if executor is None else executor
-    results: dict[int, UnitResult] = {}
-    bar = tqdm(total=len(items), desc=name, unit=unit, disable=None if progress else True)
-    with closing(running) if owned else nullcontext():
-        jobs = [(tuple(stages), item) for item in items]
-        for index, done in running.imap_unordered(_run, jobs):
-            result = (
-                UnitResult(excluded=[_died(items[index].row, done.detail, name)])
-                if isinstance(done, WorkerDied)
-                else done
-            )
-            for path, payload in result.files.items():
-                assert out is not None, f"{name}: a stage gave files but the run has no folder"
-                write_atomic(Path(out) / path, payload)
-            results[index] = result
-            bar.update()
-    bar.close()
+    stage, for the tables' names and the exclusion of an item whose worker died. ``journal``
+    resumes from and journals into ``out`` (a batch every ``journal_items`` finished items);
+    ``fresh`` discards what it holds."""
+    # The journal is the build's (curate), which runs these stages: imported here, not above.
+    from openmind_data.stages.journal import StageJournal, item_key  # noqa: PLC0415
+
+    book = None
+    if journal:
+        if out is None:
+            raise ConfigError(f"{name}: a journaled run needs an output folder")
+        book = StageJournal(out, name, stages).open(fresh=fresh)
+    keys = [item_key(item) for item in items]
+    with closing(book) if book is not None else nullcontext():
+        done = book.results() if book is not None else {}
+        results = {i: done[key] for i, key in enumerate(keys) if key in done}
+        todo = [i for i in range(len(items)) if i not in results]
+        if results:
+            log.info("%s: %d of %d items journaled already", name, len(results), len(items))
+        finished: list[tuple[str, UnitResult]] = []
+        bar = tqdm(total=len(todo), desc=name, unit=unit, disable=None if progress else True)
+        owned = executor is None
+        running = make_executor(workers=workers) if executor is None else executor
+        with closing(running) if owned else nullcontext():
+            jobs = [(tuple(stages), items[i]) for i in todo]
+            for position, outcome in running.imap_unordered(_run, jobs):
+                index = todo[position]
+                result = (
+                    UnitResult(excluded=[_died(items[index].row, outcome.detail, name)])
+                    if isinstance(outcome, WorkerDied)
+                    else outcome
+                )
+                for path, payload in result.files.items():
+                    assert out is not None, f"{name}: a stage gave files but the run has no folder"
+                    write_atomic(Path(out) / path, payload)
+                results[index] = UnitResult(result.published, result.excluded)  # files written
+                finished.append((keys[index], results[index]))
+                if book is not None and len(finished) >= journal_items:
+                    book.commit(finished)
+                    finished = []
+                bar.update()
+        if book is not None:
+            book.commit(finished)
+        bar.close()
     ordered = [results[i] for i in range(len(items))]
     images = table_from_records([p.row for r in ordered for p in r.published], IMAGE_SCHEMA)
     excluded = table_from_records([e for r in ordered for e in r.excluded], EXCLUDED_SCHEMA)
