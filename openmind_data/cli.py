@@ -8,11 +8,15 @@ from __future__ import annotations
 import logging
 from contextlib import closing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from openmind_data.commandline import OneLineErrors, Verbosity
+
+if TYPE_CHECKING:
+    from openmind_data.executors import Executor
+    from openmind_data.stages import Running
 
 app = typer.Typer(
     name="openmind",
@@ -166,6 +170,11 @@ Fresh = Annotated[
 Jobqueue = Annotated[
     Path | None, typer.Option(help="A dask-jobqueue cluster config (TOML), e.g. SLURM.")
 ]
+
+
+def _running(executor: Executor, fresh: bool) -> Running:
+    """How the stage commands run: on ``executor``, journaled in their ``--out``."""
+    return {"executor": executor, "progress": _State.progress, "journal": True, "fresh": fresh}
 
 
 @app.command()
@@ -389,10 +398,7 @@ def dwi(
             root,
             out,
             options,
-            executor=executor,
-            progress=_State.progress,
-            journal=True,
-            fresh=fresh,
+            **_running(executor, fresh),
         )
     _write_and_report(result, out)
 
@@ -440,10 +446,7 @@ def masks(
             options,
             derived=pq.read_table(dwi / "dwi.parquet") if dwi is not None else None,
             derived_root=dwi,
-            executor=executor,
-            progress=_State.progress,
-            journal=True,
-            fresh=fresh,
+            **_running(executor, fresh),
         )
     _write_and_report(result, out)
 
@@ -501,11 +504,8 @@ def quality_score(
             masks,
             load_model(model),
             released=read_ratings(released) if released else None,
-            executor=executor,
-            progress=_State.progress,
             out=out,
-            journal=True,
-            fresh=fresh,
+            **_running(executor, fresh),
         )
     _write_and_report(result, out)
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Unpack
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -15,9 +16,8 @@ from openmind_data.crawl.api import find_datasets
 from openmind_data.dwi.options import DwiOptions
 from openmind_data.dwi.stage import Diffusion
 from openmind_data.errors import ConfigError
-from openmind_data.executors import Executor
 from openmind_data.nifti import encode_nifti
-from openmind_data.stages import Item, Outcome, StageResult, run_pipeline
+from openmind_data.stages import Item, Outcome, Running, StageResult, run_pipeline
 
 __all__ = ["MapFiles", "run_dwi"]
 
@@ -40,16 +40,10 @@ def run_dwi(
     roots: str | Path | Sequence[str | Path],
     out: str | Path,
     options: DwiOptions | None = None,
-    *,
-    workers: int = 1,
-    executor: Executor | None = None,
-    progress: bool = False,
-    journal: bool = False,
-    fresh: bool = False,
+    **running: Unpack[Running],
 ) -> StageResult:
-    """Turn the DWI rows of ``candidates`` (the crawl's table) into images under ``out``, on
-    ``executor`` (default: ``workers`` local processes); ``journal``: resume from and journal
-    into ``out`` (``fresh``: start over).
+    """Turn the DWI rows of ``candidates`` (the crawl's table) into images under ``out``, run
+    as ``running`` says (:class:`~openmind_data.stages.Running`: the executor, the journal).
 
     ``roots`` are the folders the crawl was given; each row's ``dataset_id`` names its dataset.
     Output does not depend on the executor: rows come back in the candidates' order.
@@ -72,12 +66,8 @@ def run_dwi(
         items,
         name="dwi",
         out=out,
-        executor=executor,
-        workers=workers,
-        progress=progress,
         unit="series",
-        journal=journal,
-        fresh=fresh,
+        **running,
     )
     log.info(
         "dwi: %d series -> %d images, %d exclusion rows",

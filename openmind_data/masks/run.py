@@ -15,17 +15,25 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Unpack
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from openmind_data.crawl.api import find_datasets
 from openmind_data.errors import ConfigError
-from openmind_data.executors import Executor
 from openmind_data.masks.stage import MaskOptions, Masks
 from openmind_data.nifti import encode_mask, encode_nifti
 from openmind_data.release.layout import mask_paths, published_path
-from openmind_data.stages import MASK_COLUMNS, Item, Load, Outcome, StageResult, run_pipeline
+from openmind_data.stages import (
+    MASK_COLUMNS,
+    Item,
+    Load,
+    Outcome,
+    Running,
+    StageResult,
+    run_pipeline,
+)
 
 __all__ = ["MaskFiles", "run_masks", "voxel_paths"]
 
@@ -64,16 +72,11 @@ def run_masks(
     *,
     derived: pa.Table | None = None,
     derived_root: str | Path | None = None,
-    workers: int = 1,
-    executor: Executor | None = None,
-    progress: bool = False,
-    journal: bool = False,
-    fresh: bool = False,
+    **running: Unpack[Running],
 ) -> StageResult:
     """Mask every anatomical candidate (DWI series are the DWI stage's) and every row of
-    ``derived`` (the DWI stage's table, its files under ``derived_root``), on ``executor``
-    (default: ``workers`` local processes). ``journal``: resume from and journal into ``out``
-    (``fresh``: start over)."""
+    ``derived`` (the DWI stage's table, its files under ``derived_root``), run as ``running``
+    says (:class:`~openmind_data.stages.Running`: the executor, the journal)."""
     options = options or MaskOptions()
     if isinstance(roots, str | Path):
         roots = [roots]
@@ -99,12 +102,8 @@ def run_masks(
         items,
         name="masks",
         out=out,
-        executor=executor,
-        workers=workers,
-        progress=progress,
         summary=_defacing,
-        journal=journal,
-        fresh=fresh,
+        **running,
     )
     voxels = voxel_paths(result.images, roots, out, derived_root=derived_root)
     return StageResult(result.stage, result.images, result.excluded, voxels, result.summary)

@@ -16,18 +16,17 @@ from dataclasses import replace
 from functools import lru_cache
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import pyarrow as pa
 
-from openmind_data.executors import Executor
 from openmind_data.quality.model import IqsModel, Reference, load_model
 from openmind_data.quality.peers import peer_references
 from openmind_data.quality.ratings import Ratings
 from openmind_data.quality.stage import Quality
 from openmind_data.schema import IMAGE_SCHEMA, IQM_COLUMNS, table_from_records
-from openmind_data.stages import Item, StageResult, run_pipeline
+from openmind_data.stages import Item, Running, StageResult, run_pipeline
 
 __all__ = ["measure_quality", "run_quality", "score_image", "score_table"]
 
@@ -100,29 +99,14 @@ def measure_quality(
     voxels: Mapping[str, str | Path],
     masks_root: str | Path,
     *,
-    workers: int = 1,
-    executor: Executor | None = None,
-    progress: bool = False,
     out: str | Path | None = None,
-    journal: bool = False,
-    fresh: bool = False,
+    **running: Unpack[Running],
 ) -> StageResult:
     """The ``iqm_*`` columns of every row of ``images`` (the masks stage's table): voxels from
-    ``voxels[image_id]``, masks from their ``*_mask_path`` under ``masks_root``, on
-    ``executor`` (default: ``workers`` local processes). ``journal``: resume from and journal
-    into ``out`` (``fresh``: start over)."""
+    ``voxels[image_id]``, masks from their ``*_mask_path`` under ``masks_root``, run as
+    ``running`` says (:class:`~openmind_data.stages.Running`; a journal goes in ``out``)."""
     items = [Item(row, Path(voxels[row["image_id"]])) for row in images.to_pylist()]
-    return run_pipeline(
-        (Quality(Path(masks_root)),),
-        items,
-        name="quality",
-        out=out,
-        executor=executor,
-        workers=workers,
-        progress=progress,
-        journal=journal,
-        fresh=fresh,
-    )
+    return run_pipeline((Quality(Path(masks_root)),), items, name="quality", out=out, **running)
 
 
 def run_quality(
@@ -132,26 +116,12 @@ def run_quality(
     model: IqsModel | None = None,
     *,
     released: Ratings | None = None,
-    workers: int = 1,
-    executor: Executor | None = None,
-    progress: bool = False,
     out: str | Path | None = None,
-    journal: bool = False,
-    fresh: bool = False,
+    **running: Unpack[Running],
 ) -> StageResult:
     """:func:`measure_quality`, then :func:`score_table` with ``model`` (default: the shipped
     one)."""
-    measured = measure_quality(
-        images,
-        voxels,
-        masks_root,
-        workers=workers,
-        executor=executor,
-        progress=progress,
-        out=out,
-        journal=journal,
-        fresh=fresh,
-    )
+    measured = measure_quality(images, voxels, masks_root, out=out, **running)
     scored = score_table(measured.images, model, released=released)
     return replace(measured, images=scored, summary=_scores(scored))
 

@@ -23,7 +23,7 @@ from openmind_data.stages.base import (
 )
 from openmind_data.stages.load import Load
 from openmind_data.stages.publish import MASK_COLUMNS, Publish
-from openmind_data.stages.runner import StageResult, run_pipeline
+from openmind_data.stages.runner import Running, StageResult, run_pipeline
 
 __all__ = [
     "MASK_COLUMNS",
@@ -32,6 +32,7 @@ __all__ = [
     "Outcome",
     "Publish",
     "Published",
+    "Running",
     "Stage",
     "StageResult",
     "UnitResult",

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import pyarrow as pa
 from tqdm import tqdm
@@ -30,7 +30,7 @@ from openmind_data.executors import Executor, WorkerDied, make_executor
 from openmind_data.schema import EXCLUDED_SCHEMA, IMAGE_SCHEMA, table_from_records, write_table
 from openmind_data.stages.base import Item, Stage, UnitResult, run_stages
 
-__all__ = ["StageResult", "run_pipeline"]
+__all__ = ["Running", "StageResult", "run_pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -70,34 +70,42 @@ class StageResult:
         return paths
 
 
+class Running(TypedDict, total=False):
+    """How a stage command runs, whatever it does; every ``run_*`` of a stage takes these.
+
+    ``executor`` runs the items (default: ``workers`` local processes, this process at 1);
+    ``progress`` shows a bar; ``journal`` resumes from and journals into the output folder (a
+    batch every ``journal_items`` finished items), and ``fresh`` discards what it holds."""
+
+    executor: Executor | None
+    workers: int
+    progress: bool
+    journal: bool
+    fresh: bool
+    journal_items: int
+
+
 def run_pipeline(
     stages: Sequence[Stage],
     items: Sequence[Item],
     *,
     name: str,
     out: str | Path | None = None,
-    executor: Executor | None = None,
-    workers: int = 1,
-    progress: bool = False,
     unit: str = "image",
     summary: Callable[[pa.Table], Mapping[str, object]] | None = None,
-    journal: bool = False,
-    fresh: bool = False,
-    journal_items: int = 16,
+    **running: Unpack[Running],
 ) -> StageResult:
-    """Every item through ``stages`` on ``executor`` (default: ``workers`` local processes,
-    this process at 1); the stages' files are written under ``out``. ``name`` is the command's
-    stage, for the tables' names and the exclusion of an item whose worker died. ``journal``
-    resumes from and journals into ``out`` (a batch every ``journal_items`` finished items);
-    ``fresh`` discards what it holds."""
+    """Every item through ``stages`` as ``running`` says (:class:`Running`); the stages' files
+    are written under ``out``. ``name`` is the command's stage, for the tables' names and the
+    exclusion of an item whose worker died."""
     # The journal is the build's (curate), which runs these stages: imported here, not above.
     from openmind_data.stages.journal import StageJournal, item_key  # noqa: PLC0415
 
     book = None
-    if journal:
+    if running.get("journal", False):
         if out is None:
             raise ConfigError(f"{name}: a journaled run needs an output folder")
-        book = StageJournal(out, name, stages).open(fresh=fresh)
+        book = StageJournal(out, name, stages).open(fresh=running.get("fresh", False))
     keys = [item_key(item) for item in items]
     with closing(book) if book is not None else nullcontext():
         done = book.results() if book is not None else {}
@@ -106,12 +114,16 @@ def run_pipeline(
         if results:
             log.info("%s: %d of %d items journaled already", name, len(results), len(items))
         finished: list[tuple[str, UnitResult]] = []
-        bar = tqdm(total=len(todo), desc=name, unit=unit, disable=None if progress else True)
+        shown = running.get("progress", False)
+        bar = tqdm(total=len(todo), desc=name, unit=unit, disable=None if shown else True)
+        executor = running.get("executor")
         owned = executor is None
-        running = make_executor(workers=workers) if executor is None else executor
-        with closing(running) if owned else nullcontext():
+        if executor is None:
+            executor = make_executor(workers=running.get("workers", 1))
+        batch = running.get("journal_items", 16)
+        with closing(executor) if owned else nullcontext():
             jobs = [(tuple(stages), items[i]) for i in todo]
-            for position, outcome in running.imap_unordered(_run, jobs):
+            for position, outcome in executor.imap_unordered(_run, jobs):
                 index = todo[position]
                 result = (
                     UnitResult(excluded=[_died(items[index].row, outcome.detail, name)])
@@ -123,7 +135,7 @@ def run_pipeline(
                     write_atomic(Path(out) / path, payload)
                 results[index] = UnitResult(result.published, result.excluded)  # files written
                 finished.append((keys[index], results[index]))
-                if book is not None and len(finished) >= journal_items:
+                if book is not None and len(finished) >= batch:
                     book.commit(finished)
                     finished = []
                 bar.update()

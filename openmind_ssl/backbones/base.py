@@ -12,13 +12,14 @@ classes; a new architecture is a module with one adapter and a line in the regis
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
 from openmind_data.errors import ConfigError
 
-__all__ = ["ADAPTATION_KEYS", "Backbone", "Grid", "Stages"]
+__all__ = ["ADAPTATION_KEYS", "Backbone", "Grid", "Head", "Stages"]
 
 Grid = tuple[int, int, int]
 
@@ -28,6 +29,18 @@ Stages = Literal["all", "deepest"]
 
 #: The adaptation plan's keys (nnssl's names), in the order checkpoints list them.
 ADAPTATION_KEYS = ("key_to_encoder", "key_to_stem", "keys_to_in_proj", "key_to_lpe")
+
+
+@dataclass(frozen=True)
+class Head:
+    """What a network is built for, around the architecture: its input channels and output
+    classes; ``mae_decoder`` gives a token backbone its small transformer decoder after the
+    mask-token restore; ``deep_supervision`` gives a U-Net one output per decoder stage."""
+
+    input_channels: int = 1
+    num_classes: int = 1
+    mae_decoder: bool = False
+    deep_supervision: bool = False
 
 
 class Backbone(ABC):
@@ -53,7 +66,6 @@ class Backbone(ABC):
 
     # -- networks ------------------------------------------------------------------------
 
-    @abstractmethod
     def build(
         self,
         model: Any,
@@ -64,9 +76,14 @@ class Backbone(ABC):
         mae_decoder: bool = False,
         deep_supervision: bool = False,
     ) -> nn.Module:
-        """The network ``model`` describes, for crops of ``patch_size``. ``mae_decoder`` gives
-        a token backbone its small transformer decoder after the mask-token restore;
-        ``deep_supervision`` gives a U-Net one output per decoder stage."""
+        """The network ``model`` describes, for crops of ``patch_size``, with the :class:`Head`
+        the keywords describe."""
+        head = Head(input_channels, num_classes, mae_decoder, deep_supervision)
+        return self.network(model, patch_size, head)
+
+    @abstractmethod
+    def network(self, model: Any, patch_size: Grid, head: Head) -> nn.Module:
+        """What :meth:`build` builds: the architecture's own network for ``head``."""
 
     @staticmethod
     def sizes(model: Any, *keys: str) -> dict[str, Any]:

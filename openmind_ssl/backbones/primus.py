@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from torch import Tensor, nn
 
-from openmind_ssl.backbones.base import Backbone, Grid, Stages
+from openmind_ssl.backbones.base import Backbone, Grid, Head, Stages
 from openmind_ssl.models.eva import Eva
 from openmind_ssl.models.primus import Primus, primus_m
 
@@ -26,26 +26,17 @@ class PrimusBackbone(Backbone):
     encoder_parts = ("down_projection", "eva")
     transfer_lr = 1e-4  # with AdamW
 
-    def build(
-        self,
-        model: Any,
-        patch_size: Grid,
-        *,
-        input_channels: int = 1,
-        num_classes: int = 1,
-        mae_decoder: bool = False,
-        deep_supervision: bool = False,
-    ) -> nn.Module:
+    def network(self, model: Any, patch_size: Grid, head: Head) -> nn.Module:
         """Primus-M, or smaller through ``embed_dim``, ``depth`` and ``num_heads``; a single
         output (``deep_supervision`` changes nothing)."""
         overrides = self.sizes(model, "embed_dim", "depth", "num_heads")
         return primus_m(
-            input_channels,
-            num_classes,
+            head.input_channels,
+            head.num_classes,
             input_shape=patch_size,
             patch_size=PATCH,
             drop_path_rate=model.drop_path_rate,
-            decoder_depth=model.decoder_depth if mae_decoder else 0,
+            decoder_depth=model.decoder_depth if head.mae_decoder else 0,
             **overrides,
         )
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from openmind_data.errors import ConfigError
-from openmind_ssl.backbones.base import Backbone, Grid, Stages
+from openmind_ssl.backbones.base import Backbone, Grid, Head, Stages
 from openmind_ssl.models.resenc import RESENC_L, ResEncL
 
 __all__ = ["RESENC", "ResEncBackbone"]
@@ -25,20 +25,16 @@ class ResEncBackbone(Backbone):
     encoder_parts = ("encoder",)
     transfer_lr = 1e-3  # with SGD
 
-    def build(
-        self,
-        model: Any,
-        patch_size: Grid,
-        *,
-        input_channels: int = 1,
-        num_classes: int = 1,
-        mae_decoder: bool = False,
-        deep_supervision: bool = False,
-    ) -> nn.Module:
+    def network(self, model: Any, patch_size: Grid, head: Head) -> nn.Module:
         """ResEnc-L reconstructs with its own U-Net decoder (``mae_decoder`` changes nothing);
         the size keys ``features_per_stage`` and ``blocks_per_stage`` shrink it."""
         sizes = self.sizes(model, "features_per_stage", "blocks_per_stage")
-        return ResEncL(input_channels, num_classes, deep_supervision=deep_supervision, **sizes)
+        return ResEncL(
+            head.input_channels,
+            head.num_classes,
+            deep_supervision=head.deep_supervision,
+            **sizes,
+        )
 
     def stages(self, model: Any) -> int:
         return len(model.features_per_stage or RESENC_L["features_per_stage"])
