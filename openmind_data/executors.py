@@ -112,7 +112,7 @@ class ProcessExecutor:
         self._pool = ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=_START,
-            initializer=_die_with_parent,
+            initializer=_die_with_build,
             initargs=(os.getpid(),),
         )
         return self._pool
@@ -176,7 +176,7 @@ _START = multiprocessing.get_context(
 )
 
 
-def _die_with_parent(build: int) -> None:
+def _die_with_build(build: int) -> None:
     """Exit this worker when the build (``build``) dies. A build killed with SIGKILL would
     otherwise leave its workers waiting forever on a queue nobody feeds, and with them the fork
     server, which lives while any worker does. A daemon thread waits on the build's pidfd
