@@ -44,7 +44,9 @@ def item_key(item: Item) -> str:
 class StageJournal:
     """The journal of one stage command's output folder (see the module's docstring)."""
 
-    def __init__(self, out: str | Path, name: str, stages: Sequence[Stage]) -> None:
+    def __init__(
+        self, out: str | Path, name: str, stages: Sequence[Stage], *, batch: int = 16
+    ) -> None:
         from openmind_data import __version__  # noqa: PLC0415 - a cycle at import time
 
         fingerprint = {
@@ -53,13 +55,26 @@ class StageJournal:
             "stages": [repr(stage) for stage in stages],
         }
         self._journal = Journal(out, fingerprint)
+        self._batch = batch
+        self._pending: list[tuple[str, UnitResult]] = []
 
     def open(self, *, fresh: bool = False) -> StageJournal:
         self._journal.open(fresh=fresh)
         return self
 
     def close(self) -> None:
+        """Commit the items added since the last batch (their files are written, even when
+        the run stops on an error), then let the folder go."""
+        self.commit(self._pending)
+        self._pending = []
         self._journal.close()
+
+    def add(self, key: str, result: UnitResult) -> None:
+        """One finished item, whose files are written; a batch is committed every ``batch``."""
+        self._pending.append((key, result))
+        if len(self._pending) >= self._batch:
+            self.commit(self._pending)
+            self._pending = []
 
     def commit(self, finished: Sequence[tuple[str, UnitResult]]) -> None:
         """Add one batch of finished items: (item key, its result)."""

@@ -105,22 +105,21 @@ def run_pipeline(
     if running.get("journal", False):
         if out is None:
             raise ConfigError(f"{name}: a journaled run needs an output folder")
-        book = StageJournal(out, name, stages).open(fresh=running.get("fresh", False))
-    keys = [item_key(item) for item in items]
+        book = StageJournal(out, name, stages, batch=running.get("journal_items", 16))
+        book.open(fresh=running.get("fresh", False))
     with closing(book) if book is not None else nullcontext():
+        keys = [item_key(item) for item in items] if book is not None else []
         done = book.results() if book is not None else {}
         results = {i: done[key] for i, key in enumerate(keys) if key in done}
         todo = [i for i in range(len(items)) if i not in results]
         if results:
             log.info("%s: %d of %d items journaled already", name, len(results), len(items))
-        finished: list[tuple[str, UnitResult]] = []
         shown = running.get("progress", False)
         bar = tqdm(total=len(todo), desc=name, unit=unit, disable=None if shown else True)
         executor = running.get("executor")
         owned = executor is None
         if executor is None:
             executor = make_executor(workers=running.get("workers", 1))
-        batch = running.get("journal_items", 16)
         with closing(executor) if owned else nullcontext():
             jobs = [(tuple(stages), items[i]) for i in todo]
             for position, outcome in executor.imap_unordered(_run, jobs):
@@ -134,13 +133,9 @@ def run_pipeline(
                     assert out is not None, f"{name}: a stage gave files but the run has no folder"
                     write_atomic(Path(out) / path, payload)
                 results[index] = UnitResult(result.published, result.excluded)  # files written
-                finished.append((keys[index], results[index]))
-                if book is not None and len(finished) >= batch:
-                    book.commit(finished)
-                    finished = []
+                if book is not None:
+                    book.add(keys[index], results[index])
                 bar.update()
-        if book is not None:
-            book.commit(finished)
         bar.close()
     ordered = [results[i] for i in range(len(items))]
     images = table_from_records([p.row for r in ordered for p in r.published], IMAGE_SCHEMA)
