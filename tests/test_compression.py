@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from openmind_data.compression import GZIP_ENV, gunzip, gzip_bytes
 from openmind_data.masks.brain import _cross
-from openmind_data.masks.face import brain_distance
+from openmind_data.masks.face import ZONE_MM, brain_distance
 
 
 @pytest.fixture
@@ -63,9 +63,17 @@ def test_the_cross_opening_is_scipys() -> None:
         assert np.array_equal(_cross(mask, np.logical_or), ndimage.binary_dilation(mask))
 
 
-def test_brain_distance_is_scipys_edt() -> None:
-    brain = np.zeros((30, 26, 22), dtype=bool)
-    brain[8:20, 6:18, 5:15] = True
+def test_brain_distance_is_scipys_edt_within_the_zone() -> None:
+    # A grid far larger than the brain and the zone around it: scipy's distances wherever they
+    # are within ZONE_MM, and only farther ones (infinite here) beyond.
+    brain = np.zeros((150, 140, 120), dtype=bool)
+    brain[60:80, 50:70, 40:52] = True
+    brain[70:75, 20:50, 45:50] = True  # not a box: the nearest brain voxel varies
     spacing = (0.9375, 0.9375, 1.2)
     expected = ndimage.distance_transform_edt(~brain, sampling=spacing)
-    np.testing.assert_allclose(brain_distance(brain, spacing), expected, atol=1e-4)
+    distance = brain_distance(brain, spacing)
+    near = expected <= ZONE_MM
+    np.testing.assert_allclose(distance[near], expected[near], atol=1e-4)
+    assert (distance[~near] > ZONE_MM).all()
+    assert np.isinf(distance).any()  # the grid's corners lie beyond the grown box
+    assert np.isinf(brain_distance(np.zeros((5, 5, 5), dtype=bool), spacing)).all()

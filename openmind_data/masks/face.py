@@ -147,9 +147,25 @@ def facial_region(
 
 
 def brain_distance(brain: NDArray[np.bool_], spacing: tuple[float, ...]) -> NDArray[np.float32]:
-    """Every voxel's distance (mm) from the brain mask: 0 inside it, infinite without a brain.
-    The masks stage computes it once and hands it to :func:`face_shown` and the defacing."""
-    return _distance_inside(~brain, spacing)
+    """Every voxel's distance (mm) from the brain mask, exact up to :data:`ZONE_MM` (the farthest
+    any check looks): 0 inside it; infinite beyond the brain's bounding box grown by that much,
+    and everywhere without a brain. The masks stage computes it once and hands it to
+    :func:`face_shown` and the defacing.
+
+    Only the grown box is transformed: the brain lies wholly inside it, so each of its voxels
+    has the distance it has in the whole grid, and every voxel outside it is farther than
+    :data:`ZONE_MM` from the brain along one axis alone (heads whose field of view holds the
+    neck or much air gain the most)."""
+    distance = np.full(brain.shape, np.inf, dtype=np.float32)
+    box = []
+    for axis, size in enumerate(spacing[:3]):
+        hits = np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != axis)))
+        if hits.size == 0:
+            return distance
+        grow = int(np.ceil(ZONE_MM / float(size)))
+        box.append(slice(max(0, int(hits[0]) - grow), int(hits[-1]) + 1 + grow))
+    distance[tuple(box)] = _distance_inside(~brain[tuple(box)], spacing)
+    return distance
 
 
 def _distance_inside(mask: NDArray[np.bool_], spacing: tuple[float, ...]) -> NDArray[np.float32]:
