@@ -77,3 +77,14 @@ def test_brain_distance_is_scipys_edt_within_the_zone() -> None:
     assert (distance[~near] > ZONE_MM).all()
     assert np.isinf(distance).any()  # the grid's corners lie beyond the grown box
     assert np.isinf(brain_distance(np.zeros((5, 5, 5), dtype=bool), spacing)).all()
+    # Asked where a check looks (a corner region, a short reach): exact there, never nearer
+    # than scipy's anywhere.
+    where = np.zeros(brain.shape, dtype=bool)
+    where[75:110, 60:100, 30:60] = True
+    for reach in (2.0, 12.0):
+        distance = brain_distance(brain, spacing, where=where, reach=reach)
+        near = where & (expected <= reach)
+        assert near.any()
+        np.testing.assert_allclose(distance[near], expected[near], atol=1e-4)
+        assert (distance[where & ~near] > reach).all()
+        assert (distance >= expected - 1e-4).all()

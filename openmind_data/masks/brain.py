@@ -16,17 +16,19 @@ real heads the registration leans on the brain and the overall head shape, not o
 
 The registration (SimpleITK) maps the image onto the template:
 
-1. Both images are resampled onto axis-aligned 4 mm grids, after a blur of each native axis to
-   that resolution, so thick slices and flipped, permuted or oblique axes are dealt with once,
-   in numpy. Intensities are clipped to the 0.5-99.5th percentiles of the head's non-zero
-   voxels and scaled to 0-1. Working voxels outside the image's field of view are left out of
-   the metric (a fixed-image mask); zeroed regions stay in, as dark as air.
+1. Both images are resampled onto axis-aligned 4 mm grids, after block means and a blur of each
+   native axis to that resolution, so thick slices and flipped, permuted or oblique axes are
+   dealt with once, in numpy. Intensities are clipped to the 0.5-99.5th percentiles of the
+   head's non-zero voxels and scaled to 0-1 (on the block means). Working voxels outside the
+   image's field of view are left out of the metric (a fixed-image mask); zeroed regions stay
+   in, as dark as air.
 2. Initialisation: the centres of mass of the two heads are aligned; from there, shifts along
    the superior-inferior axis (where fields of view differ most: with or without the neck;
-   wider for a slab that shows part of the head) are each optimised briefly at 16 mm and the
-   best by the metric is kept.
+   wider for a slab that shows part of the head) are each optimised briefly at 16 mm (20
+   iterations, the template's gradient by central differences) and the best by the metric is
+   kept.
 3. A similarity transform (rotation, translation, one scale) at 8 then 4 mm, then an affine one
-   at 4 mm, by Mattes mutual information (32 bins, 15% random samples drawn with a fixed seed,
+   at 4 mm, by Mattes mutual information (32 bins, 10% random samples drawn with a fixed seed,
    so a mask replays exactly) and regular-step gradient descent. A stage whose scales leave the
    range of heads (0.6-1.8, one axis at most 1.35 times another) is discarded.
 4. The template's brain mask is resampled (linear, threshold 0.5) into the native grid and
@@ -262,8 +264,8 @@ class _Stage:
 #: Coarse search over starting points (one per superior-inferior shift), then refinement.
 START: Final = _Stage("similarity", (4,), (2.0,), 20, 0.1, gradient_image=False)
 STAGES: Final = (
-    _Stage("similarity", (2, 1), (1.0, 0.0), 100, 0.15),
-    _Stage("affine", (1,), (0.0,), 100, 0.15),
+    _Stage("similarity", (2, 1), (1.0, 0.0), 100, 0.1),
+    _Stage("affine", (1,), (0.0,), 100, 0.1),
 )
 #: Superior-inferior shifts (mm) tried from the head centres: fields of view differ most there.
 START_SHIFTS_MM: Final = (-20.0, 0.0, 20.0)

@@ -89,16 +89,13 @@ def deface_region(
     spacing: tuple[float, ...],
     *,
     margin_mm: float = MARGIN_MM,
-    distance: NDArray[np.floating[Any]] | None = None,
 ) -> NDArray[np.bool_]:
     """The voxels the toolkit's defacing removes: beyond the shear plane, or in the facial
-    region, and at least ``margin_mm`` from the brain mask either way (``distance``: from
-    :func:`~openmind_data.masks.face.brain_distance`, where the caller has it)."""
+    region, and more than ``margin_mm`` from the brain mask either way (the distance exact at
+    every voxel the cut would take)."""
     face = facial_region(brain, affine, front_share=CUT_FRONT_SHARE)
     cut = quickshear(brain, affine, margin_mm=margin_mm) | face
-    if distance is None:
-        distance = brain_distance(brain, spacing)
-    clear = distance > margin_mm
+    clear = brain_distance(brain, spacing, where=cut, reach=margin_mm) > margin_mm
     region: NDArray[np.bool_] = cut & clear
     return region
 

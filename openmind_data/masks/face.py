@@ -24,7 +24,7 @@ Two measures are taken on it:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import edt  # type: ignore[import-not-found]
 import numpy as np
@@ -146,24 +146,38 @@ def facial_region(
     return region
 
 
-def brain_distance(brain: NDArray[np.bool_], spacing: tuple[float, ...]) -> NDArray[np.float32]:
-    """Every voxel's distance (mm) from the brain mask, exact up to :data:`ZONE_MM` (the farthest
-    any check looks): 0 inside it; infinite beyond the brain's bounding box grown by that much,
-    and everywhere without a brain. The masks stage computes it once and hands it to
-    :func:`face_shown` and the defacing.
+def brain_distance(
+    brain: NDArray[np.bool_],
+    spacing: tuple[float, ...],
+    *,
+    where: NDArray[np.bool_] | None = None,
+    reach: float = ZONE_MM,
+) -> NDArray[np.float32]:
+    """Distances (mm) from the brain mask, exact up to ``reach`` at the voxels of ``where``
+    (every voxel when None): 0 inside the brain, infinite without one. Elsewhere a voxel never
+    reads nearer than it is (farther ones read infinite), so a caller thresholds only where it
+    asked.
 
-    Only the grown box is transformed: the brain lies wholly inside it, so each of its voxels
-    has the distance it has in the whole grid, and every voxel outside it is farther than
-    :data:`ZONE_MM` from the brain along one axis alone (heads whose field of view holds the
-    neck or much air gain the most)."""
+    Only the box of the ``where`` voxels grown by ``reach`` is transformed (and of that, what
+    lies within ``reach`` of the brain's box): a brain voxel outside it is farther than
+    ``reach`` from every ``where`` voxel along one axis alone. The facial zone, a defacing's
+    cut and a thin shell around the brain are each a fraction of a head's grid."""
     distance = np.full(brain.shape, np.inf, dtype=np.float32)
     box = []
     for axis, size in enumerate(spacing[:3]):
-        hits = np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != axis)))
-        if hits.size == 0:
+        others = tuple(a for a in range(3) if a != axis)
+        grow = int(np.ceil(reach / float(size)))
+        low, high = 0, brain.shape[axis]
+        for mask in (brain, where):
+            if mask is None:
+                continue
+            hits = np.flatnonzero(mask.any(axis=others))
+            if hits.size == 0:
+                return distance
+            low, high = max(low, int(hits[0]) - grow), min(high, int(hits[-1]) + 1 + grow)
+        if low >= high:
             return distance
-        grow = int(np.ceil(ZONE_MM / float(size)))
-        box.append(slice(max(0, int(hits[0]) - grow), int(hits[-1]) + 1 + grow))
+        box.append(slice(low, high))
     distance[tuple(box)] = _distance_inside(~brain[tuple(box)], spacing)
     return distance
 
@@ -191,8 +205,8 @@ def facial_surface(
     """Tissue of the facial region of ``brain`` within :data:`SURFACE_MM` of the air (what is
     not tissue) and :data:`CLEARANCE_MM` or more from the brain."""
     depth = _distance_inside(tissue, spacing)
-    clear = brain_distance(brain, spacing) >= CLEARANCE_MM
     region = facial_region(brain, affine)
+    clear = brain_distance(brain, spacing, where=region, reach=CLEARANCE_MM) >= CLEARANCE_MM
     surface: NDArray[np.bool_] = tissue & region & clear & (depth <= SURFACE_MM)
     return surface
 
@@ -216,18 +230,13 @@ def face_shown(
     brain: NDArray[np.bool_],
     affine: NDArray[np.float64],
     spacing: tuple[float, ...],
-    *,
-    distance: NDArray[np.floating[Any]] | None = None,
 ) -> FaceCheck:
     """Whether the image still shows a face: tissue in the facial zone, the facial region within
-    :data:`ZONE_MM` of the brain (``distance``: :func:`brain_distance`, where the caller has it).
-    No brain: the face counts as shown."""
+    :data:`ZONE_MM` of the brain. No brain: the face counts as shown."""
     if not brain.any():
         return FaceCheck(0.0, 0.0, True)
-    if distance is None:
-        distance = brain_distance(brain, spacing)
-    near = distance <= ZONE_MM
-    zone = facial_region(brain, affine, ZONE_FRONT_SHARE) & near
+    front = facial_region(brain, affine, ZONE_FRONT_SHARE)
+    zone = front & (brain_distance(brain, spacing, where=front) <= ZONE_MM)
     voxel_ml = float(np.prod(spacing[:3])) / 1000.0
     zone_ml = float(zone.sum()) * voxel_ml
     tissue_ml = float((zone & tissue).sum()) * voxel_ml

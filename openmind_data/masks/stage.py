@@ -185,12 +185,7 @@ def mask_image(
     if found.is_brain_extract:
         defacing = "brain_extract"
     else:
-        distance = brain_distance(brain, spacing) if brain is not None else None
-        face = (
-            face_shown(anatomy, brain, affine, spacing, distance=distance)
-            if brain is not None
-            else None
-        )
+        face = face_shown(anatomy, brain, affine, spacing) if brain is not None else None
         if face is not None:
             steps.append(
                 _step(
@@ -212,9 +207,9 @@ def mask_image(
             )
         else:
             assert brain is not None  # MaskOptions refuses deface without a brain backend
-            cut = deface_region(brain, affine, spacing, distance=distance) & ~found.padding
+            cut = deface_region(brain, affine, spacing) & ~found.padding
             check_brain, method = _independent(
-                brain, distance, volume, affine, anatomy, masker, modality
+                brain, spacing, volume, affine, anatomy, masker, modality
             )
             volume = volume.copy()
             volume[cut] = found.fill
@@ -254,7 +249,7 @@ def mask_image(
 
 def _independent(
     brain: NDArray[np.bool_],
-    distance: NDArray[np.floating[Any]] | None,
+    spacing: tuple[float, ...],
     volume: NDArray[np.float32],
     affine: NDArray[np.float64],
     head: NDArray[np.bool_],
@@ -266,7 +261,7 @@ def _independent(
     second = check_masker(masker, volume.shape, modality)
     if second is not None:
         return np.asarray(second(volume, affine, head), dtype=bool), second.name
-    assert distance is not None  # computed wherever there is a brain mask
+    distance = brain_distance(brain, spacing, reach=CHECK_DILATION_MM)
     dilated: NDArray[np.bool_] = distance <= CHECK_DILATION_MM
     return dilated, f"{masker.name if masker else 'brain'} mask dilated {CHECK_DILATION_MM:g} mm"
 
