@@ -28,10 +28,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from tqdm import tqdm
 
+from openmind_data.compression import GZIP_ENV
 from openmind_data.errors import ConfigError, OpenMindError
 
 __all__ = [
@@ -112,8 +113,8 @@ class ProcessExecutor:
         self._pool = ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=_START,
-            initializer=_die_with_build,
-            initargs=(os.getpid(),),
+            initializer=_start_worker,
+            initargs=(os.getpid(), {name: os.environ.get(name) for name in FOLLOWED}),
         )
         return self._pool
 
@@ -174,6 +175,23 @@ class ProcessExecutor:
 _START = multiprocessing.get_context(
     "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 )
+
+
+#: Settings the build reads from its environment that its workers follow as the build has them
+#: when a pool starts: a fork server's workers inherit the server's environment, which is the
+#: build's as it was when the server started (the first pool of the process).
+FOLLOWED: Final = (GZIP_ENV,)
+
+
+def _start_worker(build: int, environment: dict[str, str | None]) -> None:
+    """A local worker's start: the build's :data:`FOLLOWED` settings, and its exit when the
+    build dies."""
+    for name, value in environment.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    _die_with_build(build)
 
 
 def _die_with_build(build: int) -> None:

@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from openmind_data.cli import app
+from openmind_data.compression import GZIP_ENV
 from openmind_data.crawl import CrawlResult
 from openmind_data.curate import process_candidate
 from openmind_data.errors import ConfigError, InvalidInputError
@@ -232,3 +233,26 @@ def test_the_masks_command_resumes_from_its_journal(
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")} == written  # none redone
     other = CliRunner().invoke(app, [*command[:-1], "auto"])
     assert other.exit_code == 2 and "--fresh" in other.output
+
+
+def _gzip_setting(_: int) -> str | None:
+    return os.environ.get(GZIP_ENV)
+
+
+def test_workers_follow_the_builds_gzip_setting_after_the_fork_server_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The fork server starts with the first pool and keeps the environment it started with;
+    # a later build that asks for the standard library's gzip must get it in its workers.
+    monkeypatch.delenv(GZIP_ENV, raising=False)
+    first = ProcessExecutor(1)
+    try:
+        assert [value for _, value in first.imap_unordered(_gzip_setting, [0])] == [None]
+    finally:
+        first.close()
+    monkeypatch.setenv(GZIP_ENV, "zlib")
+    second = ProcessExecutor(2)
+    try:
+        assert sorted(v for _, v in second.imap_unordered(_gzip_setting, [0, 1])) == ["zlib"] * 2
+    finally:
+        second.close()
