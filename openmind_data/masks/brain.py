@@ -37,7 +37,9 @@ The registration (SimpleITK) maps the image onto the template:
    what is not a solid region of fill (zero padding, a defaced region).
 
 An image already skull-stripped (solid fill around a body with the volume of a brain, not of a
-head) needs no registration: its brain mask is that body, holes filled.
+head) needs no registration: its brain mask is that body, holes filled. The masks stage makes
+that call itself (:func:`openmind_data.masks.foreground`) and hands the masker the head; given a
+head, the masker takes it as one and looks for neither solid fill nor a stripped body.
 
 **Caveat on accuracy figures.** The synthetic collection of :mod:`openmind_data.synth` renders
 its subjects from the same phantom, hence from the same MNI152 brain, posed by a similarity

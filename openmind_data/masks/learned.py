@@ -51,7 +51,9 @@ class BrainMasker(Protocol):
         """The brain mask of ``data`` (3D) whose voxel-to-world (RAS mm) matrix is ``affine``.
 
         ``anatomy``, where the caller has it, marks where the head is (not air or padding);
-        the brain mask stays inside it. Registration ignores solid fill either way.
+        the brain mask stays inside it. Given it, a backend takes the caller's word that the
+        image is a head, not a brain extract (the masks stage decides that first); without
+        it, the template backend finds solid fill and a skull-stripped body itself.
         """
         ...
 
