@@ -48,9 +48,12 @@ in shape from the template and heads from the phantom; HD-BET is the backend for
 
 **deepbet** (:mod:`openmind_data.masks.deepbet`) and **hd-bet** (:mod:`openmind_data.masks.hdbet`)
 are the learned backends; both need torch and their weights, and import them only when asked.
-Measured on Colin27 (a real 1 mm T1 head, ``benchmarks/masks.py``), deepbet costs about what the
-template costs on the CPU at that size, so 'auto' takes it for every image of 1.5 mm or finer
-(:data:`LEARNED_MIN_VOXELS`) wherever it is installed, and for every image on CUDA.
+'auto' takes deepbet for every image of 1.5 mm or finer (:data:`LEARNED_MIN_VOXELS`) wherever
+it is installed, and for every image on CUDA: on Colin27 (a real 1 mm T1 head,
+``benchmarks/masks.py``) the two have the same brain Dice, but the toolkit's defacing from
+deepbet's mask removed 95% or more of the facial surface on every variation, from the
+template's 91-99%. Since 2026-12-04 that costs time on the CPU: deepbet about 5.7 s a 1 mm head,
+the template 1.3 s (``benchmarks/build.py``).
 """
 
 from __future__ import annotations
@@ -705,9 +708,9 @@ BACKENDS: Final = ("auto", *_FACTORIES)
 #: on the CPU only when asked for by name: one fold took 11-22 minutes per head there.
 _PREFERENCE: Final = {"cuda": ("hd-bet", "deepbet"), "cpu": ("deepbet",)}
 #: On the CPU, 'auto' runs the learned masker on images of at least this many voxels. deepbet's
-#: cost is fixed (it resamples every image to 128^3, then its brain's box to 256^3): about 3.5 s
-#: here, what the template costs on a 1 mm head (3.3-5.4 s), but 5x the template's 0.7 s on a
-#: 2.4 mm one. On CUDA the learned masker runs on every image.
+#: cost is fixed (it resamples every image to 128^3, then its brain's box to 256^3): 3.5-5.7 s
+#: here, 4x the template's 1.3 s on a 1 mm head and more on a coarse one. On CUDA the learned
+#: masker runs on every image.
 LEARNED_MIN_VOXELS: Final = 2_000_000
 
 
