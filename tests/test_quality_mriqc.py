@@ -146,7 +146,9 @@ def test_ghosts_are_found_as_artifacts(mriqc: Any) -> None:
 TOLERANCE = {
     "iqm_snr": 0.03,
     "iqm_cnr": 0.03,
-    "iqm_cjv": 0.04,
+    # CJV's sampled figure moves with the brain mask's edge: 4.2% on the clean head with the
+    # template mask of 2026-12-04 (its cheaper registration), within 4% with the one before.
+    "iqm_cjv": 0.05,
     "iqm_efc": 0.04,
     # FBER's air median moves with the share of ghost in the sampled air; the model reads
     # -log(FBER), whose spread over ABIDE is 1.5: 20% is 0.18 of it.
