@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-__all__ = ["Foreground", "fill_holes", "foreground", "zero_padding"]
+__all__ = ["Foreground", "bounding_box", "fill_holes", "foreground", "zero_padding"]
 
 #: Voxel size (mm) of the grid the air is learnt on: every axis subsampled by a whole step.
 COARSE_MM = 4.0
@@ -269,7 +269,7 @@ def fill_holes(mask: NDArray[np.bool_], slices_across: int | None = None) -> NDA
     ``slices_across``, in each slice across that axis separately. One labelling pass (scipy's
     binary_fill_holes dilates iteratively: ten times slower on a head), within the mask's
     bounding box grown by a voxel: what lies outside that box reaches the edge anyway."""
-    box = _bounding_box(mask, margin=1)
+    box = bounding_box(mask, margin=1)
     if box is None:
         return mask.copy()
     if any(b.stop - b.start < n for b, n in zip(box, mask.shape, strict=True)):
@@ -303,16 +303,19 @@ def _fill_holes(mask: NDArray[np.bool_], slices_across: int | None) -> NDArray[n
     return filled
 
 
-def _bounding_box(mask: NDArray[np.bool_], margin: int = 0) -> tuple[slice, ...] | None:
-    """The smallest box holding ``mask``, grown by ``margin`` voxels within the grid; None
-    when the mask is empty."""
+def bounding_box(
+    mask: NDArray[np.bool_], margin: int | tuple[int, ...] = 0
+) -> tuple[slice, ...] | None:
+    """The smallest box holding ``mask``, grown by ``margin`` voxels (one for every axis, or
+    one per axis) within the grid; None when the mask is empty."""
+    margins = (margin,) * mask.ndim if isinstance(margin, int) else margin
     box = []
-    for axis in range(mask.ndim):
+    for axis, grow in enumerate(margins):
         hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
         if hits.size == 0:
             return None
         n = mask.shape[axis]
-        box.append(slice(max(0, int(hits[0]) - margin), min(n, int(hits[-1]) + 1 + margin)))
+        box.append(slice(max(0, int(hits[0]) - grow), min(n, int(hits[-1]) + 1 + grow)))
     return tuple(box)
 
 

@@ -30,6 +30,8 @@ import edt  # type: ignore[import-not-found]
 import numpy as np
 from numpy.typing import NDArray
 
+from openmind_data.masks.anatomy import bounding_box
+
 __all__ = [
     "FaceCheck",
     "brain_distance",
@@ -163,22 +165,17 @@ def brain_distance(
     ``reach`` from every ``where`` voxel along one axis alone. The facial zone, a defacing's
     cut and a thin shell around the brain are each a fraction of a head's grid."""
     distance = np.full(brain.shape, np.inf, dtype=np.float32)
-    box = []
-    for axis, size in enumerate(spacing[:3]):
-        others = tuple(a for a in range(3) if a != axis)
-        grow = int(np.ceil(reach / float(size)))
-        low, high = 0, brain.shape[axis]
-        for mask in (brain, where):
-            if mask is None:
-                continue
-            hits = np.flatnonzero(mask.any(axis=others))
-            if hits.size == 0:
-                return distance
-            low, high = max(low, int(hits[0]) - grow), min(high, int(hits[-1]) + 1 + grow)
-        if low >= high:
-            return distance
-        box.append(slice(low, high))
-    distance[tuple(box)] = _distance_inside(~brain[tuple(box)], spacing)
+    grow = tuple(int(np.ceil(reach / float(size))) for size in spacing[:3])
+    boxes = [bounding_box(mask, grow) for mask in (brain, where) if mask is not None]
+    if any(b is None for b in boxes):
+        return distance
+    box = tuple(
+        slice(max(s.start for s in sides), min(s.stop for s in sides))
+        for sides in zip(*boxes, strict=True)
+    )
+    if any(side.start >= side.stop for side in box):
+        return distance
+    distance[box] = _distance_inside(~brain[box], spacing)
     return distance
 
 
