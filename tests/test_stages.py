@@ -4,6 +4,7 @@ exclusion row whichever command met it."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from openmind_data.cli import app
 from openmind_data.compression import GZIP_ENV
 from openmind_data.crawl import CrawlResult
 from openmind_data.curate import process_candidate
+from openmind_data.curate.run import _tune_worker
 from openmind_data.errors import ConfigError, InvalidInputError
 from openmind_data.exclusions import ExclusionReason
 from openmind_data.executors import ProcessExecutor, SerialExecutor
@@ -256,3 +258,21 @@ def test_workers_follow_the_builds_gzip_setting_after_the_fork_server_started(
         assert sorted(v for _, v in second.imap_unordered(_gzip_setting, [0, 1])) == ["zlib"] * 2
     finally:
         second.close()
+
+
+def _torch_threads(_: int) -> int:
+    _tune_worker()  # what every build unit does first
+    import torch  # noqa: PLC0415 - after the tuning, as a learned masker imports it
+
+    return int(torch.get_num_threads())
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_a_workers_torch_gets_one_thread() -> None:
+    # The build runs one image per worker; torch would otherwise take every core of the machine
+    # in each worker (deepbet's check of a defacing runs in the workers).
+    executor = ProcessExecutor(1)
+    try:
+        assert [threads for _, threads in executor.imap_unordered(_torch_threads, [0])] == [1]
+    finally:
+        executor.close()

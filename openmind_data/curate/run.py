@@ -225,8 +225,8 @@ _MALLOPT = {-3: 32 * MIB, -1: 1 << 30, -2: 256 * MIB}  # MMAP_THRESHOLD, TRIM_TH
 
 @lru_cache(maxsize=1)
 def _tune_worker() -> None:
-    """In a worker process, BLAS, OpenMP and ITK get one thread each: the build runs one image
-    per worker, and nested thread pools oversubscribe the cores (measured on 2 cores, 16 T1w
+    """In a worker process, BLAS, OpenMP, ITK and torch get one thread each: the build runs one
+    image per worker, and nested thread pools oversubscribe the cores (measured on 2 cores, 16 T1w
     units: 2 workers ran 1.5x one worker with the libraries' own threads, 1.9x with one thread
     each). And malloc keeps what an image freed for the next one: a unit allocates a few
     gigabytes of volume-sized arrays, and by default each of them is mapped afresh, page fault
@@ -240,6 +240,11 @@ def _tune_worker() -> None:
 
     threadpool_limits(limits=1)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    # torch (a learned masker's) takes its thread count from OpenMP's when it loads, which is
+    # after this: the machine's cores, unless told (2 workers ran deepbet on 4 threads on 2 cores).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None) if sys.platform == "linux" else None
     if mallopt is not None:  # glibc (musl has none)
         for parameter, value in _MALLOPT.items():
