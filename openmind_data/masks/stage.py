@@ -21,7 +21,7 @@ excluded (``deface_hits_brain``, the default) or published with that QC flag.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib.metadata import version
 from typing import Any, Final
@@ -155,7 +155,42 @@ def mask_image(
     """Masks, defacing and the brain check of one 3D image (``where`` names it in errors).
     ``masker`` is None only when ``options.brain == 'none'``; 'auto' chooses by the image's size
     and ``modality``. ``derived`` maps (FA, MD, mean b0) follow the same privacy rule: a mean b0
-    shows a face as well as any T2w."""
+    shows a face as well as any T2w. The masks and voxels come back in ``data``'s memory order.
+
+    A NIfTI file's voxels load in Fortran order. Such an image is masked as its transpose (the
+    same memory, C-contiguous, the grid's axes reversed in the affine): scipy's labels and the
+    arrays made for the masks are C-ordered, and mixing them with the image's order strides
+    across memory; and NIfTI bytes are written in Fortran order, so each C-ordered mask cost a
+    transposing copy (ten times its write) when published."""
+    if np.ndim(data) == 3 and np.isfortran(data):
+        out = _mask_image(
+            np.asarray(data).T,
+            affine[:, [2, 1, 0, 3]],
+            tuple(spacing[:3])[::-1],
+            options,
+            masker,
+            where=where,
+            derived=derived,
+            modality=modality,
+        )
+        brain = None if out.brain is None else out.brain.T
+        return replace(out, data=out.data.T, anatomy=out.anatomy.T, anon=out.anon.T, brain=brain)
+    return _mask_image(
+        data, affine, spacing, options, masker, where=where, derived=derived, modality=modality
+    )
+
+
+def _mask_image(
+    data: NDArray[Any],
+    affine: NDArray[np.float64],
+    spacing: tuple[float, ...],
+    options: MaskOptions,
+    masker: BrainMasker | None,
+    *,
+    where: str,
+    derived: bool,
+    modality: str | None,
+) -> MaskedImage:
     volume = np.asarray(data, dtype=np.float32)
     check_voxels(volume, where)
     spacing = tuple(float(z) for z in spacing[:3])
