@@ -339,3 +339,31 @@ def test_the_mask_figure_is_drawn_from_the_published_voxels(
         assert (published == out / row["image_path"]) == (row["defacing"] == "toolkit")
     picture = write_mask_figure(result.images, result.voxels, out, tmp_path / "masks.png")
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_either_memory_order_gives_the_same_masks_in_that_order(collection: Collection) -> None:
+    # A loaded NIfTI is Fortran-ordered and is masked as its transpose; a C-ordered array as it
+    # is. Same voxels, same masks, each returned in the order it came in (NIfTI writes Fortran).
+    record = next(
+        r for r in anatomical(collection) if r["defacing"] == "none" and not r["is_brain_extract"]
+    )
+    image = nib.load(collection.root / record["path"])
+    stored = np.asarray(image.dataobj, dtype=np.float32)
+    assert np.isfortran(stored)
+    options = MaskOptions(brain="template")
+    out = {
+        order: mask_image(
+            np.asarray(stored, order=order),
+            image.affine,
+            image.header.get_zooms(),
+            options,
+            brain_masker("template"),
+            where=record["path"],
+        )
+        for order in "FC"
+    }
+    assert out["F"].defaced_here and out["F"].fields == out["C"].fields
+    for name in ("data", "anatomy", "anon", "brain"):
+        fortran, c = getattr(out["F"], name), getattr(out["C"], name)
+        assert np.isfortran(fortran) and c.flags.c_contiguous, name
+        np.testing.assert_array_equal(fortran, c, err_msg=name)

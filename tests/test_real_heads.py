@@ -33,6 +33,7 @@ from openmind_data.masks import (
     face,
     face_removed,
     facial_region,
+    foreground,
     mask_image,
 )
 from openmind_data.masks.brain import LEARNED_MIN_VOXELS
@@ -101,25 +102,23 @@ def test_the_facial_zone_reads_the_same_on_the_subsampled_grid(
     faces: list[tuple[rh.Head, MaskedImage]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The zone is measured on about a 2 mm grid; on every real head, stored every way and
-    # defaced by pydeface, the full grid gives the same verdict and the same figures to a few
-    # percent (the verdict's margins are tens of percent).
+    # defaced by pydeface, the full grid gives the same verdict, the zone's volume within 7%
+    # (measured: 0.97-1.07 of the full grid's, the most under 4 mm slices) and its tissue share
+    # within 0.04; the verdict's margins are tens of percent.
     defaced = rh.pydeface_heads()[1]
-    cases = [*faces, (defaced, run(defaced))]
-    coarse, full = [], []
-    for head, out in cases:
+    cases = []
+    for head, out in [*faces, (defaced, run(defaced))]:
         brain = head.brain if head.brain is not None else out.brain
         assert brain is not None
-        tissue = out.anatomy | out.anon  # the anatomy before any defacing
-        coarse.append(face.face_shown(tissue, brain, head.affine, head.spacing))
+        tissue = foreground(head.values, head.spacing).anatomy  # what the stage checks
+        cases.append((head, tissue, brain))
+    coarse = [face.face_shown(t, b, h.affine, h.spacing) for h, t, b in cases]
     monkeypatch.setattr(face, "ZONE_GRID_MM", 0.0)
-    for head, out in cases:
-        brain = head.brain if head.brain is not None else out.brain
-        assert brain is not None
-        full.append(face.face_shown(out.anatomy | out.anon, brain, head.affine, head.spacing))
-    for (head, _), sampled, exact in zip(cases, coarse, full, strict=True):
+    full = [face.face_shown(t, b, h.affine, h.spacing) for h, t, b in cases]
+    for (head, _, _), sampled, exact in zip(cases, coarse, full, strict=True):
         assert sampled.shown == exact.shown, head.name
-        assert sampled.zone_ml == pytest.approx(exact.zone_ml, rel=0.03), head.name
-        assert abs(sampled.tissue_share - exact.tissue_share) <= 0.02, head.name
+        assert sampled.zone_ml == pytest.approx(exact.zone_ml, rel=0.07), head.name
+        assert abs(sampled.tissue_share - exact.tissue_share) <= 0.04, head.name
     assert [check.shown for check in full] == [True] * len(faces) + [False]
 
 
