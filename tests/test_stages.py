@@ -262,7 +262,7 @@ def test_workers_follow_the_builds_gzip_setting_after_the_fork_server_started(
 
 def _torch_threads(_: int) -> int:
     _tune_worker()  # what every build unit does first
-    import torch  # noqa: PLC0415 - after the tuning, as a learned masker imports it
+    import torch  # after the tuning, as a learned masker imports it
 
     return int(torch.get_num_threads())
 
