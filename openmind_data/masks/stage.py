@@ -21,7 +21,7 @@ excluded (``deface_hits_brain``, the default) or published with that QC flag.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import version
 from typing import Any, Final
@@ -162,35 +162,10 @@ def mask_image(
     arrays made for the masks are C-ordered, and mixing them with the image's order strides
     across memory; and NIfTI bytes are written in Fortran order, so each C-ordered mask cost a
     transposing copy (ten times its write) when published."""
-    if np.ndim(data) == 3 and np.isfortran(data):
-        out = _mask_image(
-            np.asarray(data).T,
-            affine[:, [2, 1, 0, 3]],
-            tuple(spacing[:3])[::-1],
-            options,
-            masker,
-            where=where,
-            derived=derived,
-            modality=modality,
-        )
-        brain = None if out.brain is None else out.brain.T
-        return replace(out, data=out.data.T, anatomy=out.anatomy.T, anon=out.anon.T, brain=brain)
-    return _mask_image(
-        data, affine, spacing, options, masker, where=where, derived=derived, modality=modality
-    )
-
-
-def _mask_image(
-    data: NDArray[Any],
-    affine: NDArray[np.float64],
-    spacing: tuple[float, ...],
-    options: MaskOptions,
-    masker: BrainMasker | None,
-    *,
-    where: str,
-    derived: bool,
-    modality: str | None,
-) -> MaskedImage:
+    fortran = np.ndim(data) == 3 and np.isfortran(data)
+    if fortran:
+        data, affine = np.asarray(data).T, affine[:, [2, 1, 0, 3]]
+        spacing = tuple(spacing[:3])[::-1]
     volume = np.asarray(data, dtype=np.float32)
     check_voxels(volume, where)
     spacing = tuple(float(z) for z in spacing[:3])
@@ -279,6 +254,9 @@ def _mask_image(
         "anon_brain_overlap": overlap,
         "qc_flags": flags,
     }
+    if fortran:  # back in the caller's axes: each transpose is a view, in Fortran order
+        volume, anatomy, anon = volume.T, anatomy.T, anon.T
+        brain = None if brain is None else brain.T
     return MaskedImage(volume, anatomy, anon, brain, defaced_here, fields, steps)
 
 
