@@ -111,12 +111,16 @@ def write_folder(
         batch, row, _ = where[image_id]
         return journal.voxels(batch, row)
 
+    def payload(image_id: str) -> pa.Table:
+        batch, row, _ = where[image_id]
+        return journal.payload(batch, row)
+
     shards: dict[str, list[Path]] = {}
     modalities = sorted({str(row["modality"]) for row in rows})
     for modality in modalities:
         for split in SPLITS:
             entries = [
-                ShardRow(row, where[row["image_id"]][2], partial(voxels, row["image_id"]))
+                ShardRow(row, where[row["image_id"]][2], partial(payload, row["image_id"]))
                 for row in rows
                 if row["modality"] == modality and row["split"] == split
             ]

@@ -227,6 +227,12 @@ class Journal:
         group = file.read_row_group(row, columns=list(columns))
         return {column: group.column(column)[0].as_py() for column in columns}
 
+    def payload(self, batch: str, row: int) -> pa.Table:
+        """The payload columns of one journaled row as a one-row table, read without copying
+        the bytes into Python objects (what a shard's row group is made of)."""
+        file = pq.ParquetFile(self.batches / batch / "published.parquet")
+        return file.read_row_group(row, columns=list(PAYLOAD_COLUMNS))
+
     def committed(self) -> Iterator[Path]:
         """The committed batches' folders, oldest first."""
         if not self.batches.exists():

@@ -95,11 +95,13 @@ def with_features(schema: pa.Schema) -> pa.Schema:
 class ShardRow:
     """One row of a shard before its payload is read: its image-table columns, the size of its
     payload columns in bytes, and how to read them (called when its row group is written, so
-    only one row group's voxels are in memory at a time)."""
+    only one row group's voxels are in memory at a time): a mapping of column to ``{"bytes",
+    "path"}`` or None, or a one-row Arrow table of the payload columns (the journal's, whose
+    bytes then go into the shard without being copied into Python objects and back)."""
 
     row: Mapping[str, Any]
     size: int
-    voxels: Callable[[], Mapping[str, Any]]
+    voxels: Callable[[], Mapping[str, Any] | pa.Table]
 
 
 def _voxel_bytes(row: Mapping[str, Any]) -> int:
@@ -163,13 +165,7 @@ def write_shard_rows(
     paths = []
     for index, shard in enumerate(shards):
         path = folder / shard_name(index, len(shards), split)
-        groups = (
-            table_from_records(
-                [_materialise(entry) for entry in group],
-                schema,
-            )
-            for group in _cut(shard, options.row_group_bytes)
-        )
+        groups = (_row_group(group, schema) for group in _cut(shard, options.row_group_bytes))
         write_parquet(path, groups, schema)
         paths.append(path)
     for stale in folder.glob(shard_glob(split)):
@@ -179,9 +175,32 @@ def write_shard_rows(
     return paths
 
 
-def _materialise(entry: ShardRow) -> dict[str, Any]:
-    voxels = entry.voxels()
-    return {**entry.row, **{column: voxels.get(column) for column in PAYLOAD_COLUMNS}}
+def _row_group(entries: Sequence[ShardRow], schema: pa.Schema) -> pa.Table:
+    """One row group of ``schema``: the rows' image-table columns, then their payload columns."""
+    described, payload = _parts(schema)
+    rows = [{k: v for k, v in e.row.items() if k not in PAYLOAD_COLUMNS} for e in entries]
+    table = table_from_records(rows, described)
+    # One chunk a column, as a table built from records has: the writer's pages follow chunks.
+    voxels = pa.concat_tables(
+        [_payload_table(e.voxels(), payload) for e in entries]
+    ).combine_chunks()
+    return pa.Table.from_arrays([*table.columns, *voxels.columns], schema=schema)
+
+
+@lru_cache(maxsize=4)
+def _parts(schema: pa.Schema) -> tuple[pa.Schema, pa.Schema]:
+    """``schema`` cut in two: its image-table columns, its payload columns (the last ones)."""
+    payload = [schema.field(name) for name in PAYLOAD_COLUMNS]
+    if schema.names[-len(payload) :] != list(PAYLOAD_COLUMNS):
+        raise ValueError(f"the payload columns must come last, got {schema.names}")
+    rest = [field for field in schema if field.name not in PAYLOAD_COLUMNS]
+    return pa.schema(rest, metadata=schema.metadata), pa.schema(payload)
+
+
+def _payload_table(voxels: Mapping[str, Any] | pa.Table, schema: pa.Schema) -> pa.Table:
+    if isinstance(voxels, pa.Table):
+        return voxels.select(schema.names).cast(schema)
+    return pa.Table.from_pylist([{c: voxels.get(c) for c in schema.names}], schema=schema)
 
 
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:
