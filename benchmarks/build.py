@@ -25,9 +25,11 @@ reported for the first and the second half of the run: a worker's must not grow 
 of images. The driver's second half includes writing the folder, whose peak is bounded by the
 row-group size (~100 MiB of voxels at a time). Every build starts fresh in its own folder.
 
-``--project`` turns the measured costs (per image by modality, per DWI series, the driver's
-crawl and folder per image) into the wall time of a rebuild of the whole of OpenMind on one
-64-core node and on N Dask nodes, printing every assumption.
+``--project`` also runs every unit alone (nothing journaled, no folder) on one and on two
+worker processes: each unit's cost by modality, and what the machine allows the build's two
+workers without its driver. Then it turns the measured costs (per image by modality, per DWI
+series, the driver's crawl and folder per image) into the wall time of a rebuild of the whole
+of OpenMind on one 64-core node and on N Dask nodes, printing every assumption.
 
 Run from the repository root::
 
@@ -63,6 +65,7 @@ from openmind_data.card import write_card
 from openmind_data.compression import GZIP_ENV, gunzip, gzip_bytes
 from openmind_data.crawl import crawl
 from openmind_data.curate import BuildOptions, DaskExecutor, Executor, ProcessExecutor, build
+from openmind_data.curate.run import _largest_first
 from openmind_data.curate.unit import UnitOptions, process_candidate
 from openmind_data.masks import MaskOptions, brain_masker, foreground
 from openmind_data.nifti import read_stored, scaled
@@ -270,20 +273,25 @@ def _timed_unit(job: tuple[dict[str, Any], str, UnitOptions]) -> tuple[str, int,
     return str(row["modality"]), int(np.prod(row["shape"][:3])), time.perf_counter() - start
 
 
-def unit_costs(root: Path, options: UnitOptions) -> dict[str, list[float]]:
-    """Seconds of every unit, by modality, one worker process (the build's settings)."""
-    jobs = [
-        (row, str(root / row["dataset_id"]), options) for row in crawl(root).candidates.to_pylist()
-    ]
+def units_alone(
+    root: Path, options: UnitOptions, workers: int
+) -> tuple[float, dict[str, list[float]]]:
+    """(wall seconds, each unit's seconds by modality) of every unit on ``workers`` worker
+    processes, largest first as the build hands them out, with nothing journaled or written:
+    what the machine allows the build's workers, without its driver."""
+    rows = sorted(crawl(root).candidates.to_pylist(), key=_largest_first)
+    jobs = [(row, str(root / row["dataset_id"]), options) for row in rows]
     costs: dict[str, list[float]] = defaultdict(list)
-    executor = ProcessExecutor(1)
+    executor = ProcessExecutor(workers)
     try:
+        start = time.perf_counter()
         for _, outcome in executor.imap_unordered(_timed_unit, jobs):
             modality, _, seconds = outcome  # type: ignore[misc]
             costs[modality].append(seconds)
+        wall = time.perf_counter() - start
     finally:
         executor.close()
-    return dict(costs)
+    return wall, dict(costs)
 
 
 def masker_costs(root: Path, count: int) -> dict[str, float]:
@@ -470,7 +478,10 @@ def main() -> None:
             zlib_run = timed_build(
                 root, scratch / "zlib", lambda: ProcessExecutor(1), "zlib x1", options, "zlib"
             )
-        costs = unit_costs(root, options.unit) if args.project else {}
+        costs: dict[str, list[float]] = {}
+        if args.project:
+            alone_one, costs = units_alone(root, options.unit, 1)
+            alone_two, _ = units_alone(root, options.unit, 2)
         maskers = masker_costs(root, 4)
     one, two = runs[0], runs[1]
     figures: dict[str, Any] = {
@@ -524,6 +535,12 @@ def main() -> None:
         figures["unit_seconds_by_modality"] = {
             m: statistics.mean(values) for m, values in costs.items()
         }
+        figures["units_alone_seconds"] = {"1 worker": alone_one, "2 workers": alone_two}
+        print(
+            f"units alone (no journal, no folder): 1 worker {alone_one:.1f} s, 2 workers "
+            f"{alone_two:.1f} s = {alone_one / alone_two:.2f}x (what the machine allows the "
+            f"build's 2 workers; the build: {figures['speedup_2_workers']:.2f}x)"
+        )
         for modality, mean in sorted(figures["unit_seconds_by_modality"].items()):
             print(f"unit {modality:<8} {mean:6.2f} s ({len(costs[modality])} units)")
         figures["seconds_per_3d_image"] = statistics.mean(anatomical)
