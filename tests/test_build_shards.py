@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from openmind_data.curate import ShardOptions, write_shards
+from openmind_data.curate import ShardOptions, ShardRow, write_shard_rows, write_shards
+from openmind_data.curate.shards import shard_schema, write_parquet
 from openmind_data.dataset_folder import shard_name
 from openmind_data.errors import ConfigError
 from openmind_data.nifti import encode_nifti
 from openmind_data.quality import run_quality
+from openmind_data.schema import PAYLOAD_COLUMNS, SHARD_SCHEMA, table_from_records
 from openmind_data.stages import StageResult
 
 KIB = 1 << 10
@@ -100,3 +103,31 @@ def test_the_same_rows_give_the_same_bytes_and_a_rewrite_leaves_one_set(
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [p.name for p in fewer]
     with pytest.raises(ConfigError, match="row_group_bytes"):
         ShardOptions(row_group_bytes=10, shard_bytes=5)
+
+
+def test_payloads_given_as_arrow_make_the_bytes_of_the_rows_written_as_one_table(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    # The build hands a shard the journal's payload columns as one-row Arrow tables (no copy
+    # of the NIfTI bytes into Python objects); the shard's bytes must be those of its rows
+    # made into one table and written, however the payloads came (Parquet's pages follow the
+    # chunks of a table, so one chunk per row would write other bytes).
+    payload = pa.schema([SHARD_SCHEMA.field(c) for c in PAYLOAD_COLUMNS])
+
+    def as_arrow(row: dict[str, Any]) -> pa.Table:
+        return pa.Table.from_pylist([{c: row.get(c) for c in PAYLOAD_COLUMNS}], schema=payload)
+
+    entries = [
+        ShardRow(
+            {k: v for k, v in row.items() if k not in PAYLOAD_COLUMNS},
+            sum(len((row.get(c) or {}).get("bytes") or b"") for c in PAYLOAD_COLUMNS),
+            partial(as_arrow, row),
+        )
+        for row in rows
+    ]
+    (shard,) = write_shard_rows(entries, tmp_path / "arrow")  # one row group: all fit
+    best_first = sorted(rows, key=lambda r: (r["image_quality_score"], r["image_id"]))
+    whole = table_from_records(best_first, shard_schema())
+    write_parquet(tmp_path / "reference.parquet", [whole], shard_schema())
+    assert pq.ParquetFile(shard).metadata.num_row_groups == 1
+    assert shard.read_bytes() == (tmp_path / "reference.parquet").read_bytes()
