@@ -53,8 +53,8 @@ are the learned backends; both need torch and their weights, and import them onl
 it is installed, and for every image on CUDA: on Colin27 (a real 1 mm T1 head,
 ``benchmarks/masks.py``) the two have the same brain Dice, but the toolkit's defacing from
 deepbet's mask removed 95% or more of the facial surface on every variation, from the
-template's 91-99%. Since 2026-12-04 that costs time on the CPU: deepbet about 5.7 s a 1 mm head,
-the template 1.3 s (``benchmarks/build.py``).
+template's 91-99%. That costs time on the CPU: deepbet 3.6-5.7 s a 1 mm head, the template
+0.6-1.3 s (``benchmarks/build.py``, 2026-12-04, the later figures the faster).
 """
 
 from __future__ import annotations
@@ -731,7 +731,7 @@ BACKENDS: Final = ("auto", *_FACTORIES)
 _PREFERENCE: Final = {"cuda": ("hd-bet", "deepbet"), "cpu": ("deepbet",)}
 #: On the CPU, 'auto' runs the learned masker on images of at least this many voxels. deepbet's
 #: cost is fixed (it resamples every image to 128^3, then its brain's box to 256^3): 3.5-5.7 s
-#: here, 4x the template's 1.3 s on a 1 mm head and more on a coarse one. On CUDA the learned
+#: here, 4-6x the template's 0.6-1.3 s on a 1 mm head and more on a coarse one. On CUDA the learned
 #: masker runs on every image.
 LEARNED_MIN_VOXELS: Final = 2_000_000
 
