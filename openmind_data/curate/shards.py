@@ -177,12 +177,12 @@ def write_shard_rows(
 
 def _row_group(entries: Sequence[ShardRow], schema: pa.Schema) -> pa.Table:
     """One row group of ``schema``: the rows' image-table columns, then their payload columns."""
-    described, payload = _parts(schema)
+    image_part, payload_part = _parts(schema)
     rows = [{k: v for k, v in e.row.items() if k not in PAYLOAD_COLUMNS} for e in entries]
-    table = table_from_records(rows, described)
+    table = table_from_records(rows, image_part)
     # One chunk a column, as a table built from records has: the writer's pages follow chunks.
     voxels = pa.concat_tables(
-        [_payload_table(e.voxels(), payload) for e in entries]
+        [_payload_table(e.voxels(), payload_part) for e in entries]
     ).combine_chunks()
     return pa.Table.from_arrays([*table.columns, *voxels.columns], schema=schema)
 
