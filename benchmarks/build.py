@@ -14,7 +14,7 @@ On one synthetic collection (DWI off unless ``--dwi``, so every candidate is one
 
 The floor and the 1- and 2-worker builds are run ``--repeats`` times (2), one after the other
 in turn, and the fastest of each counts: on a shared machine that is the run other load
-disturbed least (identical 2-worker builds here ran 57 s and 64 s an hour apart). Every
+disturbed least (identical 2-worker builds here ran 56 s and 68 s in one run). Every
 repeat's seconds are printed and written to ``--json``.
 
 The brain masker is the template's (``--brain``); the learned one (deepbet on the CPU here) is

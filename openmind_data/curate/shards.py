@@ -194,13 +194,14 @@ def _parts(schema: pa.Schema) -> tuple[pa.Schema, pa.Schema]:
     if schema.names[-len(payload) :] != list(PAYLOAD_COLUMNS):
         raise ValueError(f"the payload columns must come last, got {schema.names}")
     rest = [field for field in schema if field.name not in PAYLOAD_COLUMNS]
-    return pa.schema(rest, metadata=schema.metadata), pa.schema(payload)
+    return pa.schema(rest, metadata=schema.metadata), pa.schema(payload, metadata=schema.metadata)
 
 
 def _payload_table(voxels: Mapping[str, Any] | pa.Table, schema: pa.Schema) -> pa.Table:
     if isinstance(voxels, pa.Table):
         return voxels.select(schema.names).cast(schema)
-    return pa.Table.from_pylist([{c: voxels.get(c) for c in schema.names}], schema=schema)
+    # Through the schema's own checks: a cell that is not a payload names its column.
+    return table_from_records([{c: voxels.get(c) for c in schema.names}], schema)
 
 
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:
