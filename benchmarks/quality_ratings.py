@@ -4,11 +4,14 @@ ABIDE (1,101 T1w scans, 17 sites, up to three raters) is the training set; DS030
 two sites, one rater) is held out: nothing is fitted or chosen on it. "Excluded" is a mean
 rating below 0. Printed:
 
-- leave-one-site-out on ABIDE: for each site, a model fitted on the 16 others scores it
-  (against its own site's statistics drawn towards the fitted prior, as a build scores a
-  dataset); the AUC per site, their mean, and the AUC of all held-out scores pooled;
+- leave-one-site-out on ABIDE: for each site, a model fitted on the 16 others scores it as a
+  build scores one dataset of a collection: the table scored is the whole of ABIDE, so the
+  site's modality peers are every ABIDE scan and its dataset peers its own scans (for the
+  acquisition's metrics; ``peers.py``); the AUC per site, their mean, and the AUC of all
+  held-out scores pooled (the figure for a filter applied across datasets);
 - DS030: the AUC and the accuracy (IQS >= 3, i.e. p(exclude) >= 0.5, counts as "exclude") of
-  a model fitted on all of ABIDE with ``--knots/--cap/--ridge/--prior-images/--metrics`` and of
+  a model fitted on all of ABIDE with ``--knots/--cap/--ridge/--prior-images/--metrics/
+  --dataset-metrics`` and of
   the shipped model (``openmind_data/quality/iqs_default.json``), beside MRIQC's classifier (76%
   accuracy leave-one-site-out on ABIDE and 76% on DS030; Esteban et al. 2017).
 
@@ -69,7 +72,8 @@ def leave_one_site_out(abide: MriqcTable, fit: Fit) -> dict[str, object]:
         train = [i for i, row in enumerate(abide.rows) if row["dataset_id"] != site]
         test = [i for i, row in enumerate(abide.rows) if row["dataset_id"] == site]
         model = fit(abide.take(train))
-        held_out.update(zip(test, scores_of(abide.take(test), model), strict=True))
+        scores = scores_of(abide.take(test + train), model)[: len(test)]
+        held_out.update(zip(test, scores, strict=True))
         labels = [bool(excluded[i]) for i in test]
         if 0 < sum(labels) < len(labels):
             per_site[site] = auc(labels, [held_out[i] for i in test])
@@ -104,6 +108,12 @@ def main() -> None:
     parser.add_argument("--ridge", type=float, default=defaults.ridge)
     parser.add_argument("--prior-images", type=int, default=defaults.prior_images)
     parser.add_argument("--metrics", nargs="+", default=list(defaults.metrics))
+    parser.add_argument(
+        "--dataset-metrics",
+        nargs="*",
+        default=list(defaults.dataset_metrics),
+        help="the metrics referenced against the site (none: the modality only)",
+    )
     parser.add_argument("--anchors", type=Path, help="fit with these synthetic anchors too")
     parser.add_argument("--abide-only", action="store_true", help="do not score DS030")
     parser.add_argument("--json", type=Path, help="write the figures here too")
@@ -114,6 +124,7 @@ def main() -> None:
         ridge=args.ridge,
         prior_images=args.prior_images,
         metrics=tuple(args.metrics),
+        dataset_metrics=tuple(args.dataset_metrics),
     )
     abide = read_mriqc_table(mriqc_learn_table("abide.tsv"))
     fit: Fit = lambda table: calibrate_mriqc(table, name="abide", settings=settings).model  # noqa: E731

@@ -4,7 +4,8 @@ The weights come from a non-negative logistic regression on two sets of rated im
 
 - ABIDE's human ratings: MRIQC's metrics of 1,101 T1w scans from 17 sites with up to three
   raters each, as ``mriqc-learn`` ships them (the target: the share of a scan's raters who
-  excluded it, a "doubtful" counting half; each scan measured against its own site);
+  excluded it, a "doubtful" counting half; each scan measured as a build measures it: the
+  acquisition's metrics against its own site, the artefacts against all of ABIDE);
 - anchors for what ABIDE's raters never saw: the synthetic collection's quality ladder (seed
   1, six copies) measured by the toolkit, a clean image's target 0, a severity's s/3 (severe:
   1), each image against its dataset and modality. ABIDE has few badly blurred, ghosted or
@@ -24,10 +25,13 @@ The references, the prior an image is measured against when it has too few peers
   larger of that collection's spread and ABIDE's (a population of real scanners varies at
   least as much as ABIDE's T1w scanners do).
 
-    python scripts/fit_default_iqs.py [--work DIR] [--out openmind_data/quality/iqs_default.json]
+    python scripts/fit_default_iqs.py [--work DIR [--reuse]] [--out FILE]
+
+``--out`` defaults to the shipped file, openmind_data/quality/iqs_default.json.
 
 ``--work DIR`` keeps the synthetic measurements (DIR/quality/quality.parquet, DIR/ratings.csv)
-for ``benchmarks/quality_ratings.py --anchors DIR``.
+for ``benchmarks/quality_ratings.py --anchors DIR``; ``--reuse`` fits from those kept in DIR
+instead of measuring again (about 5 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from openmind_data.quality import FitSettings, MriqcTable, fit_model, read_mriqc
 from openmind_data.quality.fit import probability_of_rating, references_of
 from openmind_data.quality.model import POOLED, IqsModel, Reference
 
-VERSION = "2.0.0"
+VERSION = "2.1.0"
 ANCHOR_WEIGHT = 1.0  # of each synthetic image, against 1 for each ABIDE scan
 
 
@@ -123,13 +127,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, help="Working folder (default: a temporary one).")
     parser.add_argument("--out", type=Path, default=Path("openmind_data/quality/iqs_default.json"))
+    parser.add_argument("--reuse", action="store_true", help="Fit from --work's measurements.")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    if args.reuse and args.work is None:
+        parser.error("--reuse needs --work DIR")
     abide = abide_table()
     settings = FitSettings()
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
-        measure_synthetic(work, workers=args.workers)
+        if not args.reuse:
+            measure_synthetic(work, workers=args.workers)
         anchors, ratings = read_anchors(work)
     model = anchored_fit(abide, anchors, ratings, settings)
     model = replace(
@@ -137,9 +145,10 @@ def main() -> None:
         description=(
             "Weights: a non-negative logistic fit to ABIDE's human ratings (mriqc-learn's "
             "abide.tsv: MRIQC's metrics of 1,101 T1w scans, 17 sites, up to three raters; "
-            "target the share of raters excluding a scan, doubtful counting half; each scan "
-            "against its site) and to the synthetic quality ladder's truth as anchors for "
-            "severe degradations. References: T1w from ABIDE; other modalities' medians from "
+            "target the share of raters excluding a scan, doubtful counting half; FWHM, SNR, "
+            "CNR and FBER against the scan's site, the artefact measures against all of "
+            "ABIDE) and to the synthetic quality ladder's truth as anchors for severe "
+            "degradations. References: T1w from ABIDE; other modalities' medians from "
             "the synthetic collection's clean images, scales at least ABIDE's. By "
             "scripts/fit_default_iqs.py."
         ),
@@ -151,6 +160,7 @@ def main() -> None:
             "anchors": f"synthetic collection, seed {SEED}, {COPIES} copies: "
             f"{len(anchors)} images, weight {ANCHOR_WEIGHT} each",
             "metrics": list(settings.metrics),
+            "against the site": list(settings.dataset_metrics),
             "references": {
                 "T1w, *": "ABIDE",
                 "others": "synthetic collection's clean images, scales at least ABIDE's",

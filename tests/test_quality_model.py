@@ -23,7 +23,13 @@ from openmind_data.quality import (
     read_ratings,
 )
 from openmind_data.quality.fit import probability_of_rating
-from openmind_data.quality.model import METRICS, IqsModel, Reference, iqs_of_log_odds
+from openmind_data.quality.model import (
+    DATASET_METRICS,
+    METRICS,
+    IqsModel,
+    Reference,
+    iqs_of_log_odds,
+)
 from openmind_data.schema import IQM_COLUMNS
 
 TYPICAL = {
@@ -187,6 +193,55 @@ def test_peers_take_a_scanners_offset_out_and_small_datasets_lean_on_the_prior()
     alone = [model.score(r, "T1w") for r in rows]
     scored = [model.score(r, "T1w", level[i]) for i, r in enumerate(rows)]
     assert scored[0] - scored[150] < 0.75 * (alone[0] - alone[150])
+
+
+def test_a_dataset_full_of_artefacts_is_measured_against_the_collection_not_itself() -> None:
+    """Only the acquisition's metrics (DATASET_METRICS) are referenced against the dataset: a
+    dataset whose every image is ghosted keeps looking ghosted; its dim scanner does not."""
+    model = load_model()
+    assert set(model.dataset_metrics) == set(DATASET_METRICS)
+    rng = np.random.default_rng(0)
+    clean = [{**TYPICAL, "modality": "T1w", "dataset_id": f"ds-{i % 4}"} for i in range(400)]
+    bad = [
+        {
+            **TYPICAL,
+            "modality": "T1w",
+            "dataset_id": "ds-ghosts",
+            "iqm_ghost": 0.2 + 0.05 * float(rng.standard_normal()),
+            "iqm_snr": 5.0,
+        }
+        for _ in range(300)
+    ]
+    rows = clean + bad
+    found = peer_references(rows, model).references
+    modality = peer_references(rows, replace(model, dataset_metrics=())).references
+    ghosted = found[len(clean)]
+    # ghosting: the collection's level, the same for every dataset
+    assert ghosted["iqm_ghost"] == found[0]["iqm_ghost"] == modality[len(clean)]["iqm_ghost"]
+    # SNR: the dim scanner's own level, drawn towards the collection's
+    assert ghosted["iqm_snr"].median > found[0]["iqm_snr"].median
+    assert ghosted["iqm_snr"].images == 300
+    assert model.standardized(bad[0], "T1w", ghosted)["iqm_ghost"] > 5
+    # With every metric against the dataset, as model files before the split did, the
+    # ghosted dataset is its own normal.
+    everything = replace(model, dataset_metrics=tuple(METRICS))
+    own = peer_references(rows, everything).references[len(clean)]
+    assert everything.standardized(bad[0], "T1w", own)["iqm_ghost"] < 1
+
+
+def test_a_model_file_without_dataset_metrics_references_every_metric_against_the_dataset(
+    tmp_path: Path,
+) -> None:
+    values = load_model().to_dict()
+    assert values["peers"]["dataset_metrics"] == list(DATASET_METRICS)
+    del values["peers"]["dataset_metrics"]
+    path = tmp_path / "older.json"
+    path.write_text(json.dumps(values))
+    assert set(load_model(path).dataset_metrics) == set(METRICS)
+    values["peers"]["dataset_metrics"] = ["iqm_snr", "iqm_noise"]
+    path.write_text(json.dumps(values))
+    with pytest.raises(ConfigError, match="iqm_noise"):
+        load_model(path)
 
 
 # -- ratings ------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from scipy.optimize import minimize
 
 from openmind_data.errors import ConfigError
 from openmind_data.quality.model import (
+    DATASET_METRICS,
     METRICS,
     POOLED,
     IqsModel,
@@ -47,7 +48,8 @@ class FitSettings:
     cap: float = 6.0
     ridge: float = 0.01  # penalty on the squared weights, per unit of mean cross-entropy
     min_peers: int = 10  # see IqsModel
-    prior_images: int = 100
+    prior_images: int = 30
+    dataset_metrics: tuple[str, ...] = DATASET_METRICS
     min_images: int = 5  # fewest images a modality needs for references of its own
     #: The metrics given weights (the others keep weights of 0). The WM share (icvs_wm) is
     #: measured but not scored: it is anatomy as much as quality (it falls with age and with a
@@ -117,6 +119,7 @@ def fit_model(
         ),
         min_peers=settings.min_peers,
         prior_images=settings.prior_images,
+        dataset_metrics=settings.dataset_metrics,
         description=description,
         fitted_on=dict(fitted_on or {}),
     )

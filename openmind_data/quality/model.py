@@ -40,6 +40,7 @@ import numpy as np
 from openmind_data.errors import ConfigError
 
 __all__ = [
+    "DATASET_METRICS",
     "DEFAULT_MODEL",
     "METRICS",
     "POOLED",
@@ -82,6 +83,12 @@ SCALE_FLOORS: dict[str, float] = {
     "iqm_wm2max": 0.02,
     "iqm_icvs_wm": 0.02,
 }
+#: The metrics whose level the acquisition sets as much as the image's quality: the voxel size
+#: and reconstruction (FWHM, in voxels), the field strength, coil and sequence (SNR, CNR,
+#: FBER). These are standardized against the image's source dataset (its "site"); the
+#: artefact measures (CJV, EFC, QI1, INU, ghosting, WM2MAX) against its modality in the
+#: collection only, so that a dataset full of artefacts does not look clean against itself.
+DATASET_METRICS = ("iqm_snr", "iqm_cnr", "iqm_fber", "iqm_fwhm")
 POOLED = "*"
 MAD_TO_SD = 1.4826
 DEFAULT_MODEL = "iqs_default.json"
@@ -148,9 +155,11 @@ class IqsModel:
     intercept: float
     references: dict[str, dict[str, Reference]]  # modality -> metric -> the prior
     #: Peers: a group needs ``min_peers`` images with a metric to have references of its own,
-    #: and the prior counts as ``prior_images`` images in them.
+    #: and the prior counts as ``prior_images`` images in them; only ``dataset_metrics`` are
+    #: referenced against the image's source dataset (the rest against its modality).
     min_peers: int = 10
     prior_images: int = 10
+    dataset_metrics: tuple[str, ...] = DATASET_METRICS
     description: str = ""
     fitted_on: dict[str, Any] = field(default_factory=dict)
 
@@ -172,6 +181,11 @@ class IqsModel:
             raise ConfigError(f"IQS model {self.name}: no pooled ('*') reference")
         if self.min_peers < 2 or self.prior_images < 0:
             raise ConfigError(f"IQS model {self.name}: min_peers >= 2, prior_images >= 0")
+        if set(self.dataset_metrics) - set(METRICS):
+            raise ConfigError(
+                f"IQS model {self.name}: unknown dataset metrics "
+                f"{sorted(set(self.dataset_metrics) - set(METRICS))}"
+            )
 
     @property
     def label(self) -> str:
@@ -244,7 +258,11 @@ class IqsModel:
             "cap": _round(self.cap),
             "intercept": _round(self.intercept),
             "weights": {k: [_round(w) for w in ws] for k, ws in self.weights.items()},
-            "peers": {"min_peers": self.min_peers, "prior_images": self.prior_images},
+            "peers": {
+                "min_peers": self.min_peers,
+                "prior_images": self.prior_images,
+                "dataset_metrics": list(self.dataset_metrics),
+            },
             "references": {
                 modality: {
                     k: {"median": _round(r.median), "scale": _round(r.scale), "images": r.images}
@@ -288,6 +306,8 @@ class IqsModel:
                 },
                 min_peers=int(peers.get("min_peers", 10)),
                 prior_images=int(peers.get("prior_images", 10)),
+                # files written before the split referenced every metric against the dataset
+                dataset_metrics=tuple(peers.get("dataset_metrics", values["weights"])),
                 references={
                     str(modality): {
                         str(k): Reference(

@@ -1,4 +1,4 @@
-"""References from an image's peers: the images of its source dataset, else of its modality.
+"""References from an image's peers: the images of its modality, and of its source dataset.
 
 MRIQC's own validation (Esteban et al. 2017) found its metrics to vary more between sites
 than between good and bad scans, so a score is only as good as the reference it is measured
@@ -6,15 +6,22 @@ against. Here an image is standardized against robust statistics of its peers, i
 
 1. *modality*: every image of its modality in the table (the collection being built);
 2. *dataset*: the images of its modality in its own source dataset (an OpenNeuro dataset, an
-   MRIQC "site"), where there are at least ``model.min_peers`` of them with the metric.
+   MRIQC "site"), where there are at least ``model.min_peers`` of them with the metric; for
+   the metrics the acquisition sets (``model.dataset_metrics``: FWHM, SNR, CNR, FBER) only.
 
 Each level is drawn towards the one above it (the modality towards the model's prior) as if
 the level above had contributed ``model.prior_images`` images: with ``n`` peers, the median is
 ``(n m + k m0) / (n + k)`` and the squared scale the same mixture of squared scales. A
-dataset of a handful of images is therefore scored mostly against the prior, a large one
-mostly against itself. The price of peer references: a dataset whose every image is bad looks
-less bad against itself. The prior keeps it from looking good, and the metric's scale floor
-keeps a uniform dataset from turning its noise into badness.
+dataset of a handful of images is therefore scored mostly against the level above, a large
+one mostly against itself.
+
+Why not every metric against the dataset: a dataset whose every image is bad looks less bad
+against itself. ABIDE has such sites (Stanford: 38 of 40 scans excluded by its raters). With
+every metric referenced against the site, ABIDE's held-out sites rank their own scans well
+and the pooled ranking suffers; with only the acquisition's metrics, both hold
+(benchmarks/quality_ratings.py). The artefact measures are still drawn towards the whole
+collection, which corrects the toolkit's units against the prior's without cancelling any one
+dataset's artefacts.
 """
 
 from __future__ import annotations
@@ -62,7 +69,11 @@ def peer_references(
     for group, metrics in by_group.items():
         above = levels[group[1]]
         own[group] = {
-            column: _drawn(column, metrics.get(column, []), reference, model)
+            column: (
+                _drawn(column, metrics.get(column, []), reference, model)
+                if column in model.dataset_metrics
+                else reference
+            )
             for column, reference in above.items()
         }
     counts = {
