@@ -148,10 +148,11 @@ def test_the_shipped_model_measures_t1w_against_abide() -> None:
 
 
 def test_the_shipped_model_on_ds030_held_out() -> None:
-    """DS030 was never fitted or tuned on; the figure is the README's."""
+    """DS030 was never fitted or tuned on; the figures are the README's (AUC 0.730, accuracy
+    0.747 for openmind-iqs/2.1.0), held to within a point of them."""
     ds030 = read_mriqc_table(_mriqc_learn("ds030.tsv"))
     scores = score_mriqc(ds030, load_model()).column("image_quality_score").to_pylist()
     labels = [bool(e) for e in ds030.excluded()]
-    assert auc(labels, scores) >= 0.74
+    assert auc(labels, scores) >= 0.72
     accuracy = np.mean([(s >= 3.0) == label for s, label in zip(scores, labels, strict=True)])
-    assert accuracy >= 0.72
+    assert accuracy >= 0.737
