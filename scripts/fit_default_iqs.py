@@ -160,7 +160,6 @@ def main() -> None:
             "anchors": f"synthetic collection, seed {SEED}, {COPIES} copies: "
             f"{len(anchors)} images, weight {ANCHOR_WEIGHT} each",
             "metrics": list(settings.metrics),
-            "against the site": list(settings.dataset_metrics),
             "references": {
                 "T1w, *": "ABIDE",
                 "others": "synthetic collection's clean images, scales at least ABIDE's",
