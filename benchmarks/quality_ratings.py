@@ -10,10 +10,10 @@ rating below 0. Printed:
   acquisition's metrics; ``peers.py``); the AUC per site, their mean, and the AUC of all
   held-out scores pooled (the figure for a filter applied across datasets);
 - DS030: the AUC and the accuracy (IQS >= 3, i.e. p(exclude) >= 0.5, counts as "exclude") of
-  a model fitted on all of ABIDE with ``--knots/--cap/--ridge/--prior-images/--metrics/
-  --dataset-metrics`` and of
-  the shipped model (``openmind_data/quality/iqs_default.json``), beside MRIQC's classifier (76%
-  accuracy leave-one-site-out on ABIDE and 76% on DS030; Esteban et al. 2017).
+  a model fitted on all of ABIDE with ``--knots``, ``--cap``, ``--ridge``, ``--prior-images``,
+  ``--metrics`` and ``--dataset-metrics``, and of the shipped model
+  (``openmind_data/quality/iqs_default.json``), beside MRIQC's classifier (76% accuracy
+  leave-one-site-out on ABIDE and 76% on DS030; Esteban et al. 2017).
 
 With ``--anchors DIR`` (a synthetic collection measured by ``scripts/fit_default_iqs.py --work
 DIR``) every fit is the shipped recipe, ABIDE's raters plus the synthetic anchors; without it,
